@@ -1,0 +1,260 @@
+package client
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"net/url"
+	"strings"
+)
+
+// Client calls one annshard endpoint (a shard replica or a router) over HTTP.
+type Client struct {
+	base  string
+	token string
+	hc    *http.Client
+}
+
+// Option configures a Client.
+type Option func(*Client)
+
+// WithToken sends "Authorization: Bearer token" on every request; writes and internal
+// endpoints need it when the server has a token configured.
+func WithToken(token string) Option { return func(c *Client) { c.token = token } }
+
+// WithHTTPClient replaces http.DefaultClient, e.g. to set timeouts or a transport with a
+// larger idle-connection pool for fan-out.
+func WithHTTPClient(hc *http.Client) Option { return func(c *Client) { c.hc = hc } }
+
+// New returns a client of the server at baseURL ("http://10.0.0.5:8080").
+func New(baseURL string, opts ...Option) *Client {
+	c := &Client{base: strings.TrimRight(baseURL, "/"), hc: http.DefaultClient}
+	for _, o := range opts {
+		o(c)
+	}
+	return c
+}
+
+// BaseURL returns the server address the client talks to.
+func (c *Client) BaseURL() string { return c.base }
+
+// Upsert stores a batch of vectors; the answer comes once the batch is durable.
+func (c *Client) Upsert(ctx context.Context, req *UpsertRequest) (*UpsertResponse, error) {
+	var out UpsertResponse
+	if err := c.Do(ctx, http.MethodPost, "/v1/vectors", req, &out); err != nil {
+		return nil, err
+	}
+	return &out, nil
+}
+
+// Get fetches one vector by id; partition may be empty. A missing id is an *APIError
+// with CodeNotFound.
+func (c *Client) Get(ctx context.Context, id, partition string) (*Vector, error) {
+	var out Vector
+	if err := c.Do(ctx, http.MethodGet, vectorPath(id, partition), nil, &out); err != nil {
+		return nil, err
+	}
+	return &out, nil
+}
+
+// Delete removes one vector by id; Deleted is false when it did not exist.
+func (c *Client) Delete(ctx context.Context, id, partition string) (*DeleteOneResponse, error) {
+	var out DeleteOneResponse
+	if err := c.Do(ctx, http.MethodDelete, vectorPath(id, partition), nil, &out); err != nil {
+		return nil, err
+	}
+	return &out, nil
+}
+
+// DeleteBatch removes many vectors by id in one durable batch.
+func (c *Client) DeleteBatch(ctx context.Context, req *DeleteRequest) (*DeleteResponse, error) {
+	var out DeleteResponse
+	if err := c.Do(ctx, http.MethodPost, "/v1/vectors:delete", req, &out); err != nil {
+		return nil, err
+	}
+	return &out, nil
+}
+
+// Search runs one k-nearest-neighbour query.
+func (c *Client) Search(ctx context.Context, req *SearchRequest) (*SearchResponse, error) {
+	var out SearchResponse
+	if err := c.Do(ctx, http.MethodPost, "/v1/search", req, &out); err != nil {
+		return nil, err
+	}
+	return &out, nil
+}
+
+// BatchSearch runs several queries in one round trip.
+func (c *Client) BatchSearch(ctx context.Context, req *BatchSearchRequest) (*BatchSearchResponse, error) {
+	var out BatchSearchResponse
+	if err := c.Do(ctx, http.MethodPost, "/v1/search:batch", req, &out); err != nil {
+		return nil, err
+	}
+	return &out, nil
+}
+
+// Load fetches the server's load report.
+func (c *Client) Load(ctx context.Context) (*LoadReport, error) {
+	var out LoadReport
+	if err := c.Do(ctx, http.MethodGet, "/v1/load", nil, &out); err != nil {
+		return nil, err
+	}
+	return &out, nil
+}
+
+// Health returns nil when /healthz answers 2xx (the process is alive).
+func (c *Client) Health(ctx context.Context) error {
+	return c.Do(ctx, http.MethodGet, "/healthz", nil, nil)
+}
+
+// Ready returns nil when /readyz answers 2xx (the server should get traffic).
+func (c *Client) Ready(ctx context.Context) error {
+	return c.Do(ctx, http.MethodGet, "/readyz", nil, nil)
+}
+
+// Slots returns the slot state of a shard (internal endpoint).
+func (c *Client) Slots(ctx context.Context) (*SlotsState, error) {
+	var out SlotsState
+	if err := c.Do(ctx, http.MethodGet, "/v1/internal/slots", nil, &out); err != nil {
+		return nil, err
+	}
+	return &out, nil
+}
+
+// SetSlots sets the owned (and frozen) slots of a shard at an epoch (internal endpoint).
+func (c *Client) SetSlots(ctx context.Context, req *SlotsRequest) (*SlotsState, error) {
+	return c.slotsCall(ctx, "/v1/internal/slots", req)
+}
+
+// FreezeSlots refuses further writes to req.Slots with CodeMoved at req.Epoch.
+func (c *Client) FreezeSlots(ctx context.Context, req *SlotsRequest) (*SlotsState, error) {
+	return c.slotsCall(ctx, "/v1/internal/slots:freeze", req)
+}
+
+// DropSlots durably deletes every vector in req.Slots and gives up their ownership.
+func (c *Client) DropSlots(ctx context.Context, req *SlotsRequest) (*SlotsState, error) {
+	return c.slotsCall(ctx, "/v1/internal/slots:drop", req)
+}
+
+func (c *Client) slotsCall(ctx context.Context, path string, req *SlotsRequest) (*SlotsState, error) {
+	var out SlotsState
+	if err := c.Do(ctx, http.MethodPost, path, req, &out); err != nil {
+		return nil, err
+	}
+	return &out, nil
+}
+
+func vectorPath(id, partition string) string {
+	p := "/v1/vectors/" + url.PathEscape(id)
+	if partition != "" {
+		p += "?partition=" + url.QueryEscape(partition)
+	}
+	return p
+}
+
+// Do sends in (JSON, when not nil) to path and decodes a 2xx answer into out (when not
+// nil). A non-2xx answer becomes an *APIError; an answer without an error body still
+// gets one, with a code derived from the status.
+func (c *Client) Do(ctx context.Context, method, path string, in, out any) error {
+	var body io.Reader
+	if in != nil {
+		buf, err := json.Marshal(in)
+		if err != nil {
+			return fmt.Errorf("encoding %s %s: %w", method, path, err)
+		}
+		body = bytes.NewReader(buf)
+	}
+	req, err := http.NewRequestWithContext(ctx, method, c.base+path, body)
+	if err != nil {
+		return fmt.Errorf("building %s %s: %w", method, path, err)
+	}
+	if in != nil {
+		req.Header.Set("Content-Type", "application/json")
+	}
+	if c.token != "" {
+		req.Header.Set("Authorization", "Bearer "+c.token)
+	}
+	resp, err := c.hc.Do(req)
+	if err != nil {
+		return fmt.Errorf("%s %s: %w", method, path, err)
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode/100 != 2 {
+		return decodeError(resp)
+	}
+	if out == nil {
+		_, _ = io.Copy(io.Discard, resp.Body)
+		return nil
+	}
+	if err := json.NewDecoder(resp.Body).Decode(out); err != nil {
+		return fmt.Errorf("decoding answer of %s %s: %w", method, path, err)
+	}
+	return nil
+}
+
+func decodeError(resp *http.Response) error {
+	raw, _ := io.ReadAll(io.LimitReader(resp.Body, 64<<10))
+	var eb ErrorBody
+	if err := json.Unmarshal(raw, &eb); err != nil || eb.Error.Code == "" {
+		eb.Error = APIError{Code: codeForStatus(resp.StatusCode), Message: strings.TrimSpace(string(raw))}
+		if eb.Error.Message == "" {
+			eb.Error.Message = resp.Status
+		}
+	}
+	eb.Error.HTTPStatus = resp.StatusCode
+	e := eb.Error
+	return &e
+}
+
+// StatusFor returns the HTTP status the API uses for an error code.
+func StatusFor(code string) int {
+	switch code {
+	case CodeInvalidArgument:
+		return http.StatusBadRequest
+	case CodeNotFound:
+		return http.StatusNotFound
+	case CodeUnauthorized:
+		return http.StatusUnauthorized
+	case CodeMoved, CodeConflict:
+		return http.StatusConflict
+	case CodeNotPrimary:
+		return http.StatusMisdirectedRequest
+	case CodePayloadTooLarge:
+		return http.StatusRequestEntityTooLarge
+	case CodeUnavailable:
+		return http.StatusServiceUnavailable
+	default:
+		return http.StatusInternalServerError
+	}
+}
+
+func codeForStatus(status int) string {
+	switch status {
+	case http.StatusBadRequest:
+		return CodeInvalidArgument
+	case http.StatusNotFound:
+		return CodeNotFound
+	case http.StatusUnauthorized, http.StatusForbidden:
+		return CodeUnauthorized
+	case http.StatusConflict:
+		return CodeConflict
+	case http.StatusMisdirectedRequest:
+		return CodeNotPrimary
+	case http.StatusRequestEntityTooLarge:
+		return CodePayloadTooLarge
+	case http.StatusServiceUnavailable, http.StatusBadGateway, http.StatusGatewayTimeout:
+		return CodeUnavailable
+	default:
+		return CodeInternal
+	}
+}
+
+// IsCode reports whether err is an *APIError with the given code.
+func IsCode(err error, code string) bool {
+	var ae *APIError
+	return errors.As(err, &ae) && ae.Code == code
+}
