@@ -1,0 +1,104 @@
+package balance
+
+import (
+	"math"
+	"sync/atomic"
+	"time"
+)
+
+// minServiceNs floors the service time used by the queue penalty, so a replica whose
+// latency is not known yet still pays for its outstanding requests.
+const minServiceNs = float64(time.Microsecond)
+
+// errorFactor multiplies the latency sample of a failed request, so a replica that
+// fails fast does not look fast.
+const errorFactor = 4
+
+// adaptive ranks replicas by C3's score (Suresh et al., "C3: Cutting Tail Latency in
+// Cloud Data Stores via Adaptive Replica Selection", NSDI 2015):
+//
+//	score = R - T + q^3 * T,  q = 1 + outstanding*clients + reportedQueue
+//
+// R is the EWMA of the latency this router observed, T the replica's own service time
+// (1/mu; the observed latency when the replica reports none) and the cube makes a
+// replica with a queue lose quickly to one without, which is what cuts the tail.
+//
+// Two additions make it recover. A replica that gets no traffic keeps its last (slow)
+// EWMA forever under plain C3, so R and T decay with the time since the replica's last
+// sample (halving every half-life): after a few half-lives it scores like the others and
+// is probed once; the probe's outstanding request holds it off meanwhile. And the EWMA
+// weight of a sample grows with that idle time, so the probe's answer replaces the stale
+// estimate instead of nudging it: a replica that is still slow goes straight back to
+// idle, one that is fast again gets its share back at once.
+type adaptive struct {
+	base
+	now      func() time.Duration
+	clients  float64
+	alpha    float64
+	halfLife float64 // ns
+	next     atomic.Uint64
+}
+
+func (a *adaptive) Pick(exclude int) int {
+	n := len(a.reps)
+	if a.candidates(exclude) == 0 {
+		return -1
+	}
+	now := int64(a.now())
+	start := int(a.next.Add(1) % uint64(n))
+	best, bestScore := -1, 0.0
+	for k := range n {
+		i := (start + k) % n
+		if i == exclude {
+			continue
+		}
+		if s := a.score(i, now); best < 0 || s < bestScore {
+			best, bestScore = i, s
+		}
+	}
+	return best
+}
+
+// Score returns replica i's current score (lower is better), for tests and metrics.
+func (a *adaptive) Score(i int) float64 { return a.score(i, int64(a.now())) }
+
+func (a *adaptive) score(i int, now int64) float64 {
+	r := &a.reps[i]
+	decay := math.Exp2(-float64(max(now-r.last.Load(), 0)) / a.halfLife)
+	lat := math.Float64frombits(r.ewma.Load()) * decay
+	svc := math.Float64frombits(r.service.Load())
+	if svc <= 0 || svc > lat {
+		svc = lat
+	}
+	svc = max(svc, minServiceNs)
+	q := 1 + float64(r.inflight.Load())*a.clients + math.Float64frombits(r.queue.Load())
+	return lat - svc + q*q*q*svc
+}
+
+func (a *adaptive) Done(i int, latency time.Duration, err error) {
+	if !a.valid(i) {
+		return
+	}
+	r := &a.reps[i]
+	r.inflight.Add(-1)
+	now := int64(a.now())
+	x := float64(max(latency, 0))
+	idle := float64(max(now-r.last.Load(), 0))
+	w := max(a.alpha, 1-math.Exp2(-idle/a.halfLife))
+	for {
+		old := r.ewma.Load()
+		prev := math.Float64frombits(old)
+		sample := x
+		if err != nil {
+			sample = max(x, prev) * errorFactor
+		}
+		next := sample
+		if prev > 0 {
+			next = prev + w*(sample-prev)
+		}
+		if r.ewma.CompareAndSwap(old, math.Float64bits(next)) {
+			break
+		}
+	}
+	r.last.Store(now)
+}

@@ -1,0 +1,454 @@
+package balance
+
+import (
+	"errors"
+	"fmt"
+	"sync"
+	"testing"
+	"time"
+)
+
+func mustNew(t testing.TB, p Policy, n int, opts ...Option) Balancer {
+	t.Helper()
+	b, err := New(p, n, append([]Option{WithSeed(42)}, opts...)...)
+	if err != nil {
+		t.Fatalf("New(%s, %d): %v", p, n, err)
+	}
+	return b
+}
+
+// picks runs n pick/start/done rounds and returns how often each replica was chosen.
+func picks(b Balancer, n, exclude int) []int {
+	counts := make([]int, b.Len())
+	for range n {
+		i := b.Pick(exclude)
+		if i < 0 {
+			continue
+		}
+		counts[i]++
+		b.Start(i)
+		b.Done(i, time.Millisecond, nil)
+	}
+	return counts
+}
+
+func TestParsePolicy(t *testing.T) {
+	for _, tc := range []struct {
+		in      string
+		want    Policy
+		wantErr bool
+	}{
+		{"RoundRobin", RoundRobin, false},
+		{"adaptive", Adaptive, false},
+		{"POWEROFTWOCHOICES", PowerOfTwoChoices, false},
+		{"Random", "", true},
+		{"", "", true},
+	} {
+		t.Run(tc.in, func(t *testing.T) {
+			got, err := ParsePolicy(tc.in)
+			if (err != nil) != tc.wantErr || got != tc.want {
+				t.Fatalf("ParsePolicy(%q) = %q, %v; want %q, err %v", tc.in, got, err, tc.want, tc.wantErr)
+			}
+			if err != nil && !errors.Is(err, ErrUnknownPolicy) {
+				t.Fatalf("error %v does not wrap ErrUnknownPolicy", err)
+			}
+		})
+	}
+}
+
+func TestNewRejects(t *testing.T) {
+	if _, err := New("Fastest", 3); !errors.Is(err, ErrUnknownPolicy) {
+		t.Fatalf("New(Fastest) error = %v, want ErrUnknownPolicy", err)
+	}
+	if _, err := New(RoundRobin, -1); err == nil {
+		t.Fatal("New with -1 replicas succeeded")
+	}
+}
+
+// TestEveryPolicyEdges checks what every policy must do the same way: nothing to pick
+// from, the exclusion honoured, out-of-range indexes ignored, every replica reachable.
+func TestEveryPolicyEdges(t *testing.T) {
+	for _, p := range Policies {
+		t.Run(string(p), func(t *testing.T) {
+			if got := mustNew(t, p, 0).Pick(-1); got != -1 {
+				t.Errorf("empty set: Pick = %d, want -1", got)
+			}
+			one := mustNew(t, p, 1)
+			if got := one.Pick(0); got != -1 {
+				t.Errorf("one replica excluded: Pick = %d, want -1", got)
+			}
+			if got := one.Pick(-1); got != 0 {
+				t.Errorf("one replica: Pick = %d, want 0", got)
+			}
+			b := mustNew(t, p, 3)
+			b.Start(7)
+			b.Done(-2, time.Second, nil)
+			b.Report(9, Load{QueueDepth: 3})
+			if b.Policy() != p || b.Len() != 3 {
+				t.Errorf("Policy, Len = %s, %d", b.Policy(), b.Len())
+			}
+			for exclude := -1; exclude < 3; exclude++ {
+				counts := picks(b, 300, exclude)
+				for i, c := range counts {
+					if i == exclude && c != 0 {
+						t.Errorf("exclude %d: picked %d times", exclude, c)
+					}
+					if i != exclude && c == 0 {
+						t.Errorf("exclude %d: replica %d never picked: %v", exclude, i, counts)
+					}
+				}
+			}
+			for i := range 3 {
+				if f := b.InFlight(i); f != 0 {
+					t.Errorf("InFlight(%d) = %d after all done", i, f)
+				}
+			}
+		})
+	}
+}
+
+func TestRoundRobinOrder(t *testing.T) {
+	for _, tc := range []struct {
+		n, exclude int
+		want       []int
+	}{
+		{3, -1, []int{0, 1, 2, 0, 1, 2}},
+		{3, 1, []int{0, 2, 2, 0, 2, 2}},
+		{2, 0, []int{1, 1, 1}},
+	} {
+		t.Run(fmt.Sprint(tc.n, "/", tc.exclude), func(t *testing.T) {
+			b := mustNew(t, RoundRobin, tc.n)
+			for k, want := range tc.want {
+				if got := b.Pick(tc.exclude); got != want {
+					t.Fatalf("pick %d = %d, want %d", k, got, want)
+				}
+			}
+		})
+	}
+}
+
+func TestSmoothSchedule(t *testing.T) {
+	for _, tc := range []struct {
+		weights []int
+		want    []int32
+	}{
+		// nginx's documented example: {5, 1, 1} -> a a b a c a a.
+		{[]int{5, 1, 1}, []int32{0, 0, 1, 0, 2, 0, 0}},
+		{[]int{1, 1, 1}, []int32{0, 1, 2}},
+		{[]int{2, 1}, []int32{0, 1, 0}},
+		{[]int{0, 0}, []int32{0, 1}},
+		{nil, []int32{0}},
+	} {
+		t.Run(fmt.Sprint(tc.weights), func(t *testing.T) {
+			got := smoothSchedule(tc.weights)
+			if fmt.Sprint(got) != fmt.Sprint(tc.want) {
+				t.Fatalf("smoothSchedule(%v) = %v, want %v", tc.weights, got, tc.want)
+			}
+		})
+	}
+}
+
+func TestWeightedFollowsCapacity(t *testing.T) {
+	for _, tc := range []struct {
+		name        string
+		caps        []float64
+		wantWeights []int
+	}{
+		{"equal", []float64{100, 100, 100}, []int{32, 32, 32}},
+		{"unknown is default", []float64{0, 0, 0}, []int{1, 1, 1}},
+		{"four to one", []float64{400, 100, 100}, []int{32, 8, 8}},
+		{"tiny keeps a share", []float64{1000, 1, 500}, []int{32, 1, 16}},
+		{"one unknown", []float64{200, 0, 100}, []int{32, 16, 16}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			b := mustNew(t, WeightedRoundRobin, len(tc.caps))
+			for i, c := range tc.caps {
+				b.Report(i, Load{Capacity: c})
+			}
+			w := b.(*weighted).Weights()
+			if fmt.Sprint(w) != fmt.Sprint(tc.wantWeights) {
+				t.Fatalf("weights = %v, want %v", w, tc.wantWeights)
+			}
+			total := 0
+			for _, x := range w {
+				total += x
+			}
+			counts := picks(b, total*10, -1)
+			for i := range counts {
+				if counts[i] != w[i]*10 {
+					t.Fatalf("picks %v over %d rounds, want 10x weights %v", counts, total*10, w)
+				}
+			}
+		})
+	}
+}
+
+func TestLeastConnections(t *testing.T) {
+	for _, tc := range []struct {
+		name     string
+		inflight []int
+		exclude  int
+		want     []int // acceptable answers
+	}{
+		{"fewest wins", []int{3, 1, 2}, -1, []int{1}},
+		{"excluded fewest", []int{3, 1, 2}, 1, []int{2}},
+		{"tie is shared", []int{2, 0, 0}, -1, []int{1, 2}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			b := mustNew(t, LeastConnections, len(tc.inflight))
+			for i, n := range tc.inflight {
+				for range n {
+					b.Start(i)
+				}
+			}
+			seen := map[int]int{}
+			for range 20 {
+				seen[b.Pick(tc.exclude)]++
+			}
+			for _, w := range tc.want {
+				if seen[w] == 0 {
+					t.Errorf("replica %d never picked: %v", w, seen)
+				}
+				delete(seen, w)
+			}
+			if len(seen) != 0 {
+				t.Errorf("unexpected picks %v", seen)
+			}
+		})
+	}
+}
+
+func TestPowerOfTwoChoices(t *testing.T) {
+	for _, tc := range []struct {
+		name    string
+		load    []float64 // reported queue depth
+		exclude int
+		never   int
+		min     []int // minimum share (of 1000) of each replica
+	}{
+		{"most loaded never wins", []float64{0, 0, 10}, -1, 2, []int{300, 300, 0}},
+		{"two left and one excluded", []float64{5, 0, 0}, 1, 1, []int{0, 0, 1000}},
+		{"uniform when equal", []float64{0, 0, 0, 0}, -1, -1, []int{150, 150, 150, 150}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			b := mustNew(t, PowerOfTwoChoices, len(tc.load))
+			for i, q := range tc.load {
+				b.Report(i, Load{QueueDepth: q})
+			}
+			counts := make([]int, len(tc.load))
+			for range 1000 {
+				counts[b.Pick(tc.exclude)]++
+			}
+			if tc.never >= 0 && counts[tc.never] != 0 {
+				t.Errorf("replica %d picked %d times: %v", tc.never, counts[tc.never], counts)
+			}
+			for i, m := range tc.min {
+				if counts[i] < m {
+					t.Errorf("replica %d picked %d times, want >= %d: %v", i, counts[i], m, counts)
+				}
+			}
+		})
+	}
+}
+
+func TestPowerOfTwoChoicesIsSeeded(t *testing.T) {
+	run := func() []int {
+		b := mustNew(t, PowerOfTwoChoices, 5)
+		out := make([]int, 50)
+		for k := range out {
+			out[k] = b.Pick(-1)
+			b.Start(out[k]) // uneven load so the comparison matters
+		}
+		return out
+	}
+	if a, b := fmt.Sprint(run()), fmt.Sprint(run()); a != b {
+		t.Fatalf("same seed, different picks:\n%s\n%s", a, b)
+	}
+}
+
+// fakeClock is a hand-moved clock for Adaptive.
+type fakeClock struct{ t time.Duration }
+
+func (c *fakeClock) now() time.Duration { return c.t }
+
+// TestAdaptiveSlowReplicaRecovers simulates a router sending one request every 2ms to
+// three replicas, each answering after its current latency. Replica 1 turns 10x slow
+// for 20s, then fast again. Per phase it checks the share of traffic replica 1 gets.
+func TestAdaptiveSlowReplicaRecovers(t *testing.T) {
+	const fast, slow, gap = 2 * time.Millisecond, 20 * time.Millisecond, 2 * time.Millisecond
+	type phase struct {
+		name     string
+		dur      time.Duration
+		latency  [3]time.Duration
+		measure  time.Duration // only the tail of the phase is measured
+		min, max float64       // share bounds of replica 1
+	}
+	phases := []phase{
+		{"healthy", 5 * time.Second, [3]time.Duration{fast, fast, fast}, 4 * time.Second, 0.2, 0.5},
+		{"slow", 20 * time.Second, [3]time.Duration{fast, slow, fast}, 15 * time.Second, 0.0001, 0.02},
+		{"recovered", 10 * time.Second, [3]time.Duration{fast, fast, fast}, 5 * time.Second, 0.2, 0.5},
+	}
+	clock := &fakeClock{}
+	b := mustNew(t, Adaptive, 3, WithClock(clock.now), WithDecay(time.Second))
+	type pending struct {
+		replica int
+		start   time.Duration
+		end     time.Duration
+	}
+	var open []pending
+	for _, ph := range phases {
+		t.Run(ph.name, func(t *testing.T) {
+			end := clock.t + ph.dur
+			var counts [3]int
+			total := 0
+			for clock.t < end {
+				// Complete what is due, in order of completion time.
+				kept := open[:0]
+				for _, p := range open {
+					if p.end <= clock.t {
+						b.Done(p.replica, p.end-p.start, nil)
+					} else {
+						kept = append(kept, p)
+					}
+				}
+				open = kept
+				i := b.Pick(-1)
+				b.Start(i)
+				open = append(open, pending{i, clock.t, clock.t + ph.latency[i]})
+				if clock.t >= end-ph.measure {
+					counts[i]++
+					total++
+				}
+				clock.t += gap
+			}
+			share := float64(counts[1]) / float64(total)
+			t.Logf("%s: picks %v, replica 1 share %.4f", ph.name, counts, share)
+			if share < ph.min || share > ph.max {
+				t.Errorf("replica 1 share %.4f outside [%g, %g]", share, ph.min, ph.max)
+			}
+		})
+	}
+}
+
+func TestAdaptiveScore(t *testing.T) {
+	for _, tc := range []struct {
+		name   string
+		setup  func(b Balancer, c *fakeClock)
+		better int // replica with the lower score
+		worse  int
+	}{
+		{"lower latency wins", func(b Balancer, c *fakeClock) {
+			b.Start(0)
+			b.Done(0, 10*time.Millisecond, nil)
+			b.Start(1)
+			b.Done(1, 2*time.Millisecond, nil)
+		}, 1, 0},
+		{"outstanding requests cost cubically", func(b Balancer, c *fakeClock) {
+			b.Start(0)
+			b.Done(0, 2*time.Millisecond, nil)
+			b.Start(1)
+			b.Done(1, 5*time.Millisecond, nil)
+			b.Start(0) // 2ms * 2^3 = 16ms > 5ms
+		}, 1, 0},
+		{"reported queue counts", func(b Balancer, c *fakeClock) {
+			b.Start(0)
+			b.Done(0, 2*time.Millisecond, nil)
+			b.Start(1)
+			b.Done(1, 3*time.Millisecond, nil)
+			b.Report(0, Load{QueueDepth: 2, ServiceTime: time.Millisecond})
+		}, 1, 0},
+		{"errors look slow", func(b Balancer, c *fakeClock) {
+			b.Start(0)
+			b.Done(0, time.Millisecond, nil)
+			b.Start(1)
+			b.Done(1, time.Millisecond, nil)
+			b.Start(0)
+			b.Done(0, time.Millisecond, errors.New("boom"))
+		}, 1, 0},
+		{"idle slow replica decays", func(b Balancer, c *fakeClock) {
+			b.Start(0)
+			b.Done(0, 8*time.Millisecond, nil)
+			c.t += 4 * time.Second // 8ms halves four times: 0.5ms
+			b.Start(1)
+			b.Done(1, 2*time.Millisecond, nil)
+		}, 0, 1},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			c := &fakeClock{t: time.Second}
+			b := mustNew(t, Adaptive, 2, WithClock(c.now), WithDecay(time.Second))
+			tc.setup(b, c)
+			a := b.(*adaptive)
+			if sb, sw := a.Score(tc.better), a.Score(tc.worse); !(sb < sw) {
+				t.Fatalf("score(%d) = %g, score(%d) = %g; want the first lower", tc.better, sb, tc.worse, sw)
+			}
+			if got := b.Pick(-1); got != tc.better {
+				t.Fatalf("Pick = %d, want %d", got, tc.better)
+			}
+		})
+	}
+}
+
+// TestConcurrentUse hammers every policy from several goroutines; run with -race. The
+// in-flight counters must all come back to zero.
+func TestConcurrentUse(t *testing.T) {
+	for _, p := range Policies {
+		t.Run(string(p), func(t *testing.T) {
+			b := mustNew(t, p, 4)
+			var wg sync.WaitGroup
+			for g := range 4 {
+				wg.Go(func() {
+					for k := range 2000 {
+						i := b.Pick(k % 5)
+						if i < 0 || i >= 4 || i == k%5 {
+							t.Errorf("Pick(%d) = %d", k%5, i)
+							return
+						}
+						b.Start(i)
+						if k%100 == 0 {
+							b.Report(g, Load{QueueDepth: float64(k % 7), Capacity: float64(1 + k%3)})
+						}
+						b.Done(i, time.Duration(k%9)*time.Millisecond, nil)
+					}
+				})
+			}
+			wg.Wait()
+			for i := range 4 {
+				if f := b.InFlight(i); f != 0 {
+					t.Errorf("InFlight(%d) = %d", i, f)
+				}
+			}
+		})
+	}
+}
+
+func TestHotPathAllocatesNothing(t *testing.T) {
+	for _, p := range Policies {
+		t.Run(string(p), func(t *testing.T) {
+			b := mustNew(t, p, 5)
+			b.Report(0, Load{Capacity: 3})
+			allocs := testing.AllocsPerRun(1000, func() {
+				i := b.Pick(2)
+				b.Start(i)
+				b.Done(i, time.Millisecond, nil)
+			})
+			if allocs != 0 {
+				t.Fatalf("Pick+Start+Done allocates %v times per run", allocs)
+			}
+		})
+	}
+}
+
+func BenchmarkPick(b *testing.B) {
+	for _, p := range Policies {
+		b.Run(string(p), func(b *testing.B) {
+			bal := mustNew(b, p, 3)
+			b.RunParallel(func(pb *testing.PB) {
+				for pb.Next() {
+					i := bal.Pick(-1)
+					bal.Start(i)
+					bal.Done(i, time.Millisecond, nil)
+				}
+			})
+		})
+	}
+}
