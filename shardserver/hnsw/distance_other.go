@@ -1,0 +1,15 @@
+//go:build !amd64
+
+package hnsw
+
+// Other architectures use the scalar kernels; these constants let the compiler drop
+// the SIMD branches and the stubs below are never called.
+const (
+	useAVX2   = false
+	useAVX512 = false
+)
+
+func l2AVX2(a, b []float32) float32    { return l2Scalar(a, b) }
+func dotAVX2(a, b []float32) float32   { return dotScalar(a, b) }
+func l2AVX512(a, b []float32) float32  { return l2Scalar(a, b) }
+func dotAVX512(a, b []float32) float32 { return dotScalar(a, b) }
