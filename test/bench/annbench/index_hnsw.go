@@ -1,0 +1,52 @@
+package main
+
+import (
+	"fmt"
+
+	"github.com/annshard/annshard/shardserver/hnsw"
+)
+
+// newHNSW builds the index under test: annshard's own HNSW.
+func newHNSW(p indexParams) (annIndex, error) {
+	m, err := hnsw.ParseMetric(p.metric.String())
+	if err != nil {
+		return nil, fmt.Errorf("map metric: %w", err)
+	}
+	x, err := hnsw.New(hnsw.Config{
+		Dim:            p.dim,
+		Metric:         m,
+		M:              p.m,
+		EfConstruction: p.efConstruction,
+		EfSearch:       p.efSearch,
+		Seed:           p.seed,
+		Capacity:       p.capacity,
+	})
+	if err != nil {
+		return nil, fmt.Errorf("create HNSW index: %w", err)
+	}
+	return hnswIndex{x}, nil
+}
+
+type hnswIndex struct{ *hnsw.Index }
+
+func (x hnswIndex) NewSearcher() searcher { return &hnswSearcher{x: x.Index} }
+
+// hnswSearcher keeps the result buffer of one goroutine across queries, which is what
+// makes SearchInto allocation-free.
+type hnswSearcher struct {
+	x   *hnsw.Index
+	buf []hnsw.Result
+}
+
+func (s *hnswSearcher) Search(keys []uint64, q []float32, k, ef int) ([]uint64, error) {
+	res, err := s.x.SearchInto(s.buf[:0], q, k, hnsw.SearchOptions{Ef: ef})
+	if err != nil {
+		return keys[:0], err
+	}
+	s.buf = res
+	keys = keys[:0]
+	for _, r := range res {
+		keys = append(keys, r.Key)
+	}
+	return keys, nil
+}
