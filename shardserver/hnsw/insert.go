@@ -1,0 +1,207 @@
+package hnsw
+
+import (
+	"cmp"
+	"fmt"
+	"slices"
+	"sync/atomic"
+)
+
+// Add inserts vec under key, or replaces the vector of an existing key. vec is
+// copied (and normalised under Cosine). Concurrent Adds run in parallel: each locks
+// only the nodes whose link lists it rewrites.
+//
+// A replaced vector goes into a fresh slot, which is published before the old slot
+// is tombstoned, so a concurrent search sees the old or the new vector, never a
+// mix of the two.
+func (x *Index) Add(key uint64, vec []float32) error {
+	s := x.getSearcher()
+	defer x.putSearcher(s)
+	v, err := x.checkVector(vec, s.q)
+	if err != nil {
+		return fmt.Errorf("add key %d: %w", key, err)
+	}
+	if x.cosine {
+		s.q = v
+	}
+	kl := x.keyLock(key)
+	kl.Lock()
+	defer kl.Unlock()
+	x.structMu.RLock()
+	defer x.structMu.RUnlock()
+
+	x.keysMu.RLock()
+	old, exists := x.keys[key]
+	x.keysMu.RUnlock()
+	var flags uint32
+	if exists {
+		flags = flagPending
+	}
+	level := x.randomLevel()
+	id := x.allocSlot(key, v, level, flags)
+	s.refresh(x)
+	x.insert(s, id, v, level)
+
+	x.keysMu.Lock()
+	x.keys[key] = id
+	x.keysMu.Unlock()
+	if exists {
+		x.upsertIn.Add(1)
+		x.clearFlag(s.tbl, id, flagPending)
+		if x.setFlag(s.tbl, old, flagDeleted) {
+			x.deleted.Add(1)
+		}
+		x.upsertN.Add(1)
+		x.upsertIn.Add(-1)
+	} else {
+		x.live.Add(1)
+	}
+	return nil
+}
+
+// insert links node id (its vector v, its level) into the graph: the paper's
+// INSERT with hnswlib's choices (heuristic selection of M neighbours, back-links
+// pruned by the same heuristic down to M, or 2*M on layer 0).
+func (x *Index) insert(s *searcher, id uint32, v []float32, level int) {
+	e := x.ep.Load()
+	if e == 0 {
+		x.epMu.Lock()
+		if e = x.ep.Load(); e == 0 {
+			x.ep.Store(uint64(level+1)<<32 | uint64(id))
+			x.epMu.Unlock()
+			return
+		}
+		x.epMu.Unlock()
+	}
+	top := int(e>>32) - 1
+	epID := uint32(e)
+	ep := pair{x.dist(v, x.vecIn(s.tbl, epID)), epID}
+	for l := top; l > level; l-- {
+		ep = x.greedy(s, v, ep, l)
+	}
+	for l := min(level, top); l >= 0; l-- {
+		x.searchLayer(s, v, ep, x.cfg.EfConstruction, l, collectNotDead, nil)
+		if len(s.res) == 0 {
+			continue // every node met is a tombstone: keep descending from ep
+		}
+		s.tmp = s.res.drainAscending(s.tmp)
+		ep = s.tmp[0]
+		s.kept = x.heuristic(s, s.tmp, x.m, s.kept[:0])
+		x.setLinks(s, id, l, s.kept)
+		maxM := x.m
+		if l == 0 {
+			maxM = x.m0
+		}
+		for _, nb := range s.kept {
+			x.addBackLink(s, nb.id, id, l, maxM)
+		}
+	}
+	if level > top {
+		x.epMu.Lock()
+		if cur := x.ep.Load(); int(cur>>32)-1 < level {
+			x.ep.Store(uint64(level+1)<<32 | uint64(id))
+		}
+		x.epMu.Unlock()
+	}
+}
+
+// heuristic is the paper's SELECT-NEIGHBORS-HEURISTIC as hnswlib implements it:
+// walking cands closest first, keep a candidate only if it is closer to the new
+// node than to every neighbour already kept. This spreads links over directions
+// and keeps clusters connected. cands must be sorted ascending; kept is appended.
+func (x *Index) heuristic(s *searcher, cands []pair, m int, kept []pair) []pair {
+	for _, c := range cands {
+		if len(kept) >= m {
+			break
+		}
+		cv := x.vecIn(s.tbl, c.id)
+		good := true
+		for _, r := range kept {
+			if x.dist(cv, x.vecIn(s.tbl, r.id)) < c.d {
+				good = false
+				break
+			}
+		}
+		if good {
+			kept = append(kept, c)
+		}
+	}
+	return kept
+}
+
+// listOf returns the words and base index of id's list on layer l.
+func (x *Index) listOf(s *searcher, id uint32, l int) ([]uint32, int) {
+	if l == 0 {
+		return s.chunkOf(x, id).words, int(id&chunkMask) * x.stride
+	}
+	off, uw := s.upperOf(x, id)
+	return uw, int(off&(upperChunkWords-1)) + (l-1)*x.upStr
+}
+
+func (x *Index) lockOf(s *searcher, id uint32) *chunk { return s.chunkOf(x, id) }
+
+// setLinks replaces id's list on layer l. Words are stored atomically, ids before
+// the count, so a lock-free reader sees valid node ids whatever it interleaves with.
+func (x *Index) setLinks(s *searcher, id uint32, l int, links []pair) {
+	c := x.lockOf(s, id)
+	mu := &c.locks[id&chunkMask]
+	mu.Lock()
+	w, base := x.listOf(s, id, l)
+	for i, p := range links {
+		atomic.StoreUint32(&w[base+1+i], p.id)
+	}
+	atomic.StoreUint32(&w[base], uint32(len(links)))
+	mu.Unlock()
+}
+
+// addBackLink adds a link nb -> id on layer l, pruning nb's list with the
+// heuristic when it is full.
+func (x *Index) addBackLink(s *searcher, nb, id uint32, l, maxM int) {
+	c := x.lockOf(s, nb)
+	mu := &c.locks[nb&chunkMask]
+	mu.Lock()
+	defer mu.Unlock()
+	w, base := x.listOf(s, nb, l)
+	n := int(w[base]) // stable: writers hold the lock
+	for i := 1; i <= n; i++ {
+		if w[base+i] == id {
+			return
+		}
+	}
+	if n < maxM {
+		atomic.StoreUint32(&w[base+1+n], id)
+		atomic.StoreUint32(&w[base], uint32(n+1))
+		return
+	}
+	nv := x.vecIn(s.tbl, nb)
+	cands := s.out[:0]
+	cands = append(cands, pair{x.dist(nv, x.vecIn(s.tbl, id)), id})
+	for i := 1; i <= n; i++ {
+		o := w[base+i]
+		cands = append(cands, pair{x.dist(nv, x.vecIn(s.tbl, o)), o})
+	}
+	sortPairs(cands)
+	kept := x.heuristic(s, cands, maxM, s.tmp[:0])
+	for i, p := range kept {
+		atomic.StoreUint32(&w[base+1+i], p.id)
+	}
+	atomic.StoreUint32(&w[base], uint32(len(kept)))
+	s.out, s.tmp = cands, kept
+}
+
+// sortPairs sorts by ascending distance: insertion sort for the short lists of
+// back-link pruning, pdqsort for the long candidate sets of a repair.
+func sortPairs(p []pair) {
+	if len(p) > 48 {
+		slices.SortFunc(p, func(a, b pair) int { return cmp.Compare(a.d, b.d) })
+		return
+	}
+	for i := 1; i < len(p); i++ {
+		v := p[i]
+		j := i - 1
+		for ; j >= 0 && p[j].d > v.d; j-- {
+			p[j+1] = p[j]
+		}
+		p[j+1] = v
+	}
+}

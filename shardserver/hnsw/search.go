@@ -1,0 +1,296 @@
+package hnsw
+
+import (
+	"fmt"
+	"math"
+	"runtime"
+	"sync/atomic"
+)
+
+// searcher is the per-goroutine scratch of a search or an insert, recycled through
+// a sync.Pool so that a search in steady state allocates nothing.
+type searcher struct {
+	tbl  []*chunk   // snapshot of the chunk table; refreshed on a miss
+	up   [][]uint32 // snapshot of the upper arena
+	vis  []uint16   // visited tags, indexed by node id
+	tag  uint16
+	cand minHeap
+	res  maxHeap
+	q    []float32 // normalised query under Cosine
+	out  []pair
+	tmp  []pair
+	kept []pair
+}
+
+func (x *Index) getSearcher() *searcher {
+	s := x.searcher.Get().(*searcher)
+	s.refresh(x)
+	return s
+}
+
+func (x *Index) putSearcher(s *searcher) {
+	s.tbl, s.up = nil, nil
+	x.searcher.Put(s)
+}
+
+func (s *searcher) refresh(x *Index) {
+	s.tbl = *x.chunks.Load()
+	s.up = *x.upper.Load()
+}
+
+// chunkOf returns id's chunk, reloading the table if id was published after the
+// snapshot was taken.
+func (s *searcher) chunkOf(x *Index, id uint32) *chunk {
+	ci := int(id >> chunkBits)
+	if ci >= len(s.tbl) {
+		s.refresh(x)
+	}
+	return s.tbl[ci]
+}
+
+// upperOf returns the words and index of id's list on layer l >= 1.
+func (s *searcher) upperOf(x *Index, id uint32) (uint32, []uint32) {
+	c := s.chunkOf(x, id)
+	off := c.words[int(id&chunkMask)*x.stride+x.upperOff]
+	if int(off>>upperChunkBits) >= len(s.up) {
+		s.refresh(x)
+	}
+	return off, s.up[off>>upperChunkBits]
+}
+
+// newEpoch starts a visited set covering at least n ids. Tags are 16-bit epochs:
+// marking is one store, and the array is cleared only once every 65535 searches.
+func (s *searcher) newEpoch(n int) {
+	if len(s.vis) < n {
+		s.vis = make([]uint16, max(n, 2*len(s.vis)))
+		s.tag = 0
+	}
+	s.tag++
+	if s.tag == 0 {
+		clear(s.vis)
+		s.tag = 1
+	}
+}
+
+// visit marks id and reports whether it was already marked.
+func (s *searcher) visit(id uint32) bool {
+	if int(id) >= len(s.vis) {
+		grown := make([]uint16, max(int(id)+1, 2*len(s.vis)))
+		copy(grown, s.vis)
+		s.vis = grown
+	}
+	if s.vis[id] == s.tag {
+		return true
+	}
+	s.vis[id] = s.tag
+	return false
+}
+
+func (x *Index) dist(q, v []float32) float32 {
+	if x.dotMetric {
+		return 1 - dot(q, v)
+	}
+	return l2(q, v)
+}
+
+// greedy walks layer l from ep to a local minimum of the distance to q: the
+// ef=1 descent through the upper layers.
+func (x *Index) greedy(s *searcher, q []float32, ep pair, l int) pair {
+	for changed := true; changed; {
+		changed = false
+		off, uw := s.upperOf(x, ep.id)
+		base := int(off&(upperChunkWords-1)) + (l-1)*x.upStr
+		n := min(int(atomic.LoadUint32(&uw[base])), x.m)
+		for i := 1; i <= n; i++ {
+			nb := atomic.LoadUint32(&uw[base+i])
+			c := s.chunkOf(x, nb)
+			vb := int(nb&chunkMask)*x.stride + x.vecOff
+			if d := x.dist(q, c.vecs[vb:vb+x.dim]); d < ep.d {
+				ep = pair{d, nb}
+				changed = true
+			}
+		}
+	}
+	return ep
+}
+
+// collect modes of searchLayer.
+const (
+	collectLive    = iota // search: live nodes that pass the filter
+	collectNotDead        // construction: any node that is not a tombstone
+)
+
+// searchLayer is the paper's SEARCH-LAYER with hnswlib's refinements: it starts
+// from ep, keeps the ef closest collectable nodes in s.res and stops when the
+// closest unexpanded candidate is farther than the farthest of ef results. Nodes
+// that are not collectable (tombstones, filtered out, pending) are still expanded,
+// so the walk goes through them; while fewer than ef results are held the bound is
+// infinite, which is what lets a selective filter still find k results.
+func (x *Index) searchLayer(s *searcher, q []float32, ep pair, ef, l int, mode int, filter func(uint64) bool) {
+	s.cand = s.cand[:0]
+	s.res = s.res[:0]
+	s.newEpoch(int(x.nslots.Load()))
+	s.visit(ep.id)
+	lb := float32(math.Inf(1))
+	if x.collectable(s, ep.id, mode, filter) {
+		s.res.push(ep)
+		lb = ep.d
+	}
+	s.cand.push(ep)
+	stride, vecOff, dim := x.stride, x.vecOff, x.dim
+	for len(s.cand) > 0 {
+		c := s.cand.pop()
+		if c.d > lb && len(s.res) >= ef {
+			break
+		}
+		var w []uint32
+		var base, n int
+		if l == 0 {
+			w = s.chunkOf(x, c.id).words
+			base = int(c.id&chunkMask) * stride
+			n = min(int(atomic.LoadUint32(&w[base])), x.m0)
+		} else {
+			var off uint32
+			off, w = s.upperOf(x, c.id)
+			base = int(off&(upperChunkWords-1)) + (l-1)*x.upStr
+			n = min(int(atomic.LoadUint32(&w[base])), x.m)
+		}
+		for i := 1; i <= n; i++ {
+			nb := atomic.LoadUint32(&w[base+i])
+			if s.visit(nb) {
+				continue
+			}
+			nc := s.chunkOf(x, nb)
+			vb := int(nb&chunkMask)*stride + vecOff
+			var d float32
+			if x.dotMetric {
+				d = 1 - dot(q, nc.vecs[vb:vb+dim])
+			} else {
+				d = l2(q, nc.vecs[vb:vb+dim])
+			}
+			if len(s.res) < ef || d < lb {
+				s.cand.push(pair{d, nb})
+				if x.collectable(s, nb, mode, filter) {
+					s.res.push(pair{d, nb})
+					if len(s.res) > ef {
+						s.res.pop()
+					}
+					lb = s.res[0].d
+				}
+			}
+		}
+	}
+}
+
+func (x *Index) collectable(s *searcher, id uint32, mode int, filter func(uint64) bool) bool {
+	c := s.chunkOf(x, id)
+	base := int(id&chunkMask) * x.stride
+	flags := atomic.LoadUint32(&c.words[base+x.flagOff])
+	if mode == collectNotDead {
+		return flags&(flagDeleted|flagFree) == 0
+	}
+	if flags != 0 {
+		return false
+	}
+	if filter == nil {
+		return true
+	}
+	return filter(uint64(c.words[base+x.keyOff]) | uint64(c.words[base+x.keyOff+1])<<32)
+}
+
+// Search returns the k nearest live vectors to q that pass o.Filter, closest
+// first: k of them when at least k exist (and the graph reaches them).
+func (x *Index) Search(q []float32, k int, o SearchOptions) ([]Result, error) {
+	return x.SearchInto(nil, q, k, o)
+}
+
+// SearchInto is Search appending to dst[:0]; with a dst of capacity k it allocates
+// nothing in steady state.
+func (x *Index) SearchInto(dst []Result, q []float32, k int, o SearchOptions) ([]Result, error) {
+	dst = dst[:0]
+	if k <= 0 {
+		return dst, fmt.Errorf("search: %w (got %d)", ErrInvalidK, k)
+	}
+	s := x.getSearcher()
+	defer x.putSearcher(s)
+	q, err := x.checkVector(q, s.q)
+	if err != nil {
+		return dst, fmt.Errorf("search: %w", err)
+	}
+	if x.cosine {
+		s.q = q
+	}
+	ef := o.Ef
+	if ef <= 0 {
+		ef = x.cfg.EfSearch
+	}
+	ef = max(ef, k)
+
+	side := x.enter()
+	defer x.exit(side)
+	s.refresh(x) // after enter: every slot reachable from here stays intact
+	inflight := x.upsertIn.Load()
+	seq := x.upsertN.Load()
+
+	e := x.ep.Load()
+	if e == 0 {
+		return dst, nil
+	}
+	top := int(e>>32) - 1
+	epID := uint32(e)
+	ep := pair{x.dist(q, x.vecIn(s.tbl, epID)), epID}
+	for l := top; l > 0; l-- {
+		ep = x.greedy(s, q, ep, l)
+	}
+	x.searchLayer(s, q, ep, ef, 0, collectLive, o.Filter)
+	s.out = s.res.drainAscending(s.out)
+
+	// An upsert briefly shows a key under both its old and its new node; drop the
+	// second copy when one may have overlapped this search.
+	dedupe := inflight > 0 || x.upsertIn.Load() > 0 || x.upsertN.Load() != seq
+	for _, p := range s.out {
+		if len(dst) == k {
+			break
+		}
+		key := x.keyIn(s.tbl, p.id)
+		if dedupe && containsKey(dst, key) {
+			continue
+		}
+		dst = append(dst, Result{Key: key, Distance: p.d})
+	}
+	return dst, nil
+}
+
+func containsKey(rs []Result, key uint64) bool {
+	for _, r := range rs {
+		if r.Key == key {
+			return true
+		}
+	}
+	return false
+}
+
+// enter registers a reader in the current epoch; Vacuum reuses a slot only after
+// every reader registered before the slot was unlinked has exited.
+func (x *Index) enter() uint64 {
+	for {
+		e := x.epoch.Load()
+		side := e & 1
+		x.readers[side].n.Add(1)
+		if x.epoch.Load() == e {
+			return side
+		}
+		x.readers[side].n.Add(-1)
+	}
+}
+
+func (x *Index) exit(side uint64) { x.readers[side].n.Add(-1) }
+
+// waitReaders flips the epoch and waits until no reader of the old epoch remains.
+// Readers that register afterwards start from the graph as it is now.
+func (x *Index) waitReaders() {
+	old := x.epoch.Add(1) - 1
+	for spins := 0; x.readers[old&1].n.Load() != 0; spins++ {
+		runtime.Gosched()
+	}
+}
