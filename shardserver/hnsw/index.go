@@ -172,15 +172,15 @@ type chunk struct {
 // Index is an HNSW graph. Create one with New or Read; all methods are safe for
 // concurrent use (see the package doc for the details).
 type Index struct {
-	cfg    Config
-	dim    int
-	m, m0  int // max links on upper layers / on layer 0
-	upStr  int // words per upper-layer list: 1 + m
-	stride int // words per node
+	cfg                                         Config
+	dim                                         int
+	m, m0                                       int // max links on upper layers / on layer 0
+	upStr                                       int // words per upper-layer list: 1 + m
+	stride                                      int // words per node
 	keyOff, flagOff, levelOff, upperOff, vecOff int
-	dotMetric bool // InnerProduct or Cosine: distance 1 - dot
-	cosine    bool
-	mult      float64
+	dotMetric                                   bool // InnerProduct or Cosine: distance 1 - dot
+	cosine                                      bool
+	mult                                        float64
 
 	chunks atomic.Pointer[[]*chunk]
 	upper  atomic.Pointer[[][]uint32]
