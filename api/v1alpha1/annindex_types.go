@@ -1,0 +1,481 @@
+/*
+Copyright 2026 The annshard Authors.
+
+Licensed under the Apache License, Version 2.0 (the "License");
+you may not use this file except in compliance with the License.
+You may obtain a copy of the License at
+
+    http://www.apache.org/licenses/LICENSE-2.0
+
+Unless required by applicable law or agreed to in writing, software
+distributed under the License is distributed on an "AS IS" BASIS,
+WITHOUT WARRANTIES OR CONDITIONS OF ANY KIND, either express or implied.
+See the License for the specific language governing permissions and
+limitations under the License.
+*/
+
+package v1alpha1
+
+import (
+	corev1 "k8s.io/api/core/v1"
+	"k8s.io/apimachinery/pkg/api/resource"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+)
+
+// MaxShards bounds spec.shards. It equals slots.MaxShards of the data plane; the API
+// package does not import the data plane, so a test in controllers/ keeps the two equal.
+const MaxShards = 256
+
+// Metric is the distance an index ranks neighbours by.
+// +kubebuilder:validation:Enum=L2;Cosine;InnerProduct
+type Metric string
+
+// The metrics the shard server implements.
+const (
+	MetricL2           Metric = "L2"
+	MetricCosine       Metric = "Cosine"
+	MetricInnerProduct Metric = "InnerProduct"
+)
+
+// WALSync says when a write is durable before it is acknowledged.
+// +kubebuilder:validation:Enum=Always;Interval
+type WALSync string
+
+const (
+	// WALSyncAlways acknowledges a write only after an fsync (group commit shares one fsync
+	// among concurrent writers).
+	WALSyncAlways WALSync = "Always"
+	// WALSyncInterval acknowledges once the write is in the WAL's page cache and fsyncs on a
+	// timer: faster, but a machine crash may lose the last interval.
+	WALSyncInterval WALSync = "Interval"
+)
+
+// LoadBalancing is the policy a router uses to pick one ready replica of a shard.
+// +kubebuilder:validation:Enum=RoundRobin;WeightedRoundRobin;LeastConnections;PowerOfTwoChoices;Adaptive
+type LoadBalancing string
+
+// The replica-selection policies of shardserver/balance.
+const (
+	LoadBalancingRoundRobin         LoadBalancing = "RoundRobin"
+	LoadBalancingWeightedRoundRobin LoadBalancing = "WeightedRoundRobin"
+	LoadBalancingLeastConnections   LoadBalancing = "LeastConnections"
+	LoadBalancingPowerOfTwoChoices  LoadBalancing = "PowerOfTwoChoices"
+	LoadBalancingAdaptive           LoadBalancing = "Adaptive"
+)
+
+// AutoscalingMetric is the per-replica signal the autoscaler compares with its target.
+// +kubebuilder:validation:Enum=QPSPerReplica;CPUUtilization;LatencyP99
+type AutoscalingMetric string
+
+const (
+	// AutoscalingQPSPerReplica targets queries per second per replica.
+	AutoscalingQPSPerReplica AutoscalingMetric = "QPSPerReplica"
+	// AutoscalingCPUUtilization targets CPU use in percent of the replica's CPU request.
+	AutoscalingCPUUtilization AutoscalingMetric = "CPUUtilization"
+	// AutoscalingLatencyP99 targets the replica's p99 search latency in milliseconds.
+	AutoscalingLatencyP99 AutoscalingMetric = "LatencyP99"
+)
+
+// MigrationPhase is the step a slot migration is at. The executor keeps it in status so an
+// operator restart resumes the move where it stopped.
+// +kubebuilder:validation:Enum=Pending;Copying;CatchingUp;Handoff;Cleanup;Done;Failed
+type MigrationPhase string
+
+// The phases of a slot migration, in order; Failed may follow any of them.
+const (
+	MigrationPending    MigrationPhase = "Pending"
+	MigrationCopying    MigrationPhase = "Copying"
+	MigrationCatchingUp MigrationPhase = "CatchingUp"
+	MigrationHandoff    MigrationPhase = "Handoff"
+	MigrationCleanup    MigrationPhase = "Cleanup"
+	MigrationDone       MigrationPhase = "Done"
+	MigrationFailed     MigrationPhase = "Failed"
+)
+
+// AnnIndexSpec is what the user asks for: one HNSW index of a fixed dimension and metric,
+// split into shards, each shard a primary plus read replicas, behind query routers.
+type AnnIndexSpec struct {
+	// Dimension is the length of every vector. It is fixed for the life of the index,
+	// because the graph and the stored vectors cannot be converted.
+	// +kubebuilder:validation:Minimum=1
+	// +kubebuilder:validation:Maximum=65536
+	// +kubebuilder:validation:XValidation:rule="self == oldSelf",message="dimension is immutable: create a new index to change it"
+	Dimension int32 `json:"dimension"`
+
+	// Metric is the distance neighbours are ranked by: L2, Cosine or InnerProduct. It is
+	// fixed for the life of the index, because the graph was built for it.
+	// +kubebuilder:default=L2
+	// +kubebuilder:validation:XValidation:rule="self == oldSelf",message="metric is immutable: create a new index to change it"
+	// +optional
+	Metric Metric `json:"metric,omitempty"`
+
+	// Shards is the number of shards the 4096 hash slots are spread over. Changing it is
+	// recorded as a pending reshard, carried out online by slot migration; a shard that
+	// holds data is never deleted.
+	// +kubebuilder:default=1
+	// +kubebuilder:validation:XValidation:rule="self >= 1 && self <= 256",message="shards must be between 1 and 256"
+	// +optional
+	Shards int32 `json:"shards,omitempty"`
+
+	// Replicas bounds the pods of each shard, primary included. The shard runs min
+	// replicas, more when the autoscaler asks for them, never more than max.
+	// +kubebuilder:default={}
+	// +optional
+	Replicas ReplicaRange `json:"replicas,omitempty"`
+
+	// HNSW holds the graph's build and search parameters. Changing them rolls the shard pods.
+	// +kubebuilder:default={}
+	// +optional
+	HNSW HNSWSpec `json:"hnsw,omitempty"`
+
+	// ShardServer configures the shard pods (`shardserver serve`).
+	// +kubebuilder:default={}
+	// +optional
+	ShardServer ShardServerSpec `json:"shardServer,omitempty"`
+
+	// Router configures the query routers (`shardserver route`).
+	// +kubebuilder:default={}
+	// +optional
+	Router RouterSpec `json:"router,omitempty"`
+
+	// Autoscaling adds read replicas to hot shards and removes them when load falls.
+	// +kubebuilder:default={}
+	// +optional
+	Autoscaling AutoscalingSpec `json:"autoscaling,omitempty"`
+
+	// Rebalancing moves slots from hot shards to cold ones when load drifts apart.
+	// +kubebuilder:default={}
+	// +optional
+	Rebalancing RebalancingSpec `json:"rebalancing,omitempty"`
+}
+
+// ReplicaRange is the number of pods of one shard, primary included.
+// +kubebuilder:validation:XValidation:rule="self.min <= self.max",message="replicas.min must be less than or equal to replicas.max"
+type ReplicaRange struct {
+	// Min is the number of replicas a shard always runs; 1 means the primary alone.
+	// +kubebuilder:default=1
+	// +kubebuilder:validation:Minimum=1
+	// +kubebuilder:validation:Maximum=64
+	// +optional
+	Min int32 `json:"min,omitempty"`
+
+	// Max is the most replicas the autoscaler may give a shard.
+	// +kubebuilder:default=3
+	// +kubebuilder:validation:Minimum=1
+	// +kubebuilder:validation:Maximum=64
+	// +optional
+	Max int32 `json:"max,omitempty"`
+}
+
+// HNSWSpec holds the graph parameters; the defaults suit most data up to a few hundred
+// dimensions (recall@10 above 0.95).
+type HNSWSpec struct {
+	// M is the number of links per node above layer 0 (2*M at layer 0). Higher M raises
+	// recall and memory.
+	// +kubebuilder:default=16
+	// +kubebuilder:validation:Minimum=2
+	// +kubebuilder:validation:Maximum=128
+	// +optional
+	M int32 `json:"m,omitempty"`
+
+	// EfConstruction is the candidate list size while inserting. Higher builds a better
+	// graph, more slowly.
+	// +kubebuilder:default=200
+	// +kubebuilder:validation:Minimum=1
+	// +kubebuilder:validation:Maximum=4096
+	// +optional
+	EfConstruction int32 `json:"efConstruction,omitempty"`
+
+	// EfSearch is the default candidate list size of a search (a request may override it).
+	// Higher raises recall and latency.
+	// +kubebuilder:default=64
+	// +kubebuilder:validation:Minimum=1
+	// +kubebuilder:validation:Maximum=4096
+	// +optional
+	EfSearch int32 `json:"efSearch,omitempty"`
+}
+
+// ShardServerSpec configures the pods of every shard.
+type ShardServerSpec struct {
+	// Image is the shardserver container image; the routers run it too.
+	// +kubebuilder:default="annshard/shardserver:v0.1.0"
+	// +kubebuilder:validation:MinLength=1
+	// +optional
+	Image string `json:"image,omitempty"`
+
+	// ImagePullPolicy of the shard and router containers; empty uses the Kubernetes default.
+	// +kubebuilder:validation:Enum=Always;IfNotPresent;Never
+	// +optional
+	ImagePullPolicy corev1.PullPolicy `json:"imagePullPolicy,omitempty"`
+
+	// Resources of the shardserver container. An HNSW index lives in memory: request
+	// enough for vectors*dimension*4 bytes plus the graph.
+	// +optional
+	Resources corev1.ResourceRequirements `json:"resources,omitempty"`
+
+	// Storage is the volume of each replica (WAL and snapshots). It is immutable because a
+	// StatefulSet cannot change its volume claim templates.
+	// +kubebuilder:default={}
+	// +kubebuilder:validation:XValidation:rule="self == oldSelf",message="shardServer.storage is immutable: a StatefulSet cannot change its volume claims"
+	// +optional
+	Storage StorageSpec `json:"storage,omitempty"`
+
+	// WALSync is when a write becomes durable: Always (fsync, with group commit, before the
+	// acknowledgement) or Interval (fsync on a timer).
+	// +kubebuilder:default=Always
+	// +optional
+	WALSync WALSync `json:"walSync,omitempty"`
+
+	// Scheduling constrains where shard pods run. The operator always adds a preferred
+	// anti-affinity that spreads a shard's replicas over nodes.
+	// +optional
+	Scheduling Scheduling `json:"scheduling,omitempty"`
+}
+
+// StorageSpec is the persistent volume of one shard replica.
+type StorageSpec struct {
+	// Size of each replica's volume.
+	// +kubebuilder:default="10Gi"
+	// +optional
+	Size resource.Quantity `json:"size,omitempty"`
+
+	// StorageClassName of the volume claims; unset uses the cluster's default class.
+	// +optional
+	StorageClassName *string `json:"storageClassName,omitempty"`
+}
+
+// Scheduling holds the pod placement settings passed through to the shard pods.
+type Scheduling struct {
+	// NodeSelector restricts shard pods to nodes with these labels.
+	// +optional
+	NodeSelector map[string]string `json:"nodeSelector,omitempty"`
+
+	// Tolerations let shard pods run on tainted nodes.
+	// +optional
+	// +listType=atomic
+	Tolerations []corev1.Toleration `json:"tolerations,omitempty"`
+
+	// Affinity adds node and pod affinity rules. Its podAntiAffinity replaces the
+	// operator's default spreading of a shard's replicas.
+	// +optional
+	Affinity *corev1.Affinity `json:"affinity,omitempty"`
+}
+
+// RouterSpec configures the query routers.
+type RouterSpec struct {
+	// Replicas is the number of router pods.
+	// +kubebuilder:default=2
+	// +kubebuilder:validation:Minimum=1
+	// +kubebuilder:validation:Maximum=100
+	// +optional
+	Replicas int32 `json:"replicas,omitempty"`
+
+	// LoadBalancing is how a router picks one ready replica of a shard.
+	// +kubebuilder:default=Adaptive
+	// +optional
+	LoadBalancing LoadBalancing `json:"loadBalancing,omitempty"`
+
+	// HedgeAfterPercentile sends a second request to another replica once a request has
+	// taken longer than this percentile of recent latency; 0 turns hedging off.
+	// +kubebuilder:default=95
+	// +kubebuilder:validation:Minimum=0
+	// +kubebuilder:validation:Maximum=99
+	// +optional
+	HedgeAfterPercentile int32 `json:"hedgeAfterPercentile"`
+
+	// CacheEntries is the size of each router's result cache; 0 turns caching off.
+	// +kubebuilder:default=10000
+	// +kubebuilder:validation:Minimum=0
+	// +kubebuilder:validation:Maximum=10000000
+	// +optional
+	CacheEntries int32 `json:"cacheEntries"`
+
+	// Resources of the router container.
+	// +optional
+	Resources corev1.ResourceRequirements `json:"resources,omitempty"`
+}
+
+// AutoscalingSpec is the per-shard replica autoscaler: desired = ceil(current * observed /
+// target), with a 10% tolerance, stabilization windows and [replicas.min, replicas.max].
+// +kubebuilder:validation:XValidation:rule="self.target > 0",message="autoscaling.target must be greater than 0"
+type AutoscalingSpec struct {
+	// Enabled turns the autoscaler on; off, every shard runs replicas.min pods.
+	// +kubebuilder:default=false
+	// +optional
+	Enabled bool `json:"enabled"`
+
+	// Metric is the per-replica signal compared with Target.
+	// +kubebuilder:default=QPSPerReplica
+	// +optional
+	Metric AutoscalingMetric `json:"metric,omitempty"`
+
+	// Target is the value of Metric per replica the autoscaler aims for: queries per
+	// second, percent of the CPU request, or milliseconds of p99 latency.
+	// +kubebuilder:default=200
+	// +optional
+	Target int32 `json:"target"`
+
+	// ScaleUpStabilizationSeconds is how long a higher recommendation must hold before
+	// replicas are added; 0 scales up at once.
+	// +kubebuilder:default=0
+	// +kubebuilder:validation:Minimum=0
+	// +kubebuilder:validation:Maximum=3600
+	// +optional
+	ScaleUpStabilizationSeconds int32 `json:"scaleUpStabilizationSeconds"`
+
+	// ScaleDownStabilizationSeconds is how long load must stay low before replicas are
+	// removed, so a short lull does not drop capacity.
+	// +kubebuilder:default=300
+	// +kubebuilder:validation:Minimum=0
+	// +kubebuilder:validation:Maximum=3600
+	// +optional
+	ScaleDownStabilizationSeconds int32 `json:"scaleDownStabilizationSeconds"`
+}
+
+// RebalancingSpec is when and how fast slots move between shards.
+type RebalancingSpec struct {
+	// Enabled lets the operator move slots on its own when load drifts apart. A change of
+	// spec.shards is carried out either way.
+	// +kubebuilder:default=true
+	// +optional
+	Enabled bool `json:"enabled"`
+
+	// MaxLoadSkewPercent: slots move when the hottest shard's load exceeds the mean by this
+	// many percent.
+	// +kubebuilder:default=30
+	// +kubebuilder:validation:Minimum=1
+	// +kubebuilder:validation:Maximum=1000
+	// +optional
+	MaxLoadSkewPercent int32 `json:"maxLoadSkewPercent,omitempty"`
+
+	// MaxConcurrentMigrations bounds the slot moves in flight at once.
+	// +kubebuilder:default=1
+	// +kubebuilder:validation:Minimum=1
+	// +kubebuilder:validation:Maximum=16
+	// +optional
+	MaxConcurrentMigrations int32 `json:"maxConcurrentMigrations,omitempty"`
+}
+
+// ShardStatus is what the operator observed of one shard.
+type ShardStatus struct {
+	// Shard is the shard's number, k in `<index>-shard-<k>`.
+	Shard int32 `json:"shard"`
+	// Replicas is the number of pods the shard should run now: replicas.min, or the
+	// autoscaler's current decision, within [replicas.min, replicas.max].
+	Replicas int32 `json:"replicas"`
+	// ReadyReplicas is the number of the shard's pods that pass their readiness probe.
+	ReadyReplicas int32 `json:"readyReplicas"`
+	// Slots is the number of hash slots the routing table gives this shard.
+	Slots int32 `json:"slots"`
+	// Vectors is the number of vectors the shard's primary holds (from its load report).
+	// +optional
+	Vectors int64 `json:"vectors,omitempty"`
+	// QPS is the shard's queries per second summed over its replicas.
+	// +optional
+	QPS int64 `json:"qps,omitempty"`
+	// P99Millis is the highest p99 search latency among the shard's replicas, in ms.
+	// +optional
+	P99Millis int64 `json:"p99Millis,omitempty"`
+}
+
+// MigrationStatus is one slot move, kept in status so an operator restart resumes it.
+type MigrationStatus struct {
+	// ID names the migration, unique within the index.
+	ID string `json:"id"`
+	// FromShard gives the slots away.
+	FromShard int32 `json:"fromShard"`
+	// ToShard receives them.
+	ToShard int32 `json:"toShard"`
+	// Slots is the moved slot set in the form "0-255,300".
+	Slots string `json:"slots"`
+	// Phase is the step the move is at.
+	Phase MigrationPhase `json:"phase"`
+	// Copied is the number of records copied to ToShard so far.
+	// +optional
+	Copied int64 `json:"copied,omitempty"`
+	// Message says why a move failed or what it waits for.
+	// +optional
+	Message string `json:"message,omitempty"`
+}
+
+// AnnIndexStatus is what the operator observed, written once per reconcile.
+type AnnIndexStatus struct {
+	// ObservedGeneration is the spec generation the status describes.
+	// +optional
+	ObservedGeneration int64 `json:"observedGeneration,omitempty"`
+
+	// RoutingEpoch is the epoch of the routing table in `<index>-routing`.
+	// +optional
+	RoutingEpoch int64 `json:"routingEpoch,omitempty"`
+
+	// PendingShards records a requested change of spec.shards that the migration executor
+	// has not carried out yet; 0 when none is pending.
+	// +optional
+	PendingShards int32 `json:"pendingShards,omitempty"`
+
+	// ReadyShards is the number of shards whose primary is ready.
+	// +optional
+	ReadyShards int32 `json:"readyShards,omitempty"`
+
+	// Vectors is the number of vectors over all shards.
+	// +optional
+	Vectors int64 `json:"vectors,omitempty"`
+
+	// QPS is the queries per second over all shards.
+	// +optional
+	QPS int64 `json:"qps,omitempty"`
+
+	// Conditions are Available, Progressing, Degraded, Scaling and Migrating; see
+	// annindex_conditions.go for their reasons.
+	// +optional
+	// +listType=map
+	// +listMapKey=type
+	Conditions []metav1.Condition `json:"conditions,omitempty"`
+
+	// Shards is the observed state of each shard.
+	// +optional
+	// +listType=map
+	// +listMapKey=shard
+	Shards []ShardStatus `json:"shards,omitempty"`
+
+	// Migrations are the slot moves in flight or recently finished.
+	// +optional
+	// +listType=map
+	// +listMapKey=id
+	Migrations []MigrationStatus `json:"migrations,omitempty"`
+}
+
+// AnnIndex is one sharded, replicated HNSW vector index: the operator runs its shard
+// servers and routers, scales hot shards and moves slots between shards.
+// +kubebuilder:object:root=true
+// +kubebuilder:subresource:status
+// +kubebuilder:resource:path=annindexes,singular=annindex,shortName=annidx,categories=annshard
+// +kubebuilder:printcolumn:name="Shards",type=integer,JSONPath=`.spec.shards`
+// +kubebuilder:printcolumn:name="Ready",type=integer,JSONPath=`.status.readyShards`,description="Shards whose primary is ready"
+// +kubebuilder:printcolumn:name="Vectors",type=integer,JSONPath=`.status.vectors`
+// +kubebuilder:printcolumn:name="QPS",type=integer,JSONPath=`.status.qps`
+// +kubebuilder:printcolumn:name="Available",type=string,JSONPath=`.status.conditions[?(@.type=="Available")].status`
+// +kubebuilder:printcolumn:name="Age",type=date,JSONPath=`.metadata.creationTimestamp`
+type AnnIndex struct {
+	metav1.TypeMeta   `json:",inline"`
+	metav1.ObjectMeta `json:"metadata,omitempty"`
+
+	// Spec is the desired index.
+	// +required
+	Spec AnnIndexSpec `json:"spec"`
+	// Status is what the operator observed.
+	// +optional
+	Status AnnIndexStatus `json:"status,omitempty"`
+}
+
+// AnnIndexList is a list of AnnIndex.
+// +kubebuilder:object:root=true
+type AnnIndexList struct {
+	metav1.TypeMeta `json:",inline"`
+	metav1.ListMeta `json:"metadata,omitempty"`
+	Items           []AnnIndex `json:"items"`
+}
+
+func init() {
+	SchemeBuilder.Register(&AnnIndex{}, &AnnIndexList{})
+}

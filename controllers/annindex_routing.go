@@ -1,0 +1,80 @@
+/*
+Copyright 2026 The annshard Authors.
+
+Licensed under the Apache License, Version 2.0 (the "License");
+you may not use this file except in compliance with the License.
+You may obtain a copy of the License at
+
+    http://www.apache.org/licenses/LICENSE-2.0
+
+Unless required by applicable law or agreed to in writing, software
+distributed under the License is distributed on an "AS IS" BASIS,
+WITHOUT WARRANTIES OR CONDITIONS OF ANY KIND, either express or implied.
+See the License for the specific language governing permissions and
+limitations under the License.
+*/
+
+package controllers
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+
+	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"sigs.k8s.io/controller-runtime/pkg/controller/controllerutil"
+
+	annv1alpha1 "github.com/annshard/annshard/api/v1alpha1"
+	"github.com/annshard/annshard/shardserver/slots"
+)
+
+// mutateRoutingConfigMap makes cm the index's routing ConfigMap and returns the table it
+// holds. A missing table is written as slots.Even(spec.shards) at epoch 1. An existing
+// table is never overwritten, not even when spec.shards changed: the migration executor
+// owns every change, because a table that moves slots without moving their data loses
+// writes. An unreadable table is an error, left for a human.
+func mutateRoutingConfigMap(idx *annv1alpha1.AnnIndex, cm *corev1.ConfigMap) (slots.Table, error) {
+	if cm.Labels == nil {
+		cm.Labels = map[string]string{}
+	}
+	for k, v := range componentLabels(idx, "routing") {
+		cm.Labels[k] = v
+	}
+	if text, ok := cm.Data[slots.ConfigMapKey]; ok {
+		t, err := slots.Parse([]byte(text))
+		if err != nil {
+			return slots.Table{}, fmt.Errorf("reading routing table %s/%s: %w", cm.Name, slots.ConfigMapKey, err)
+		}
+		return t, nil
+	}
+	t := slots.Even(int(idx.Spec.Shards))
+	b, err := json.Marshal(t)
+	if err != nil {
+		return slots.Table{}, fmt.Errorf("encoding routing table: %w", err)
+	}
+	if cm.Data == nil {
+		cm.Data = map[string]string{}
+	}
+	cm.Data[slots.ConfigMapKey] = string(b)
+	return t, nil
+}
+
+// reconcileRouting creates the routing ConfigMap if it is missing and records its table
+// in the scope; the shard phase runs one StatefulSet per shard of that table.
+func (r *AnnIndexReconciler) reconcileRouting(ctx context.Context, s *scope) error {
+	cm := &corev1.ConfigMap{ObjectMeta: metav1.ObjectMeta{Name: routingName(s.index), Namespace: s.index.Namespace}}
+	var table slots.Table
+	_, err := controllerutil.CreateOrUpdate(ctx, r.Client, cm, func() error {
+		var err error
+		if table, err = mutateRoutingConfigMap(s.index, cm); err != nil {
+			return err
+		}
+		return controllerutil.SetControllerReference(s.index, cm, r.Scheme)
+	})
+	if err != nil {
+		return fmt.Errorf("reconciling routing ConfigMap %s: %w", cm.Name, err)
+	}
+	s.table = &table
+	return nil
+}

@@ -1,0 +1,313 @@
+/*
+Copyright 2026 The annshard Authors.
+
+Licensed under the Apache License, Version 2.0 (the "License");
+you may not use this file except in compliance with the License.
+You may obtain a copy of the License at
+
+    http://www.apache.org/licenses/LICENSE-2.0
+
+Unless required by applicable law or agreed to in writing, software
+distributed under the License is distributed on an "AS IS" BASIS,
+WITHOUT WARRANTIES OR CONDITIONS OF ANY KIND, either express or implied.
+See the License for the specific language governing permissions and
+limitations under the License.
+*/
+
+package controllers
+
+import (
+	"context"
+	"fmt"
+	"strconv"
+
+	appsv1 "k8s.io/api/apps/v1"
+	corev1 "k8s.io/api/core/v1"
+	policyv1 "k8s.io/api/policy/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/util/intstr"
+	"k8s.io/utils/ptr"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+
+	annv1alpha1 "github.com/annshard/annshard/api/v1alpha1"
+)
+
+const (
+	dataVolume = "data"
+	dataDir    = "/data"
+	// shardGracePeriod covers draining requests, flushing the WAL and writing a snapshot
+	// on SIGTERM.
+	shardGracePeriod = 60
+	// startupFailures*startupPeriod bounds how long loading a snapshot and replaying the
+	// WAL may take before the kubelet restarts the pod: 10 minutes.
+	startupPeriod   = 5
+	startupFailures = 120
+)
+
+// shardReplicas is the replica count of shard k: replicas.min, or the autoscaler's
+// decision kept in status.shards[k].replicas when autoscaling is on, clamped to
+// [replicas.min, replicas.max].
+func shardReplicas(idx *annv1alpha1.AnnIndex, k int32) int32 {
+	lo, hi := idx.Spec.Replicas.Min, idx.Spec.Replicas.Max
+	lo = max(lo, 1)
+	hi = max(hi, lo)
+	n := lo
+	if idx.Spec.Autoscaling.Enabled {
+		for _, st := range idx.Status.Shards {
+			if st.Shard == k {
+				n = max(n, st.Replicas)
+			}
+		}
+	}
+	return min(n, hi)
+}
+
+// shardPodConfig is every setting that shapes a shard pod; its hash goes on the pod
+// template so that an edit of any of them rolls the shard.
+type shardPodConfig struct {
+	Dimension  int32
+	Metric     annv1alpha1.Metric
+	HNSW       annv1alpha1.HNSWSpec
+	Image      string
+	PullPolicy corev1.PullPolicy
+	WALSync    annv1alpha1.WALSync
+	Resources  corev1.ResourceRequirements
+	Scheduling annv1alpha1.Scheduling
+}
+
+func shardConfigHash(idx *annv1alpha1.AnnIndex) string {
+	ss := idx.Spec.ShardServer
+	return configHash(shardPodConfig{
+		Dimension: idx.Spec.Dimension, Metric: idx.Spec.Metric, HNSW: idx.Spec.HNSW,
+		Image: ss.Image, PullPolicy: ss.ImagePullPolicy, WALSync: ss.WALSync,
+		Resources: ss.Resources, Scheduling: ss.Scheduling,
+	})
+}
+
+// shardArgs are the flags of `shardserver serve` for shard k. --index, --namespace and
+// --shard let the pod find its routing ConfigMap and the slots it owns.
+func shardArgs(idx *annv1alpha1.AnnIndex, k int32) []string {
+	h := idx.Spec.HNSW
+	return []string{
+		fmt.Sprintf("--listen=:%d", httpPort),
+		"--data-dir=" + dataDir,
+		"--dimension=" + strconv.Itoa(int(idx.Spec.Dimension)),
+		"--metric=" + string(idx.Spec.Metric),
+		"--m=" + strconv.Itoa(int(h.M)),
+		"--ef-construction=" + strconv.Itoa(int(h.EfConstruction)),
+		"--ef-search=" + strconv.Itoa(int(h.EfSearch)),
+		"--wal-sync=" + string(idx.Spec.ShardServer.WALSync),
+		"--token-file=" + tokenDir + "/" + tokenKey,
+		"--index=" + idx.Name,
+		"--namespace=" + idx.Namespace,
+		"--shard=" + strconv.Itoa(int(k)),
+	}
+}
+
+// podIdentityEnv gives a pod its own name, namespace and IP, which it reports to peers.
+func podIdentityEnv() []corev1.EnvVar {
+	field := func(name, path string) corev1.EnvVar {
+		return corev1.EnvVar{Name: name, ValueFrom: &corev1.EnvVarSource{FieldRef: &corev1.ObjectFieldSelector{APIVersion: "v1", FieldPath: path}}}
+	}
+	return []corev1.EnvVar{field("POD_NAME", "metadata.name"), field("POD_NAMESPACE", "metadata.namespace"), field("POD_IP", "status.podIP")}
+}
+
+func httpProbe(path string, period, failures int32) *corev1.Probe {
+	return &corev1.Probe{
+		ProbeHandler:     corev1.ProbeHandler{HTTPGet: &corev1.HTTPGetAction{Path: path, Port: intstr.FromString("http")}},
+		PeriodSeconds:    period,
+		TimeoutSeconds:   2,
+		FailureThreshold: failures,
+	}
+}
+
+// softAntiAffinity prefers, never requires, nodes without another pod of the same
+// selector: a one-node cluster still schedules every replica.
+func softAntiAffinity(selector map[string]string) *corev1.PodAntiAffinity {
+	return &corev1.PodAntiAffinity{
+		PreferredDuringSchedulingIgnoredDuringExecution: []corev1.WeightedPodAffinityTerm{{
+			Weight: 100,
+			PodAffinityTerm: corev1.PodAffinityTerm{
+				LabelSelector: &metav1.LabelSelector{MatchLabels: selector},
+				TopologyKey:   corev1.LabelHostname,
+			},
+		}},
+	}
+}
+
+func tokenVolume(idx *annv1alpha1.AnnIndex) corev1.Volume {
+	return corev1.Volume{Name: "token", VolumeSource: corev1.VolumeSource{Secret: &corev1.SecretVolumeSource{
+		SecretName: tokenSecretName(idx), DefaultMode: ptr.To[int32](0o440),
+	}}}
+}
+
+func containerSecurity() *corev1.SecurityContext {
+	return &corev1.SecurityContext{
+		AllowPrivilegeEscalation: ptr.To(false),
+		ReadOnlyRootFilesystem:   ptr.To(true),
+		RunAsNonRoot:             ptr.To(true),
+		Capabilities:             &corev1.Capabilities{Drop: []corev1.Capability{"ALL"}},
+	}
+}
+
+// shardService is the headless Service of shard k. It publishes not-ready addresses so
+// a replica can reach the primary by its stable DNS name while it is still catching up.
+func shardService(idx *annv1alpha1.AnnIndex, k int32) *corev1.Service {
+	return &corev1.Service{
+		ObjectMeta: metav1.ObjectMeta{Name: shardName(idx, k), Namespace: idx.Namespace, Labels: shardLabels(idx, k)},
+		Spec: corev1.ServiceSpec{
+			ClusterIP:                corev1.ClusterIPNone,
+			PublishNotReadyAddresses: true,
+			Selector:                 shardLabels(idx, k),
+			Ports:                    []corev1.ServicePort{{Name: "http", Port: httpPort, TargetPort: intstr.FromString("http"), Protocol: corev1.ProtocolTCP}},
+		},
+	}
+}
+
+// shardPDB lets voluntary disruptions (drains) take at most one pod of a shard at a time.
+func shardPDB(idx *annv1alpha1.AnnIndex, k int32) *policyv1.PodDisruptionBudget {
+	return &policyv1.PodDisruptionBudget{
+		ObjectMeta: metav1.ObjectMeta{Name: shardName(idx, k), Namespace: idx.Namespace, Labels: shardLabels(idx, k)},
+		Spec: policyv1.PodDisruptionBudgetSpec{
+			MaxUnavailable: ptr.To(intstr.FromInt32(1)),
+			Selector:       &metav1.LabelSelector{MatchLabels: shardLabels(idx, k)},
+		},
+	}
+}
+
+// shardStatefulSet is the StatefulSet of shard k. Ordinal 0 is the primary; OrderedReady
+// starts it first, so replicas find a primary to bootstrap from, and scale-down removes
+// the highest ordinal first, never the primary. A scaled-away replica's volume is kept
+// (WhenScaled: Retain) so scaling back up does not copy the shard again; deleting the
+// index deletes the volumes.
+func shardStatefulSet(idx *annv1alpha1.AnnIndex, k int32) *appsv1.StatefulSet {
+	ss := idx.Spec.ShardServer
+	sel := shardLabels(idx, k)
+	affinity := ss.Scheduling.Affinity.DeepCopy()
+	if affinity == nil {
+		affinity = &corev1.Affinity{}
+	}
+	if affinity.PodAntiAffinity == nil {
+		affinity.PodAntiAffinity = softAntiAffinity(sel)
+	}
+	pvc := corev1.PersistentVolumeClaim{
+		ObjectMeta: metav1.ObjectMeta{Name: dataVolume, Labels: shardLabels(idx, k)},
+		Spec: corev1.PersistentVolumeClaimSpec{
+			AccessModes:      []corev1.PersistentVolumeAccessMode{corev1.ReadWriteOnce},
+			StorageClassName: ss.Storage.StorageClassName,
+			Resources:        corev1.VolumeResourceRequirements{Requests: corev1.ResourceList{corev1.ResourceStorage: ss.Storage.Size}},
+		},
+	}
+	return &appsv1.StatefulSet{
+		ObjectMeta: metav1.ObjectMeta{Name: shardName(idx, k), Namespace: idx.Namespace, Labels: shardLabels(idx, k)},
+		Spec: appsv1.StatefulSetSpec{
+			Replicas:            ptr.To(shardReplicas(idx, k)),
+			ServiceName:         shardName(idx, k),
+			Selector:            &metav1.LabelSelector{MatchLabels: sel},
+			PodManagementPolicy: appsv1.OrderedReadyPodManagement,
+			UpdateStrategy:      appsv1.StatefulSetUpdateStrategy{Type: appsv1.RollingUpdateStatefulSetStrategyType},
+			PersistentVolumeClaimRetentionPolicy: &appsv1.StatefulSetPersistentVolumeClaimRetentionPolicy{
+				WhenDeleted: appsv1.DeletePersistentVolumeClaimRetentionPolicyType,
+				WhenScaled:  appsv1.RetainPersistentVolumeClaimRetentionPolicyType,
+			},
+			VolumeClaimTemplates: []corev1.PersistentVolumeClaim{pvc},
+			Template: corev1.PodTemplateSpec{
+				ObjectMeta: metav1.ObjectMeta{
+					Labels:      shardLabels(idx, k),
+					Annotations: map[string]string{annotationConfigHash: shardConfigHash(idx)},
+				},
+				Spec: corev1.PodSpec{
+					ServiceAccountName:            serviceAccountName(idx, componentShard),
+					TerminationGracePeriodSeconds: ptr.To[int64](shardGracePeriod),
+					NodeSelector:                  ss.Scheduling.NodeSelector,
+					Tolerations:                   ss.Scheduling.Tolerations,
+					Affinity:                      affinity,
+					SecurityContext: &corev1.PodSecurityContext{
+						FSGroup:        ptr.To[int64](65532),
+						SeccompProfile: &corev1.SeccompProfile{Type: corev1.SeccompProfileTypeRuntimeDefault},
+					},
+					Containers: []corev1.Container{{
+						Name:            "shardserver",
+						Image:           ss.Image,
+						ImagePullPolicy: ss.ImagePullPolicy,
+						Command:         []string{"shardserver", "serve"},
+						Args:            shardArgs(idx, k),
+						Ports:           []corev1.ContainerPort{{Name: "http", ContainerPort: httpPort, Protocol: corev1.ProtocolTCP}},
+						Env:             podIdentityEnv(),
+						Resources:       ss.Resources,
+						ReadinessProbe:  httpProbe("/readyz", 5, 3),
+						LivenessProbe:   httpProbe("/healthz", 10, 3),
+						StartupProbe:    httpProbe("/healthz", startupPeriod, startupFailures),
+						SecurityContext: containerSecurity(),
+						VolumeMounts: []corev1.VolumeMount{
+							{Name: dataVolume, MountPath: dataDir},
+							{Name: "token", MountPath: tokenDir, ReadOnly: true},
+						},
+					}},
+					Volumes: []corev1.Volume{tokenVolume(idx)},
+				},
+			},
+		},
+	}
+}
+
+// reconcileShards applies the Service, StatefulSet and PodDisruptionBudget of every shard
+// of the routing table, then records every shard StatefulSet of the index (those of
+// shards that left the table are kept, never deleted: they may hold data) and which
+// primaries are ready.
+func (r *AnnIndexReconciler) reconcileShards(ctx context.Context, s *scope) error {
+	for k := int32(0); k < int32(s.table.Shards); k++ {
+		if err := r.apply(ctx, s.index, shardService(s.index, k)); err != nil {
+			return err
+		}
+		sts := shardStatefulSet(s.index, k)
+		if err := r.apply(ctx, s.index, sts); err != nil {
+			return err
+		}
+		s.shardSets[k] = sts
+		s.desiredReplicas[k] = *sts.Spec.Replicas
+		if err := r.apply(ctx, s.index, shardPDB(s.index, k)); err != nil {
+			return err
+		}
+	}
+	var list appsv1.StatefulSetList
+	if err := r.List(ctx, &list, client.InNamespace(s.index.Namespace), client.MatchingLabels(componentLabels(s.index, componentShard))); err != nil {
+		return fmt.Errorf("listing shard StatefulSets: %w", err)
+	}
+	for i := range list.Items {
+		sts := &list.Items[i]
+		k, err := strconv.Atoi(sts.Labels[labelShard])
+		if err != nil || !metav1.IsControlledBy(sts, s.index) {
+			continue
+		}
+		if _, ok := s.shardSets[int32(k)]; !ok {
+			s.shardSets[int32(k)] = sts
+			s.desiredReplicas[int32(k)] = ptr.Deref(sts.Spec.Replicas, 1)
+		}
+	}
+	var pods corev1.PodList
+	if err := r.List(ctx, &pods, client.InNamespace(s.index.Namespace), client.MatchingLabels(componentLabels(s.index, componentShard))); err != nil {
+		return fmt.Errorf("listing shard pods: %w", err)
+	}
+	s.primaryReady = primaryReadiness(s.index, pods.Items)
+	return nil
+}
+
+// primaryReadiness says, per shard, whether its primary (ordinal 0) is Ready and not
+// being deleted.
+func primaryReadiness(idx *annv1alpha1.AnnIndex, pods []corev1.Pod) map[int32]bool {
+	out := map[int32]bool{}
+	for i := range pods {
+		p := &pods[i]
+		k, err := strconv.Atoi(p.Labels[labelShard])
+		if err != nil || p.Name != shardName(idx, int32(k))+"-0" || p.DeletionTimestamp != nil {
+			continue
+		}
+		for _, c := range p.Status.Conditions {
+			if c.Type == corev1.PodReady && c.Status == corev1.ConditionTrue {
+				out[int32(k)] = true
+			}
+		}
+	}
+	return out
+}

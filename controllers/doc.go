@@ -1,0 +1,29 @@
+/*
+Copyright 2026 The annshard Authors.
+
+Licensed under the Apache License, Version 2.0 (the "License");
+you may not use this file except in compliance with the License.
+You may obtain a copy of the License at
+
+    http://www.apache.org/licenses/LICENSE-2.0
+
+Unless required by applicable law or agreed to in writing, software
+distributed under the License is distributed on an "AS IS" BASIS,
+WITHOUT WARRANTIES OR CONDITIONS OF ANY KIND, either express or implied.
+See the License for the specific language governing permissions and
+limitations under the License.
+*/
+
+// Package controllers is the annshard operator's reconciler: it turns an AnnIndex into
+// the Kubernetes objects that run it (token Secret, routing ConfigMap, per-shard Service,
+// StatefulSet and PodDisruptionBudget, router Deployment and Service, ServiceAccounts and
+// Roles) and reports what it observed in the AnnIndex status.
+//
+// The builders (shardStatefulSet, routerDeployment, ...) are pure functions of the
+// AnnIndex, so they are tested without a cluster; the suite in suite_test.go runs the
+// reconciler against a real kube-apiserver and etcd (envtest).
+//
+// Concurrency: controller-runtime calls Reconcile from its workers, at most once at a time
+// per AnnIndex. A reconcile's state lives in a scope created per call; the reconciler
+// struct holds only clients, which are safe for concurrent use.
+package controllers
