@@ -1,5 +1,5 @@
 package main
 
-// The serve role registers itself here once shardserver/shard exists:
-//
-//	func init() { roles["serve"] = shard.Main }
+import "github.com/annshard/annshard/shardserver/shard"
+
+func init() { roles["serve"] = shard.Main }

@@ -201,3 +201,15 @@ func DecodeB64(s string, dim int) ([]float32, error) {
 	}
 	return out, nil
 }
+
+// SlotRecord is one line of the internal slot streams, which are newline-delimited JSON:
+// GET /v1/internal/slots:export sends the stored vectors of a slot set (Seq is the
+// shard's sequence number when the export started; replay the WAL stream after it), and
+// GET /v1/internal/slots:wal sends the writes to a slot set after a sequence number. A
+// line with neither upserts nor deletes is a heartbeat whose Seq is the shard's last.
+type SlotRecord struct {
+	Seq             uint64   `json:"seq"`
+	Upserts         []Vector `json:"upserts,omitempty"`
+	Deletes         []string `json:"deletes,omitempty"`
+	DeletePartition string   `json:"deletePartition,omitempty"`
+}

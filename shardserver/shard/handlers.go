@@ -1,0 +1,245 @@
+package shard
+
+import (
+	"encoding/json"
+	"errors"
+	"log/slog"
+	"net/http"
+	"time"
+
+	"github.com/annshard/annshard/shardserver/client"
+	"github.com/annshard/annshard/shardserver/slots"
+)
+
+func (s *Server) routes() {
+	m := http.NewServeMux()
+	handle := func(pattern, route string, h http.HandlerFunc) { m.HandleFunc(pattern, s.instrument(route, h)) }
+	write := func(h http.HandlerFunc) http.HandlerFunc { return s.requireToken(s.primaryOnly(h)) }
+
+	handle("POST /v1/vectors", "upsert", write(s.handleUpsert))
+	handle("GET /v1/vectors/{id}", "get", s.handleGet)
+	handle("DELETE /v1/vectors/{id}", "delete", write(s.handleDeleteOne))
+	handle("POST /v1/vectors:delete", "delete_batch", write(s.handleDeleteBatch))
+	handle("POST /v1/search", "search", s.handleSearch)
+	handle("POST /v1/search:batch", "search_batch", s.handleBatchSearch)
+	handle("GET /v1/load", "load", func(w http.ResponseWriter, r *http.Request) {
+		writeJSON(w, http.StatusOK, s.loadReport(time.Now()))
+	})
+	handle("GET /healthz", "healthz", func(w http.ResponseWriter, r *http.Request) {
+		writeJSON(w, http.StatusOK, map[string]string{"status": "ok"})
+	})
+	handle("GET /readyz", "readyz", s.handleReady)
+	m.Handle("GET /metrics", s.metrics.handler())
+
+	handle("GET /v1/replication/snapshot", "replication_snapshot", s.requireToken(s.handleReplSnapshot))
+	handle("GET /v1/replication/wal", "replication_wal", s.requireToken(s.handleReplWAL))
+	handle("GET /v1/internal/slots", "slots_get", s.requireToken(s.handleSlotsGet))
+	handle("POST /v1/internal/slots", "slots_set", s.requireToken(s.handleSlotsSet))
+	handle("POST /v1/internal/slots:freeze", "slots_freeze", write(s.handleSlotsFreeze))
+	handle("POST /v1/internal/slots:drop", "slots_drop", write(s.handleSlotsDrop))
+	handle("GET /v1/internal/slots:export", "slots_export", s.requireToken(s.handleSlotsExport))
+	handle("GET /v1/internal/slots:wal", "slots_wal", s.requireToken(s.handleSlotsWAL))
+	m.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
+		writeError(w, &client.APIError{Code: client.CodeNotFound, Message: "no such endpoint: " + r.Method + " " + r.URL.Path})
+	})
+	s.mux = m
+}
+
+func writeJSON(w http.ResponseWriter, status int, v any) {
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(status)
+	if err := json.NewEncoder(w).Encode(v); err != nil {
+		slog.Debug("Writing response failed", "err", err)
+	}
+}
+
+// writeError sends err as {"error":{...}}: an *client.APIError as is, a broken WAL as
+// unavailable, anything else as internal.
+func writeError(w http.ResponseWriter, err error) {
+	var ae *client.APIError
+	if !errors.As(err, &ae) {
+		code := client.CodeInternal
+		if errors.Is(err, errBroken) {
+			code = client.CodeUnavailable
+		}
+		ae = &client.APIError{Code: code, Message: err.Error()}
+		slog.Error("Request failed", "err", err)
+	}
+	writeJSON(w, client.StatusFor(ae.Code), client.ErrorBody{Error: *ae})
+}
+
+// primaryOnly refuses writes on a read replica, naming the primary so the router can
+// resend.
+func (s *Server) primaryOnly(h http.HandlerFunc) http.HandlerFunc {
+	return func(w http.ResponseWriter, r *http.Request) {
+		if s.repl != nil {
+			writeError(w, &client.APIError{Code: client.CodeNotPrimary, Primary: s.cfg.Primary,
+				Message: "this replica is read-only; write to the primary " + s.cfg.Primary})
+			return
+		}
+		h(w, r)
+	}
+}
+
+func (s *Server) body(w http.ResponseWriter, r *http.Request) *http.Request {
+	r.Body = http.MaxBytesReader(w, r.Body, s.cfg.MaxBodyBytes)
+	return r
+}
+
+func (s *Server) handleUpsert(w http.ResponseWriter, r *http.Request) {
+	items, err := s.schema.decodeUpsert(s.body(w, r).Body)
+	if err != nil {
+		writeError(w, err)
+		return
+	}
+	s.slots.gate.RLock()
+	defer s.slots.gate.RUnlock()
+	err = s.slots.check(func(yield func(int) bool) {
+		for _, it := range items {
+			if !yield(it.slot) {
+				return
+			}
+		}
+	})
+	if err != nil {
+		writeError(w, err)
+		return
+	}
+	seq, n, err := s.store.Write(r.Context(), record{op: opUpsert, upserts: items})
+	if err != nil {
+		writeError(w, err)
+		return
+	}
+	writeJSON(w, http.StatusOK, client.UpsertResponse{Upserted: n, Seq: seq})
+}
+
+func (s *Server) handleGet(w http.ResponseWriter, r *http.Request) {
+	id, partition := r.PathValue("id"), r.URL.Query().Get("partition")
+	if err := checkID("id", id); err != nil {
+		writeError(w, err)
+		return
+	}
+	v, ok := s.store.Get(id, partition)
+	if !ok {
+		writeError(w, &client.APIError{Code: client.CodeNotFound, Message: "no vector with id " + id})
+		return
+	}
+	writeJSON(w, http.StatusOK, v)
+}
+
+// deleteIDs validates ownership of the ids' slots and deletes them as one record.
+func (s *Server) deleteIDs(r *http.Request, ids []string, partition string) (uint64, int, error) {
+	items := make([]deleteItem, len(ids))
+	for i, id := range ids {
+		items[i] = deleteItem{id: id, slot: s.store.SlotOf(id, partition)}
+	}
+	s.slots.gate.RLock()
+	defer s.slots.gate.RUnlock()
+	err := s.slots.check(func(yield func(int) bool) {
+		for _, it := range items {
+			if !yield(it.slot) {
+				return
+			}
+		}
+	})
+	if err != nil {
+		return 0, 0, err
+	}
+	return s.store.Write(r.Context(), record{op: opDelete, partition: partition, deletes: items})
+}
+
+func (s *Server) handleDeleteOne(w http.ResponseWriter, r *http.Request) {
+	id, partition := r.PathValue("id"), r.URL.Query().Get("partition")
+	if err := checkID("id", id); err != nil {
+		writeError(w, err)
+		return
+	}
+	if err := checkPartition("partition", partition); err != nil {
+		writeError(w, err)
+		return
+	}
+	seq, n, err := s.deleteIDs(r, []string{id}, partition)
+	if err != nil {
+		writeError(w, err)
+		return
+	}
+	writeJSON(w, http.StatusOK, client.DeleteOneResponse{Deleted: n == 1, Seq: seq})
+}
+
+func (s *Server) handleDeleteBatch(w http.ResponseWriter, r *http.Request) {
+	req, err := s.schema.decodeDelete(s.body(w, r).Body)
+	if err != nil {
+		writeError(w, err)
+		return
+	}
+	seq, n, err := s.deleteIDs(r, req.IDs, req.Partition)
+	if err != nil {
+		writeError(w, err)
+		return
+	}
+	writeJSON(w, http.StatusOK, client.DeleteResponse{Deleted: n, Seq: seq})
+}
+
+// search runs one validated query through the concurrency limit and records its load.
+func (s *Server) search(q query) ([]client.Hit, error) {
+	start := time.Now()
+	s.load.waiting.Add(1)
+	s.searchSem <- struct{}{}
+	s.load.waiting.Add(-1)
+	ef := q.ef
+	if ef == 0 {
+		ef = s.cfg.EfSearch
+	}
+	hits, err := s.store.Search(q.vec, q.k, max(ef, q.k), q.partition)
+	<-s.searchSem
+	now := time.Now()
+	s.load.observe(now, now.Sub(start))
+	if q.partition != "" {
+		s.load.slotQueries[slots.Of(q.partition)].Add(1)
+	}
+	return hits, err
+}
+
+func (s *Server) handleSearch(w http.ResponseWriter, r *http.Request) {
+	q, err := s.schema.decodeSearch(s.body(w, r).Body)
+	if err != nil {
+		writeError(w, err)
+		return
+	}
+	seq := s.store.Applied()
+	hits, err := s.search(q)
+	if err != nil {
+		writeError(w, err)
+		return
+	}
+	writeJSON(w, http.StatusOK, client.SearchResponse{Results: hits, Seq: seq})
+}
+
+func (s *Server) handleBatchSearch(w http.ResponseWriter, r *http.Request) {
+	qs, err := s.schema.decodeBatchSearch(s.body(w, r).Body)
+	if err != nil {
+		writeError(w, err)
+		return
+	}
+	seq := s.store.Applied()
+	out := client.BatchSearchResponse{Results: make([][]client.Hit, len(qs)), Seq: seq}
+	for i, q := range qs {
+		if out.Results[i], err = s.search(q); err != nil {
+			writeError(w, err)
+			return
+		}
+	}
+	writeJSON(w, http.StatusOK, out)
+}
+
+func (s *Server) handleReady(w http.ResponseWriter, r *http.Request) {
+	if !s.ready() {
+		msg := "starting or shutting down"
+		if s.repl != nil {
+			msg = s.repl.status()
+		}
+		writeError(w, &client.APIError{Code: client.CodeUnavailable, Message: msg})
+		return
+	}
+	writeJSON(w, http.StatusOK, map[string]string{"status": "ready"})
+}

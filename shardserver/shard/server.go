@@ -1,0 +1,178 @@
+package shard
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"os"
+	"path/filepath"
+	"runtime"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/annshard/annshard/shardserver/hnsw"
+	"github.com/annshard/annshard/shardserver/wal"
+)
+
+// Server is one shard replica: its Store, slot ownership, load tracking and, on a read
+// replica, the replicator that follows the primary.
+type Server struct {
+	cfg       Config
+	store     *Store
+	slots     *slotState
+	load      loadTracker
+	metrics   *metrics
+	repl      *replicator // nil on the primary
+	schema    schema
+	searchSem chan struct{}
+	mux       *http.ServeMux
+	// streams is cancelled when shutdown starts, ending long-lived replication and slot
+	// streams, which http.Server.Shutdown would otherwise wait for forever.
+	streams     context.Context
+	stopStreams context.CancelFunc
+	started     atomic.Bool
+	closeOnce   sync.Once
+	closeErr    error
+}
+
+// New recovers the store in cfg.DataDir and builds the server; Run serves it.
+func New(cfg Config) (*Server, error) {
+	store, err := OpenStore(StoreConfig{
+		DataDir: cfg.DataDir,
+		Index: hnsw.Config{Dim: cfg.Dimension, Metric: cfg.Metric, M: cfg.M,
+			EfConstruction: cfg.EfConstruction, EfSearch: cfg.EfSearch, Seed: cfg.Seed},
+		WAL: wal.Options{Sync: cfg.WALSync, SyncInterval: cfg.WALSyncInterval, SegmentBytes: cfg.SegmentBytes},
+	})
+	if err != nil {
+		return nil, err
+	}
+	st, err := loadSlots(filepath.Join(cfg.DataDir, "slots.json"))
+	if err != nil {
+		store.Close()
+		return nil, err
+	}
+	s := &Server{
+		cfg: cfg, store: store, slots: st,
+		schema:    schema{dim: cfg.Dimension, metric: cfg.Metric, lim: cfg.Limits},
+		searchSem: make(chan struct{}, runtime.GOMAXPROCS(0)),
+	}
+	s.streams, s.stopStreams = context.WithCancel(context.Background())
+	if cfg.Primary != "" {
+		s.repl = newReplicator(cfg.Primary, cfg.Token, store, cfg.MaxLag)
+	}
+	s.metrics = newMetrics(s)
+	s.routes()
+	return s, nil
+}
+
+// Handler is the server's HTTP API.
+func (s *Server) Handler() http.Handler { return s.mux }
+
+// ready reports whether the server should get traffic: started, and on a replica,
+// connected to the primary and at most MaxLag records behind.
+func (s *Server) ready() bool {
+	if !s.started.Load() {
+		return false
+	}
+	return s.repl == nil || s.repl.ready()
+}
+
+// Run serves on ln until ctx is cancelled, then shuts down gracefully: stop accepting,
+// drain in-flight requests, stop replication, write a snapshot, flush and close the WAL.
+func (s *Server) Run(ctx context.Context, ln net.Listener) error {
+	hs := &http.Server{Handler: s.mux, ReadHeaderTimeout: 10 * time.Second, IdleTimeout: 2 * time.Minute}
+	bg, stopBG := context.WithCancel(context.Background())
+	var wg sync.WaitGroup
+	start := func(f func(context.Context)) {
+		wg.Add(1)
+		go func() { defer wg.Done(); f(bg) }()
+	}
+	start(s.snapshotLoop)
+	if s.repl != nil {
+		start(s.repl.run)
+	}
+	if s.cfg.RoutingFile != "" {
+		start(func(ctx context.Context) { s.watchRoutingFile(ctx, time.Second) })
+	}
+	serveErr := make(chan error, 1)
+	go func() { serveErr <- hs.Serve(ln) }()
+	s.started.Store(true)
+	slog.Info("Shard server serving", "addr", ln.Addr().String(), "vectors", s.store.Len(),
+		"seq", s.store.Applied(), "primary", s.cfg.Primary)
+
+	var err error
+	select {
+	case <-ctx.Done():
+	case err = <-serveErr:
+		err = fmt.Errorf("serving: %w", err)
+	}
+	s.started.Store(false)
+	s.stopStreams()
+	drain, cancel := context.WithTimeout(context.Background(), s.cfg.DrainTimeout)
+	if serr := hs.Shutdown(drain); serr != nil {
+		err = errors.Join(err, fmt.Errorf("draining requests: %w", serr))
+	}
+	cancel()
+	stopBG()
+	wg.Wait()
+	return errors.Join(err, s.Close())
+}
+
+// Close writes a final snapshot and closes the store; Run calls it on shutdown.
+func (s *Server) Close() error {
+	s.closeOnce.Do(func() {
+		s.stopStreams()
+		if err := s.store.Snapshot(); err != nil {
+			s.closeErr = err
+		}
+		s.closeErr = errors.Join(s.closeErr, s.store.Close())
+	})
+	return s.closeErr
+}
+
+// snapshotLoop writes a snapshot every SnapshotInterval when there were writes, or
+// sooner once SnapshotRecords records were applied.
+func (s *Server) snapshotLoop(ctx context.Context) {
+	t := time.NewTicker(time.Second)
+	defer t.Stop()
+	last := time.Now()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+		n := s.store.RecordsSinceSnapshot()
+		if n == 0 || (n < s.cfg.SnapshotRecords && time.Since(last) < s.cfg.SnapshotInterval) {
+			continue
+		}
+		if err := s.store.Snapshot(); err != nil {
+			slog.Error("Snapshot failed", "err", err)
+			continue
+		}
+		last = time.Now()
+	}
+}
+
+// Main is `shardserver serve`: it parses flags (and ANNSHARD_* variables), recovers the
+// data directory and serves until ctx is cancelled (SIGTERM), then shuts down gracefully.
+func Main(ctx context.Context, args []string) error {
+	cfg, err := parseFlags(args, os.Getenv, os.Stderr)
+	if err != nil {
+		return err
+	}
+	slog.SetDefault(slog.New(slog.NewJSONHandler(os.Stderr, nil)))
+	s, err := New(cfg)
+	if err != nil {
+		return err
+	}
+	ln, err := net.Listen("tcp", cfg.Listen)
+	if err != nil {
+		return errors.Join(fmt.Errorf("listening on %s: %w", cfg.Listen, err), s.Close())
+	}
+	return s.Run(ctx, ln)
+}
