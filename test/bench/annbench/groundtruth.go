@@ -202,9 +202,10 @@ func exactGroundTruth(ctx context.Context, base, queries *vectors, k int, m metr
 	return gt, nil
 }
 
-// recallAt returns |found ∩ truth[:k]| / k: the share of the true k nearest that the
-// search returned. Fewer than k results count as misses; duplicates in found count once.
-func recallAt(found []uint64, truth []int32, k int) float64 {
+// hitsAt returns |found ∩ truth[:k]|: how many of the true k nearest the search
+// returned. Recall@k is hits / k; results beyond the true top k earn nothing and
+// duplicates in found count once.
+func hitsAt(found []uint64, truth []int32, k int) int {
 	hits := 0
 	for _, t := range truth[:k] {
 		for _, f := range found {
@@ -214,5 +215,5 @@ func recallAt(found []uint64, truth []int32, k int) float64 {
 			}
 		}
 	}
-	return float64(hits) / float64(k)
+	return hits
 }

@@ -146,25 +146,25 @@ func TestExactGroundTruthErrors(t *testing.T) {
 	})
 }
 
-func TestRecallAt(t *testing.T) {
+func TestHitsAt(t *testing.T) {
 	truth := []int32{4, 8, 15, 16, 23, 42}
 	cases := []struct {
 		name  string
 		found []uint64
 		k     int
-		want  float64
+		want  int
 	}{
-		{"all found, any order", []uint64{16, 4, 15, 8}, 4, 1},
-		{"half", []uint64{4, 8, 99, 100}, 4, 0.5},
-		{"beyond k does not count", []uint64{23, 42, 4}, 3, 1.0 / 3},
-		{"short result counts as misses", []uint64{4}, 4, 0.25},
-		{"duplicates count once", []uint64{4, 4, 4, 4}, 4, 0.25},
+		{"all found, any order", []uint64{16, 4, 15, 8}, 4, 4},
+		{"half", []uint64{4, 8, 99, 100}, 4, 2},
+		{"beyond k does not count", []uint64{23, 42, 4}, 3, 1},
+		{"short result counts as misses", []uint64{4}, 4, 1},
+		{"duplicates count once", []uint64{4, 4, 4, 4}, 4, 1},
 		{"none", nil, 2, 0},
 		{"k=1", []uint64{4, 8}, 1, 1},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
-			if got := recallAt(tc.found, truth, tc.k); math.Abs(got-tc.want) > 1e-12 {
+			if got := hitsAt(tc.found, truth, tc.k); got != tc.want {
 				t.Fatalf("got %v, want %v", got, tc.want)
 			}
 		})

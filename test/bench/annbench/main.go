@@ -1,21 +1,3 @@
-// Command annbench measures annshard's HNSW index the way people judge ANN indexes: build
-// time, memory, and for a sweep of ef the recall@k against exact ground truth, the
-// throughput on one and on all cores, latency percentiles, and the speed-up over an exact
-// scan of the same data.
-//
-//	annbench -base B.fvecs -query Q.fvecs [-gt G.ivecs] -k 10 -m 16 -efc 200 -ef 10,20,40,80 [-threads N] [-json]
-//	annbench -gen n,dim,clusters,seed [-nq 1000] ...
-//
-// The flags and the -json output are a fixed interface: results are compared across
-// versions and machines by tools outside this repository. With -json the output is only
-// JSON, one object per line:
-//
-//	{"build":{"seconds1":..,"secondsAll":..,"bytesPerVector":..}}
-//	{"ef":..,"recall":..,"qps1":..,"qpsAll":..,"p50us":..,"p99us":..}   (one per ef)
-//	{"bruteQps1":..}
-//
-// Searches run on the index built by one goroutine, so recall depends only on the data
-// and the seed; the index built on all threads is timed and then dropped.
 package main
 
 import (

@@ -264,16 +264,18 @@ func measureSearch(ctx context.Context, c *config, idx annIndex, queries *vector
 	s := idx.NewSearcher()
 	keys := make([]uint64, 0, c.k)
 	var (
-		recall float64
-		err    error
+		hits int
+		err  error
 	)
 	for i := range nq {
 		if keys, err = s.Search(keys, queries.Row(i), c.k, ef); err != nil {
 			return r, fmt.Errorf("search query %d at ef=%d: %w", i, ef, err)
 		}
-		recall += recallAt(keys, gt.Row(i), c.k)
+		hits += hitsAt(keys, gt.Row(i), c.k)
 	}
-	r.Recall = recall / float64(nq)
+	// The mean of per-query hits/k, computed from the integer total so that it is exact
+	// (1, not 0.9999999999999991).
+	r.Recall = float64(hits) / float64(nq*c.k)
 
 	lat := make([]time.Duration, 0, nq)
 	start := time.Now()

@@ -1,0 +1,39 @@
+// Command annbench measures annshard's HNSW index the way people judge ANN indexes: build
+// time, memory, and for a sweep of ef the recall@k against exact ground truth, the
+// throughput on one and on all cores, latency percentiles, and the speed-up over an exact
+// scan of the same data.
+//
+//	annbench -base B.fvecs -query Q.fvecs [-gt G.ivecs] -k 10 -m 16 -efc 200 -ef 10,20,40,80 [-threads N] [-json]
+//	annbench -gen n,dim,clusters,seed [-nq 1000] ...
+//
+// plus -metric L2|InnerProduct|Cosine. Files are TEXMEX: .fvecs (float32), .bvecs (uint8)
+// and .ivecs (ground-truth ids, at least k per query); without -gt the ground truth is
+// computed exactly by brute force on all threads.
+//
+// The flags and the -json output are a fixed interface: results are compared across
+// versions and machines by tools outside this repository. With -json the output is only
+// JSON, one object per line:
+//
+//	{"build":{"seconds1":..,"secondsAll":..,"bytesPerVector":..}}
+//	{"ef":..,"recall":..,"qps1":..,"qpsAll":..,"p50us":..,"p99us":..}   (one per ef)
+//	{"bruteQps1":..}
+//
+// # What is measured
+//
+// The index is built twice: with -threads goroutines (secondsAll), then with one
+// (seconds1). Searches run on the 1-thread build, whose graph depends only on the data and
+// the seed, so recall is reproducible; bytesPerVector is its MemoryBytes over n. For each
+// ef a warm-up pass over the queries gives recall@k; then one goroutine repeats the query
+// set, timing each query, until at least a second has passed (qps1, p50us, p99us); then
+// -threads goroutines split the query set the same way (qpsAll). bruteQps1 is an exact
+// scan of the base by one goroutine, over as many queries as fit in a second. The
+// distances are those of the index: squared L2, and 1 - dot for InnerProduct and for
+// Cosine (on normalised vectors).
+//
+// # Concurrency
+//
+// The command runs one phase at a time. Within the parallel build, the ground truth and the
+// all-core search, goroutines share only an atomic work counter, read-only vectors and the
+// first error; the index must allow concurrent Add, and concurrent searches through
+// separate searchers (one per goroutine, see index.go).
+package main
