@@ -334,6 +334,26 @@ func TestEndToEndFiles(t *testing.T) {
 			}
 		}
 	})
+	t.Run("bvecs", func(t *testing.T) {
+		// uint8 vectors, as in SIFT1B: base and queries quantised from the same data.
+		quantise := func(v *vectors) []byte {
+			var recs []record
+			for i := range v.Len() {
+				body := make([]byte, v.dim)
+				for j, x := range v.Row(i) {
+					body[j] = byte(min(max(x*20+128, 0), 255))
+				}
+				recs = append(recs, record{dim: int32(v.dim), body: body})
+			}
+			return encodeRecords(recs)
+		}
+		bb, qb := writeFile(t, "base.bvecs", quantise(base)), writeFile(t, "query.bvecs", quantise(queries))
+		for _, r := range runJSON(t, newExact, "-base", bb, "-query", qb, "-k", "5", "-ef", "10") {
+			if r.Recall != 1 {
+				t.Fatalf("recall %v, want 1", r.Recall)
+			}
+		}
+	})
 	t.Run("wrong ground truth", func(t *testing.T) {
 		// Shift every row by one query: recall must drop well below 1.
 		shifted := &groundTruth{width: gt.width, ids: append(slices.Clone(gt.ids[gt.width:]), gt.ids[:gt.width]...)}
