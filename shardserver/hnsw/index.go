@@ -63,7 +63,7 @@ var (
 // Limits that bound memory and keep every offset in 32 bits. They are far above
 // any sensible setting, and Read rejects files that exceed them.
 const (
-	MaxDim   = 1 << 16
+	MaxDim   = 4096 // keeps one node chunk under 17 MiB, which bounds what Read allocates ahead of data
 	MaxM     = 512
 	maxLevel = 31 // levels are 0..maxLevel
 )
