@@ -432,6 +432,9 @@ func TestTableOutput(t *testing.T) {
 // the graph finds most true neighbours on an easy set, and the recall is the same on a
 // second run, as the table promises for the 1-thread build.
 func TestEndToEndHNSW(t *testing.T) {
+	if raceEnabled {
+		t.Skip("HNSW builds are slow under -race; this test runs in the non-race pass and shardserver/hnsw has its own race tests")
+	}
 	for _, m := range []string{"L2", "Cosine"} {
 		t.Run(m, func(t *testing.T) {
 			args := []string{"-gen", "1500,16,6,5", "-nq", "100", "-k", "10", "-m", "12", "-efc", "100",
