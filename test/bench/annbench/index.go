@@ -33,6 +33,6 @@ type searcher interface {
 	Search(keys []uint64, q []float32, k, ef int) ([]uint64, error)
 }
 
-// indexFactory builds an empty index; newIndex is the one the command uses, a variable so
-// that tests can measure the harness itself against an exact index.
+// indexFactory builds an empty index. The command uses newHNSW; it is a config field so that
+// tests can measure the harness itself against an exact index.
 type indexFactory func(p indexParams) (annIndex, error)
