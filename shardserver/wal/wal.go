@@ -7,6 +7,7 @@ import (
 	"hash/crc32"
 	"os"
 	"path/filepath"
+	"runtime"
 	"sort"
 	"strings"
 	"sync"
@@ -313,8 +314,14 @@ func (l *Log) run() {
 			return
 		case <-l.kick:
 			l.ioMu.Lock()
-			l.flush(false)
+			n := l.flush(false)
 			l.ioMu.Unlock()
+			if n > 1 {
+				// The appenders just released are likely to append again at once:
+				// let them queue so the next fsync carries them all instead of
+				// alternating one small and one large batch.
+				runtime.Gosched()
+			}
 		case <-tick:
 			l.ioMu.Lock()
 			l.flush(true)
@@ -326,7 +333,7 @@ func (l *Log) run() {
 // flush writes the queued records with one write, fsyncs when the mode or forceSync
 // (or a waiting Sync) asks, acknowledges them and rotates the segment when it is
 // full. The caller holds ioMu.
-func (l *Log) flush(forceSync bool) {
+func (l *Log) flush(forceSync bool) (records uint64) {
 	l.mu.Lock()
 	if l.err != nil {
 		err := l.err
@@ -336,13 +343,13 @@ func (l *Log) flush(forceSync bool) {
 		l.mu.Unlock()
 		b.err = err
 		close(b.done)
-		return
+		return 0
 	}
 	buf, from, last, b := l.pending, l.pendFrom, l.nextSeq-1, l.cur
 	doSync := forceSync || l.wantSync
 	if len(buf) == 0 && !doSync {
 		l.mu.Unlock()
-		return
+		return 0
 	}
 	l.pending, l.spare = l.spare[:0], nil
 	l.cur = newBatch()
@@ -402,6 +409,10 @@ func (l *Log) flush(forceSync bool) {
 			l.mu.Unlock()
 		}
 	}
+	if err != nil || len(buf) == 0 {
+		return 0
+	}
+	return last - from + 1
 }
 
 // rotate seals the active segment and starts a new one whose first record will be
