@@ -151,7 +151,7 @@ func parseFlags(args []string, env func(string) string, out io.Writer) (Config, 
 // (which defaults to the StatefulSet's own name).
 func DerivePrimary(podName, service, namespace, port string) (string, error) {
 	cut := strings.LastIndexByte(podName, '-')
-	if cut <= 0 || cut == len(podName)-1 {
+	if cut <= 0 || cut == len(podName)-1 || podName[cut-1] == '-' {
 		return "", fmt.Errorf("pod name %q is not <statefulset>-<ordinal>", podName)
 	}
 	sts, ordText := podName[:cut], podName[cut+1:]
