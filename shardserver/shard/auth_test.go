@@ -15,7 +15,7 @@ func TestAuth(t *testing.T) {
 	upsert := `{"vectors":[{"id":"a","vector":` + good + `}]}`
 	tests := []struct {
 		name, method, path, token, body string
-		want                             int
+		want                            int
 	}{
 		{"upsert no token", "POST", "/v1/vectors", "", upsert, 401},
 		{"upsert wrong token", "POST", "/v1/vectors", "s3cre", upsert, 401},
