@@ -74,12 +74,6 @@ build: ## Build the binaries into bin/.
 bench: ## Run the ANN benchmark on a generated set (ARGS=... to pass flags, e.g. ARGS="-base b.fvecs -query q.fvecs").
 	$(GO) run ./test/bench/annbench $(or $(ARGS),-gen 20000,128,32,1 -k 10 -m 16 -efc 200 -ef 10,20,40,80,160)
 
-##@ Run
-
-.PHONY: run
-run: ## The embedded default demo.
-	$(GO) run ./test/bench/annbench -gen 10000,64,16,1 -k 10 -m 16 -efc 200 -ef 16,32,64,128
-
 ##@ Tools
 
 .PHONY: k8s-bins
@@ -91,3 +85,6 @@ $(K8S_BIN)/kube-apiserver:
 BUILD_CMDS :=
 
 -include $(sort $(wildcard hack/make/*.mk))
+
+# Tiers that need everything else built and tested first (the e2e suite) go last.
+TEST_TARGETS += $(TEST_TARGETS_LAST)

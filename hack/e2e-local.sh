@@ -1,0 +1,25 @@
+#!/usr/bin/env bash
+# `make test-e2e`: runs the e2e suite against a local cluster of its own (its own state
+# directory, ports and pod IP range, so a `make run` cluster can keep running), then
+# stops that cluster, whatever the outcome.
+set -euo pipefail
+root=$(cd "$(dirname "$0")/.." && pwd)
+cd "$root"
+: "${HELM:?}"
+state=$root/.local/e2e
+flags=(--state-dir "$state")
+up_flags=(--etcd-port 33790 --apiserver-port 26443 --controller-manager-port 20357 --scheduler-port 20359
+	--pod-cidr 127.0.32.0/20 --node-name e2e)
+
+go build -o "$root/bin/localcluster" ./hack/localcluster
+"$root/bin/localcluster" down "${flags[@]}" >/dev/null 2>&1 || true
+rm -rf "$state"
+cleanup() { "$root/bin/localcluster" down "${flags[@]}"; }
+trap cleanup EXIT
+
+t0=$(date +%s)
+"$root/bin/localcluster" up "${flags[@]}" "${up_flags[@]}"
+echo "local cluster up in $(( $(date +%s) - t0 ))s"
+
+KUBECONFIG=$state/kubeconfig E2E_HELM=$HELM E2E_LOG_DIR=$state/logs/pods E2E_ACCESS=direct \
+	go test ./test/e2e/ -count=1 -timeout 25m -v -ginkgo.v ${GINKGO_ARGS:-}
