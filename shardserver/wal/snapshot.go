@@ -159,6 +159,18 @@ func listSnapshots(dir string) ([]uint64, error) {
 	return seqs, nil
 }
 
+// Snapshots returns the seqs of the snapshot files in dir, newest first, without
+// verifying them. A shard trims its log before the oldest of them plus one, not the
+// newest: if the newest turns out corrupt, LoadSnapshot falls back to the older one
+// and the records after it must still be in the log.
+func Snapshots(dir string) ([]uint64, error) {
+	seqs, err := listSnapshots(dir)
+	if err != nil {
+		return nil, fmt.Errorf("wal: %w", err)
+	}
+	return seqs, nil
+}
+
 // openSnap opens a snapshot file and checks its trailer against the file name and
 // size, returning the payload length and checksum the trailer promises.
 func openSnap(path string) (f *os.File, seq, n uint64, crc uint32, err error) {

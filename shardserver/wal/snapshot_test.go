@@ -77,6 +77,9 @@ func TestSnapshotRoundTrip(t *testing.T) {
 	if got := snapFiles(t, dir); !slices.Equal(got, want) {
 		t.Fatalf("files %v, want only the newest two %v", got, want)
 	}
+	if seqs, err := Snapshots(dir); err != nil || !slices.Equal(seqs, []uint64{40, 25}) {
+		t.Fatalf("Snapshots: %v, %v", seqs, err)
+	}
 	seq, got, calls, err := load(t, dir, nil)
 	if err != nil || seq != 40 || calls != 1 || !bytes.Equal(got, snapPayload(40)) {
 		t.Fatalf("LoadSnapshot: seq %d, %d calls, %d bytes, %v", seq, calls, len(got), err)

@@ -85,7 +85,13 @@ var (
 	ErrTrimmed = errors.New("wal: records trimmed")
 	// ErrTooLarge is returned for a record over MaxRecordBytes.
 	ErrTooLarge = errors.New("wal: record too large")
+	// ErrLocked is returned by Open when another Log (in this process or another)
+	// has the directory open.
+	ErrLocked = errors.New("wal: directory in use by another log")
 )
+
+// lockName is the file in a log directory that an open Log holds locked.
+const lockName = "LOCK"
 
 // Stats are counters since Open, for metrics and for measuring group commit.
 type Stats struct {
@@ -132,9 +138,14 @@ type Log struct {
 	dir  string
 	opts Options
 
+	lock *os.File // holds the directory's advisory lock while open
+
 	// ioMu serializes file I/O on the active segment (the writer's flush, Reset,
-	// Close). Lock order: ioMu before mu.
+	// Close). fileMu serializes removing segment files (TrimBefore, Reset), so a
+	// trim never deletes a segment Reset just created under the same name. Lock
+	// order: ioMu, fileMu, mu.
 	ioMu   sync.Mutex
+	fileMu sync.Mutex
 	active *os.File // written only under ioMu
 	dirty  bool     // active has unsynced writes; under ioMu
 
@@ -176,10 +187,24 @@ func Open(dir string, opts Options) (*Log, error) {
 	if err := os.MkdirAll(dir, 0o755); err != nil {
 		return nil, fmt.Errorf("open wal %s: %w", dir, err)
 	}
+	lock, err := lockDir(dir)
+	if err != nil {
+		return nil, fmt.Errorf("open wal %s: %w", dir, err)
+	}
+	l, err := open(dir, opts, lock)
+	if err != nil {
+		lock.Close()
+		return nil, err
+	}
+	return l, nil
+}
+
+func open(dir string, opts Options, lock *os.File) (*Log, error) {
 	if err := removeTemps(dir); err != nil {
 		return nil, fmt.Errorf("open wal %s: %w", dir, err)
 	}
 	l := &Log{
+		lock:    lock,
 		dir:     dir,
 		opts:    opts,
 		cur:     newBatch(),
@@ -501,10 +526,13 @@ func (l *Log) Sync() error {
 	return b.err
 }
 
-// TrimBefore removes the sealed segments whose records all have seq < seq, e.g.
-// after a snapshot that includes seq-1. The active segment is never removed.
-// Readers holding a removed segment open finish reading it.
+// TrimBefore removes the sealed segments whose records all have seq < seq. After
+// writing a snapshot, trim before the OLDEST kept snapshot's seq + 1 (see
+// Snapshots), so that falling back to it still finds every later record. The active
+// segment is never removed. Readers holding a removed segment open finish it.
 func (l *Log) TrimBefore(seq uint64) error {
+	l.fileMu.Lock()
+	defer l.fileMu.Unlock()
 	l.mu.Lock()
 	if l.closed {
 		l.mu.Unlock()
@@ -542,6 +570,8 @@ func (l *Log) Reset(seq uint64) error {
 	l.ioMu.Lock()
 	defer l.ioMu.Unlock()
 	l.flush(false)
+	l.fileMu.Lock()
+	defer l.fileMu.Unlock()
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	if l.closed {
@@ -616,5 +646,6 @@ func (l *Log) Close() error {
 	if cerr := l.active.Close(); err == nil && cerr != nil {
 		err = fmt.Errorf("wal: close: %w", cerr)
 	}
+	l.lock.Close() // releases the directory lock
 	return err
 }

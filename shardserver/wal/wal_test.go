@@ -432,3 +432,16 @@ func TestOpenCleansTemps(t *testing.T) {
 	}
 	checkRange(t, readAll(t, l, 1), 1, 3)
 }
+
+func TestLocked(t *testing.T) {
+	dir := t.TempDir()
+	l := openT(t, dir, Options{})
+	if _, err := Open(dir, Options{}); !errors.Is(err, ErrLocked) {
+		t.Fatalf("second Open of a directory: %v, want ErrLocked", err)
+	}
+	if err := l.Close(); err != nil {
+		t.Fatal(err)
+	}
+	l = openT(t, dir, Options{})
+	l.Close()
+}
