@@ -452,3 +452,33 @@ func TestEndToEndHNSW(t *testing.T) {
 		})
 	}
 }
+
+// TestHNSWSearcherNoAllocs checks that the adapter keeps SearchInto allocation-free, so the
+// timed loop measures the index and not the garbage collector.
+func TestHNSWSearcherNoAllocs(t *testing.T) {
+	if raceEnabled {
+		t.Skip("the race detector allocates")
+	}
+	base, queries := generate(genSpec{n: 500, dim: 16, clusters: 4, seed: 2}, 10)
+	x, err := newHNSW(indexParams{dim: 16, metric: metricL2, m: 8, efConstruction: 50, efSearch: 20, seed: 2, capacity: 500})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i := range base.Len() {
+		if err := x.Add(uint64(i), base.Row(i)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	s := x.NewSearcher()
+	keys := make([]uint64, 0, 10)
+	if keys, err = s.Search(keys, queries.Row(0), 10, 40); err != nil || len(keys) != 10 {
+		t.Fatalf("got %d keys, %v", len(keys), err)
+	}
+	i := 0
+	if a := testing.AllocsPerRun(100, func() {
+		keys, _ = s.Search(keys, queries.Row(i%queries.Len()), 10, 40)
+		i++
+	}); a != 0 {
+		t.Fatalf("%v allocations per search, want 0", a)
+	}
+}
