@@ -24,6 +24,9 @@
 // still empty. A segment is created as a ".tmp" file, fsynced, renamed and the
 // directory fsynced, so a segment with a bad header is corruption, never a crash.
 //
+// An open Log holds an advisory lock on the file LOCK in its directory, so a second
+// Open of the same directory, in any process, fails with [ErrLocked].
+//
 // # Durability
 //
 // Appenders queue their framed records; one writer goroutine takes the whole queue,
@@ -53,7 +56,8 @@
 //	crc32c of the preceding 28 bytes uint32
 //
 // written as "snap-%020d.tmp", fsynced, renamed and the directory fsynced; the two
-// newest are kept. Loading verifies the checksum before handing the payload to the
+// newest are kept ([Snapshots] lists them: trim the log before the older one, so
+// the fallback below still has its records). Loading verifies the checksum before handing the payload to the
 // caller and falls back to the previous snapshot when the newest is bad.
 //
 // # Concurrency

@@ -372,7 +372,8 @@ func (l *Log) flush(forceSync bool) (records uint64) {
 	}
 	buf, from, last, b := l.pending, l.pendFrom, l.nextSeq-1, l.cur
 	doSync := forceSync || l.wantSync
-	if len(buf) == 0 && !doSync {
+	if len(buf) == 0 && !l.wantSync && !(forceSync && l.dirty) {
+		// Nothing queued, nobody waiting, nothing to sync: an idle tick.
 		l.mu.Unlock()
 		return 0
 	}
