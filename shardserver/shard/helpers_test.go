@@ -92,3 +92,5 @@ func errCode(t *testing.T, body []byte) client.APIError {
 	}
 	return eb.Error
 }
+
+func newRand(seed uint64) *rand.Rand { return rand.New(rand.NewPCG(seed, 0x5eed)) }
