@@ -30,6 +30,13 @@ import (
 	annv1alpha1 "github.com/annshard/annshard/api/v1alpha1"
 )
 
+// Defaults of the schema, repeated for objects that did not go through the API server
+// (unit tests, a client-side dry run).
+const (
+	defaultHedgeAfterPercentile = 95
+	defaultCacheEntries         = 10000
+)
+
 // routerPodConfig is every setting that shapes a router pod; its hash goes on the pod
 // template so that an edit of any of them rolls the routers.
 type routerPodConfig struct {
@@ -53,8 +60,8 @@ func routerArgs(idx *annv1alpha1.AnnIndex) []string {
 		"--index=" + idx.Name,
 		"--namespace=" + idx.Namespace,
 		"--policy=" + string(r.LoadBalancing),
-		"--hedge-percentile=" + strconv.Itoa(int(r.HedgeAfterPercentile)),
-		"--cache-entries=" + strconv.Itoa(int(r.CacheEntries)),
+		"--hedge-percentile=" + strconv.Itoa(int(ptr.Deref(r.HedgeAfterPercentile, defaultHedgeAfterPercentile))),
+		"--cache-entries=" + strconv.Itoa(int(ptr.Deref(r.CacheEntries, defaultCacheEntries))),
 		"--token-file=" + tokenDir + "/" + tokenKey,
 	}
 }

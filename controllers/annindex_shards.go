@@ -24,6 +24,7 @@ import (
 	appsv1 "k8s.io/api/apps/v1"
 	corev1 "k8s.io/api/core/v1"
 	policyv1 "k8s.io/api/policy/v1"
+	"k8s.io/apimachinery/pkg/api/resource"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/util/intstr"
 	"k8s.io/utils/ptr"
@@ -150,6 +151,17 @@ func containerSecurity() *corev1.SecurityContext {
 	}
 }
 
+// defaultStorageSize is the schema's default, for objects that did not go through the
+// API server.
+var defaultStorageSize = resource.MustParse("10Gi")
+
+func storageSize(st annv1alpha1.StorageSpec) resource.Quantity {
+	if st.Size == nil || st.Size.IsZero() {
+		return defaultStorageSize
+	}
+	return *st.Size
+}
+
 // shardService is the headless Service of shard k. It publishes not-ready addresses so
 // a replica can reach the primary by its stable DNS name while it is still catching up.
 func shardService(idx *annv1alpha1.AnnIndex, k int32) *corev1.Service {
@@ -195,7 +207,7 @@ func shardStatefulSet(idx *annv1alpha1.AnnIndex, k int32) *appsv1.StatefulSet {
 		Spec: corev1.PersistentVolumeClaimSpec{
 			AccessModes:      []corev1.PersistentVolumeAccessMode{corev1.ReadWriteOnce},
 			StorageClassName: ss.Storage.StorageClassName,
-			Resources:        corev1.VolumeResourceRequirements{Requests: corev1.ResourceList{corev1.ResourceStorage: ss.Storage.Size}},
+			Resources:        corev1.VolumeResourceRequirements{Requests: corev1.ResourceList{corev1.ResourceStorage: storageSize(ss.Storage)}},
 		},
 	}
 	return &appsv1.StatefulSet{

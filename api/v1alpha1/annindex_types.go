@@ -119,7 +119,7 @@ type AnnIndexSpec struct {
 
 	// Replicas bounds the pods of each shard, primary included. The shard runs min
 	// replicas, more when the autoscaler asks for them, never more than max.
-	// +kubebuilder:default={}
+	// +kubebuilder:default={min: 1, max: 3}
 	// +optional
 	Replicas ReplicaRange `json:"replicas,omitempty"`
 
@@ -139,7 +139,7 @@ type AnnIndexSpec struct {
 	Router RouterSpec `json:"router,omitempty"`
 
 	// Autoscaling adds read replicas to hot shards and removes them when load falls.
-	// +kubebuilder:default={}
+	// +kubebuilder:default={enabled: false, metric: QPSPerReplica, target: 200, scaleUpStabilizationSeconds: 0, scaleDownStabilizationSeconds: 300}
 	// +optional
 	Autoscaling AutoscalingSpec `json:"autoscaling,omitempty"`
 
@@ -234,10 +234,11 @@ type ShardServerSpec struct {
 
 // StorageSpec is the persistent volume of one shard replica.
 type StorageSpec struct {
-	// Size of each replica's volume.
+	// Size of each replica's volume (a pointer, so that a Go client that leaves it unset
+	// gets the default instead of a zero-sized volume).
 	// +kubebuilder:default="10Gi"
 	// +optional
-	Size resource.Quantity `json:"size,omitempty"`
+	Size *resource.Quantity `json:"size,omitempty"`
 
 	// StorageClassName of the volume claims; unset uses the cluster's default class.
 	// +optional
@@ -275,20 +276,21 @@ type RouterSpec struct {
 	// +optional
 	LoadBalancing LoadBalancing `json:"loadBalancing,omitempty"`
 
-	// HedgeAfterPercentile sends a second request to another replica once a request has
+	// HedgeAfterPercentile (a pointer, so that 0 can be told from unset) sends a second request to another replica once a request has
 	// taken longer than this percentile of recent latency; 0 turns hedging off.
 	// +kubebuilder:default=95
 	// +kubebuilder:validation:Minimum=0
 	// +kubebuilder:validation:Maximum=99
 	// +optional
-	HedgeAfterPercentile int32 `json:"hedgeAfterPercentile"`
+	HedgeAfterPercentile *int32 `json:"hedgeAfterPercentile,omitempty"`
 
-	// CacheEntries is the size of each router's result cache; 0 turns caching off.
+	// CacheEntries is the size of each router's result cache; 0 turns caching off (a
+	// pointer, so that 0 can be told from unset).
 	// +kubebuilder:default=10000
 	// +kubebuilder:validation:Minimum=0
 	// +kubebuilder:validation:Maximum=10000000
 	// +optional
-	CacheEntries int32 `json:"cacheEntries"`
+	CacheEntries *int32 `json:"cacheEntries,omitempty"`
 
 	// Resources of the router container.
 	// +optional
@@ -302,7 +304,7 @@ type AutoscalingSpec struct {
 	// Enabled turns the autoscaler on; off, every shard runs replicas.min pods.
 	// +kubebuilder:default=false
 	// +optional
-	Enabled bool `json:"enabled"`
+	Enabled bool `json:"enabled,omitempty"`
 
 	// Metric is the per-replica signal compared with Target.
 	// +kubebuilder:default=QPSPerReplica
@@ -313,7 +315,7 @@ type AutoscalingSpec struct {
 	// second, percent of the CPU request, or milliseconds of p99 latency.
 	// +kubebuilder:default=200
 	// +optional
-	Target int32 `json:"target"`
+	Target int32 `json:"target,omitempty"`
 
 	// ScaleUpStabilizationSeconds is how long a higher recommendation must hold before
 	// replicas are added; 0 scales up at once.
@@ -321,24 +323,25 @@ type AutoscalingSpec struct {
 	// +kubebuilder:validation:Minimum=0
 	// +kubebuilder:validation:Maximum=3600
 	// +optional
-	ScaleUpStabilizationSeconds int32 `json:"scaleUpStabilizationSeconds"`
+	ScaleUpStabilizationSeconds int32 `json:"scaleUpStabilizationSeconds,omitempty"`
 
 	// ScaleDownStabilizationSeconds is how long load must stay low before replicas are
-	// removed, so a short lull does not drop capacity.
+	// removed, so a short lull does not drop capacity. A pointer, so that 0 can be told
+	// from unset.
 	// +kubebuilder:default=300
 	// +kubebuilder:validation:Minimum=0
 	// +kubebuilder:validation:Maximum=3600
 	// +optional
-	ScaleDownStabilizationSeconds int32 `json:"scaleDownStabilizationSeconds"`
+	ScaleDownStabilizationSeconds *int32 `json:"scaleDownStabilizationSeconds,omitempty"`
 }
 
 // RebalancingSpec is when and how fast slots move between shards.
 type RebalancingSpec struct {
 	// Enabled lets the operator move slots on its own when load drifts apart. A change of
-	// spec.shards is carried out either way.
+	// spec.shards is carried out either way. A pointer, so that false can be told from unset.
 	// +kubebuilder:default=true
 	// +optional
-	Enabled bool `json:"enabled"`
+	Enabled *bool `json:"enabled,omitempty"`
 
 	// MaxLoadSkewPercent: slots move when the hottest shard's load exceeds the mean by this
 	// many percent.
