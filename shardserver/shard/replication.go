@@ -153,7 +153,11 @@ func (s *Server) handleReplWAL(w http.ResponseWriter, r *http.Request) {
 	w.Header().Set(SeqHeader, strconv.FormatUint(log.LastSeq(), 10))
 	w.WriteHeader(http.StatusOK)
 	fw := newFrameWriter(w)
-	go heartbeats(ctx, cancel, fw, log.LastSeq)
+	// The heartbeat goroutine must be gone before the handler returns: the
+	// ResponseWriter is dead after that.
+	hbDone := make(chan struct{})
+	go func() { heartbeats(ctx, cancel, fw, log.LastSeq); close(hbDone) }()
+	defer func() { cancel(); <-hbDone }()
 	err := log.Follow(ctx, from, func(rec wal.Record) error {
 		// Flush when caught up, so a burst goes out in big writes and a lone record at once.
 		return fw.write(rec.Seq, rec.Data, rec.Seq >= log.LastSeq())

@@ -328,7 +328,10 @@ func (s *Server) handleSlotsWAL(w http.ResponseWriter, r *http.Request) {
 		return rc.Flush()
 	}
 	if until == 0 {
+		hbDone := make(chan struct{})
+		defer func() { cancel(); <-hbDone }() // the writer is dead once the handler returns
 		go func() {
+			defer close(hbDone)
 			t := time.NewTicker(heartbeatEvery)
 			defer t.Stop()
 			for {
