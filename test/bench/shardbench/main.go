@@ -1,0 +1,373 @@
+// Command shardbench measures a real `shardserver serve` process over loopback: upsert
+// throughput with --wal-sync Always and Interval, and search QPS with p50/p99 latency at
+// concurrency 1 and 16, next to the in-process HNSW QPS of one core on the same data and
+// queries. The headline is the ratio server QPS at concurrency 16 / in-process QPS of
+// one core: the goal is >= 0.70 (HTTP, JSON and scheduling cost at most 30%).
+//
+// Usage: go run ./test/bench/shardbench [-n 20000 -dim 128 -duration 5s -json]
+//
+// Everything runs on this machine (127.0.0.1); the server and the load generator share
+// its cores, which is part of what the ratio measures. -json prints one object per line.
+package main
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"math"
+	"math/rand/v2"
+	"net"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"runtime"
+	"slices"
+	"strconv"
+	"sync"
+	"sync/atomic"
+	"syscall"
+	"time"
+
+	"github.com/annshard/annshard/shardserver/client"
+	"github.com/annshard/annshard/shardserver/hnsw"
+)
+
+type options struct {
+	n, dim, queries, k, ef, m, efc int
+	batch, writers                 int
+	duration                       time.Duration
+	bin                            string
+	json                           bool
+	seed                           uint64
+}
+
+func main() {
+	var o options
+	flag.IntVar(&o.n, "n", 20000, "vectors to load")
+	flag.IntVar(&o.dim, "dim", 128, "dimension")
+	flag.IntVar(&o.queries, "queries", 1000, "distinct query vectors (cycled)")
+	flag.IntVar(&o.k, "k", 10, "k of each search")
+	flag.IntVar(&o.ef, "ef", 64, "ef of each search")
+	flag.IntVar(&o.m, "m", 16, "HNSW M")
+	flag.IntVar(&o.efc, "efc", 200, "HNSW efConstruction")
+	flag.IntVar(&o.batch, "batch", 100, "vectors per upsert request")
+	flag.IntVar(&o.writers, "writers", 8, "concurrent upsert clients")
+	flag.DurationVar(&o.duration, "duration", 5*time.Second, "measuring time of each search run")
+	flag.StringVar(&o.bin, "bin", "", "shardserver binary (default: go build one)")
+	flag.BoolVar(&o.json, "json", false, "print one JSON object per result line")
+	flag.Uint64Var(&o.seed, "seed", 1, "data seed")
+	flag.Parse()
+	if err := run(context.Background(), o); err != nil {
+		fmt.Fprintln(os.Stderr, "shardbench:", err)
+		os.Exit(1)
+	}
+}
+
+// result is one line of output.
+type result struct {
+	Name        string  `json:"name"`
+	WALSync     string  `json:"walSync,omitempty"`
+	Concurrency int     `json:"concurrency,omitempty"`
+	VectorsPerS float64 `json:"vectorsPerSecond,omitempty"`
+	QPS         float64 `json:"qps,omitempty"`
+	P50Ms       float64 `json:"p50Ms,omitempty"`
+	P99Ms       float64 `json:"p99Ms,omitempty"`
+	Ratio       float64 `json:"ratio,omitempty"`
+	Note        string  `json:"note,omitempty"`
+}
+
+func (o options) print(r result) {
+	if o.json {
+		b, _ := json.Marshal(r)
+		fmt.Println(string(b))
+		return
+	}
+	switch {
+	case r.VectorsPerS > 0:
+		fmt.Printf("%-28s %-9s %12.0f vectors/s\n", r.Name, r.WALSync, r.VectorsPerS)
+	case r.Ratio > 0:
+		fmt.Printf("%-28s %-9s %12.2f  %s\n", r.Name, "", r.Ratio, r.Note)
+	default:
+		fmt.Printf("%-28s c=%-7d %12.0f QPS   p50 %6.3f ms   p99 %6.3f ms\n", r.Name, r.Concurrency, r.QPS, r.P50Ms, r.P99Ms)
+	}
+}
+
+// gen returns n clustered vectors: clusters make the graph search realistic.
+func gen(r *rand.Rand, n, dim int) [][]float32 {
+	const clusters = 64
+	centers := make([][]float32, clusters)
+	for i := range centers {
+		centers[i] = make([]float32, dim)
+		for j := range centers[i] {
+			centers[i][j] = float32(r.NormFloat64())
+		}
+	}
+	out := make([][]float32, n)
+	for i := range out {
+		c := centers[r.IntN(clusters)]
+		v := make([]float32, dim)
+		for j := range v {
+			v[j] = c[j] + 0.5*float32(r.NormFloat64())
+		}
+		out[i] = v
+	}
+	return out
+}
+
+func run(ctx context.Context, o options) error {
+	r := rand.New(rand.NewPCG(o.seed, 7))
+	data := gen(r, o.n, o.dim)
+	queries := gen(r, o.queries, o.dim)
+	bin := o.bin
+	if bin == "" {
+		dir, err := os.MkdirTemp("", "shardbench")
+		if err != nil {
+			return err
+		}
+		defer os.RemoveAll(dir)
+		bin = filepath.Join(dir, "shardserver")
+		if out, err := exec.Command("go", "build", "-o", bin, "github.com/annshard/annshard/shardserver").CombinedOutput(); err != nil {
+			return fmt.Errorf("building shardserver: %w\n%s", err, out)
+		}
+	}
+	if !o.json {
+		fmt.Printf("shardbench: %d vectors, dim %d, M %d, efc %d, k %d, ef %d, GOMAXPROCS %d\n",
+			o.n, o.dim, o.m, o.efc, o.k, o.ef, runtime.GOMAXPROCS(0))
+	}
+
+	var srv *server
+	for _, mode := range []string{"Always", "Interval"} {
+		s, err := startServer(ctx, bin, o, mode)
+		if err != nil {
+			return err
+		}
+		vps, err := upsertAll(ctx, s.client, data, o)
+		if err != nil {
+			s.stop()
+			return err
+		}
+		o.print(result{Name: "upsert", WALSync: mode, VectorsPerS: vps})
+		if mode == "Interval" {
+			srv = s
+		} else {
+			s.stop()
+		}
+	}
+	defer srv.stop()
+
+	bodies := make([][]byte, len(queries))
+	for i, q := range queries {
+		bodies[i], _ = json.Marshal(client.SearchRequest{VectorB64: client.EncodeB64(q), K: o.k, Ef: o.ef})
+	}
+	var serverQPS16 float64
+	for _, c := range []int{1, 16} {
+		qps, p50, p99, err := searchHTTP(ctx, srv.url+"/v1/search", bodies, c, o.duration)
+		if err != nil {
+			return err
+		}
+		if c == 16 {
+			serverQPS16 = qps
+		}
+		o.print(result{Name: "search http (vector_b64)", Concurrency: c, QPS: qps, P50Ms: p50, P99Ms: p99})
+	}
+	srv.stop() // free the cores for the in-process run
+
+	idx, err := hnsw.New(hnsw.Config{Dim: o.dim, Metric: hnsw.L2, M: o.m, EfConstruction: o.efc, EfSearch: o.ef, Seed: 1, Capacity: o.n})
+	if err != nil {
+		return err
+	}
+	if err := addParallel(idx, data); err != nil {
+		return err
+	}
+	qps, p50, p99, err := searchInProcess(idx, queries, o)
+	if err != nil {
+		return err
+	}
+	o.print(result{Name: "search in-process, 1 core", Concurrency: 1, QPS: qps, P50Ms: p50, P99Ms: p99})
+	o.print(result{Name: "ratio server c=16 / in-proc", Ratio: serverQPS16 / qps, Note: "goal >= 0.70"})
+	return nil
+}
+
+type server struct {
+	cmd    *exec.Cmd
+	url    string
+	dir    string
+	client *client.Client
+}
+
+func startServer(ctx context.Context, bin string, o options, mode string) (*server, error) {
+	dir, err := os.MkdirTemp("", "shardbench-data")
+	if err != nil {
+		return nil, err
+	}
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		return nil, err
+	}
+	addr := ln.Addr().String()
+	ln.Close()
+	cmd := exec.Command(bin, "serve", "--listen", addr, "--data-dir", dir, "--dimension", strconv.Itoa(o.dim),
+		"--m", strconv.Itoa(o.m), "--ef-construction", strconv.Itoa(o.efc), "--ef-search", strconv.Itoa(o.ef),
+		"--wal-sync", mode, "--snapshot-interval", "1h", "--snapshot-records", "1000000000")
+	cmd.Stderr = io.Discard
+	if err := cmd.Start(); err != nil {
+		os.RemoveAll(dir)
+		return nil, err
+	}
+	s := &server{cmd: cmd, url: "http://" + addr, dir: dir, client: client.New("http://" + addr)}
+	deadline := time.Now().Add(20 * time.Second)
+	for s.client.Ready(ctx) != nil {
+		if time.Now().After(deadline) {
+			s.stop()
+			return nil, errors.New("server did not become ready")
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	return s, nil
+}
+
+func (s *server) stop() {
+	if s.cmd == nil {
+		return
+	}
+	_ = s.cmd.Process.Signal(syscall.SIGTERM)
+	done := make(chan struct{})
+	go func() { _ = s.cmd.Wait(); close(done) }()
+	select {
+	case <-done:
+	case <-time.After(30 * time.Second):
+		_ = s.cmd.Process.Kill()
+		<-done
+	}
+	s.cmd = nil
+	os.RemoveAll(s.dir)
+}
+
+func upsertAll(ctx context.Context, c *client.Client, data [][]float32, o options) (float64, error) {
+	var next atomic.Int64
+	var wg sync.WaitGroup
+	errc := make(chan error, o.writers)
+	start := time.Now()
+	for range o.writers {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for {
+				from := int(next.Add(int64(o.batch))) - o.batch
+				if from >= len(data) {
+					return
+				}
+				req := &client.UpsertRequest{}
+				for i := from; i < min(from+o.batch, len(data)); i++ {
+					req.Vectors = append(req.Vectors, client.Vector{ID: strconv.Itoa(i), VectorB64: client.EncodeB64(data[i])})
+				}
+				if _, err := c.Upsert(ctx, req); err != nil {
+					errc <- err
+					return
+				}
+			}
+		}()
+	}
+	wg.Wait()
+	select {
+	case err := <-errc:
+		return 0, fmt.Errorf("upsert: %w", err)
+	default:
+	}
+	return float64(len(data)) / time.Since(start).Seconds(), nil
+}
+
+// searchHTTP sends searches from c goroutines for d and returns QPS and latency
+// percentiles in milliseconds.
+func searchHTTP(ctx context.Context, url string, bodies [][]byte, c int, d time.Duration) (float64, float64, float64, error) {
+	hc := &http.Client{Transport: &http.Transport{MaxIdleConnsPerHost: c, MaxConnsPerHost: c}}
+	lats := make([][]time.Duration, c)
+	var failed atomic.Value
+	stopAt := time.Now().Add(d)
+	var wg sync.WaitGroup
+	start := time.Now()
+	for g := range c {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for i := g; time.Now().Before(stopAt); i += c {
+				t0 := time.Now()
+				resp, err := hc.Post(url, "application/json", bytes.NewReader(bodies[i%len(bodies)]))
+				if err != nil {
+					failed.Store(err)
+					return
+				}
+				_, _ = io.Copy(io.Discard, resp.Body)
+				resp.Body.Close()
+				if resp.StatusCode != http.StatusOK {
+					failed.Store(fmt.Errorf("search: HTTP %d", resp.StatusCode))
+					return
+				}
+				lats[g] = append(lats[g], time.Since(t0))
+			}
+		}()
+	}
+	wg.Wait()
+	elapsed := time.Since(start)
+	if err, _ := failed.Load().(error); err != nil {
+		return 0, 0, 0, err
+	}
+	all := slices.Concat(lats...)
+	p50, p99 := percentiles(all)
+	return float64(len(all)) / elapsed.Seconds(), p50, p99, nil
+}
+
+func percentiles(xs []time.Duration) (float64, float64) {
+	if len(xs) == 0 {
+		return math.NaN(), math.NaN()
+	}
+	slices.Sort(xs)
+	ms := func(d time.Duration) float64 { return float64(d) / float64(time.Millisecond) }
+	return ms(xs[(len(xs)-1)*50/100]), ms(xs[(len(xs)-1)*99/100])
+}
+
+func addParallel(idx *hnsw.Index, data [][]float32) error {
+	var next atomic.Int64
+	var wg sync.WaitGroup
+	var failed atomic.Value
+	for range runtime.GOMAXPROCS(0) {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for i := int(next.Add(1)) - 1; i < len(data); i = int(next.Add(1)) - 1 {
+				if err := idx.Add(uint64(i), data[i]); err != nil {
+					failed.Store(err)
+					return
+				}
+			}
+		}()
+	}
+	wg.Wait()
+	if err, _ := failed.Load().(error); err != nil {
+		return err
+	}
+	return nil
+}
+
+// searchInProcess runs the queries on one goroutine (one core) for o.duration.
+func searchInProcess(idx *hnsw.Index, queries [][]float32, o options) (float64, float64, float64, error) {
+	var lats []time.Duration
+	buf := make([]hnsw.Result, 0, o.k)
+	start := time.Now()
+	stopAt := start.Add(o.duration)
+	for i := 0; time.Now().Before(stopAt); i++ {
+		t0 := time.Now()
+		var err error
+		if buf, err = idx.SearchInto(buf[:0], queries[i%len(queries)], o.k, hnsw.SearchOptions{Ef: o.ef}); err != nil {
+			return 0, 0, 0, err
+		}
+		lats = append(lats, time.Since(t0))
+	}
+	p50, p99 := percentiles(lats)
+	return float64(len(lats)) / time.Since(start).Seconds(), p50, p99, nil
+}
