@@ -183,6 +183,9 @@ func (s *Store) Write(ctx context.Context, r record) (uint64, int, error) {
 	// Not cancellable: once the record may be in the log it must be applied, or every
 	// later record would wait for it forever.
 	seq, err := s.log.Append(context.WithoutCancel(ctx), data)
+	if errors.Is(err, wal.ErrTooLarge) { // refused before it was queued: nothing to undo
+		return 0, 0, &client.APIError{Code: client.CodePayloadTooLarge, Message: err.Error()}
+	}
 	s.applyMu.Lock()
 	defer s.applyMu.Unlock()
 	if err != nil {
@@ -612,6 +615,14 @@ func readState(r io.Reader, cfg hnsw.Config) (state, error) {
 	idx, err := hnsw.Read(br)
 	if err != nil {
 		return state{}, fmt.Errorf("reading index: %w", err)
+	}
+	// A snapshot's checksum is checked when its reader reaches the end (and a replication
+	// stream is cut by the sender if it fails), so the state counts only after a clean EOF.
+	if _, err := br.ReadByte(); !errors.Is(err, io.EOF) {
+		if err == nil {
+			err = fmt.Errorf("%w: trailing bytes after the index", hnsw.ErrCorrupt)
+		}
+		return state{}, fmt.Errorf("reading snapshot end: %w", err)
 	}
 	if got := idx.Config(); got.Dim != cfg.Dim || got.Metric != cfg.Metric {
 		return state{}, fmt.Errorf("snapshot holds dimension %d %s, configured %d %s: %w",

@@ -1,14 +1,18 @@
 package shard
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"math/rand/v2"
 	"os"
 	"path/filepath"
 	"reflect"
+	"slices"
 	"testing"
+	"testing/iotest"
 
 	"github.com/annshard/annshard/shardserver/hnsw"
 	"github.com/annshard/annshard/shardserver/slots"
@@ -210,5 +214,45 @@ func TestRecordRoundTrip(t *testing.T) {
 				t.Fatal("trailing byte accepted")
 			}
 		})
+	}
+}
+
+func TestReplaceRefusesCutOrPaddedStream(t *testing.T) {
+	src, err := OpenStore(testStoreConfig(t.TempDir()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer src.Close()
+	upsertN(t, src, rand.New(rand.NewPCG(1, 1)), 0, 30)
+	var buf bytes.Buffer
+	if err := writeState(&buf, &src.st); err != nil {
+		t.Fatal(err)
+	}
+	dst, err := OpenStore(testStoreConfig(t.TempDir()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer dst.Close()
+	full := buf.Bytes()
+	tests := []struct {
+		name string
+		r    io.Reader
+	}{
+		{"cut", bytes.NewReader(full[:len(full)-1])},
+		{"padded", bytes.NewReader(append(slices.Clone(full), 0))},
+		{"stream error at the end", io.MultiReader(bytes.NewReader(full), iotest.ErrReader(errors.New("checksum mismatch")))},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			if err := dst.Replace(7, tt.r); err == nil {
+				t.Fatal("accepted")
+			}
+			if dst.Applied() != 0 || dst.Len() != 0 {
+				t.Fatal("a refused snapshot changed the store")
+			}
+		})
+	}
+	if err := dst.Replace(7, bytes.NewReader(full)); err != nil || dst.Applied() != 7 || !reflect.DeepEqual(contents(dst), contents(src)) {
+		t.Fatalf("clean stream: %v", err)
 	}
 }
