@@ -1,0 +1,100 @@
+package router
+
+import (
+	"context"
+	"sync"
+	"time"
+
+	"github.com/annshard/annshard/shardserver/client"
+)
+
+// batcher merges concurrent searches to one replica into one POST /v1/search:batch.
+// The first search of a batch leads: it waits up to wait (or until max searches joined),
+// closes the batch and sends it; everyone waits for the shared answer. No goroutine
+// lives between batches.
+type batcher struct {
+	c       *client.Client
+	max     int
+	wait    time.Duration
+	timeout time.Duration
+	m       *metrics
+
+	mu  sync.Mutex
+	cur *pendingBatch
+}
+
+type pendingBatch struct {
+	reqs []client.SearchRequest
+	full chan struct{} // closed when max searches joined
+	done chan struct{} // closed when the answer (or error) is in
+	resp *client.BatchSearchResponse
+	err  error
+}
+
+func newBatcher(c *client.Client, max int, wait, timeout time.Duration, m *metrics) *batcher {
+	return &batcher{c: c, max: max, wait: wait, timeout: timeout, m: m}
+}
+
+func (b *batcher) search(ctx context.Context, req *client.SearchRequest) (*client.SearchResponse, error) {
+	b.mu.Lock()
+	pb := b.cur
+	leader := pb == nil
+	if leader {
+		pb = &pendingBatch{full: make(chan struct{}), done: make(chan struct{})}
+		b.cur = pb
+	}
+	idx := len(pb.reqs)
+	pb.reqs = append(pb.reqs, *req)
+	if len(pb.reqs) >= b.max {
+		b.cur = nil
+		close(pb.full)
+	}
+	b.mu.Unlock()
+
+	if leader {
+		t := time.NewTimer(b.wait)
+		select {
+		case <-t.C:
+		case <-pb.full:
+		}
+		t.Stop()
+		b.mu.Lock()
+		if b.cur == pb {
+			b.cur = nil
+		}
+		b.mu.Unlock()
+		// The batch serves other requests too: it must not die with the leader's context
+		// (a cancelled hedge, say), only with the router's own deadline.
+		go b.send(context.WithoutCancel(ctx), pb)
+	}
+	select {
+	case <-pb.done:
+	case <-ctx.Done():
+		return nil, ctx.Err()
+	}
+	if pb.err != nil {
+		return nil, pb.err
+	}
+	return &client.SearchResponse{Results: pb.resp.Results[idx], Seq: pb.resp.Seq}, nil
+}
+
+func (b *batcher) send(ctx context.Context, pb *pendingBatch) {
+	defer close(pb.done)
+	ctx, cancel := context.WithTimeout(ctx, b.timeout)
+	defer cancel()
+	b.m.batchSize.Observe(float64(len(pb.reqs)))
+	if len(pb.reqs) == 1 {
+		one, err := b.c.Search(ctx, &pb.reqs[0])
+		if err != nil {
+			pb.err = err
+			return
+		}
+		pb.resp = &client.BatchSearchResponse{Results: [][]client.Hit{one.Results}, Seq: one.Seq}
+		return
+	}
+	resp, err := b.c.BatchSearch(ctx, &client.BatchSearchRequest{Queries: pb.reqs})
+	if err == nil && len(resp.Results) != len(pb.reqs) {
+		err = apiErr(client.CodeInternal, "batch of %d searches got %d answers", len(pb.reqs), len(resp.Results))
+	}
+	pb.resp, pb.err = resp, err
+}

@@ -1,0 +1,192 @@
+package router
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"slices"
+	"strings"
+	"sync"
+
+	"github.com/annshard/annshard/shardserver/client"
+)
+
+// MaxK bounds k at the router, so a query cannot make it merge unbounded lists. The
+// shards enforce their own, possibly smaller, limit.
+const MaxK = 10000
+
+// Search answers one query: the partition's shard or every shard, merged top-k.
+func (r *Router) Search(ctx context.Context, req *client.SearchRequest) (*client.SearchResponse, error) {
+	vec, err := queryVector(req)
+	if err != nil {
+		return nil, err
+	}
+	v := r.view.Load()
+	if v.table == nil {
+		return nil, apiErr(client.CodeUnavailable, "no routing table yet")
+	}
+	ctx, cancel := context.WithTimeout(ctx, r.cfg.Timeout)
+	defer cancel()
+	return r.search(ctx, v, vec, req)
+}
+
+func queryVector(req *client.SearchRequest) ([]float32, error) {
+	if req.K < 1 || req.K > MaxK {
+		return nil, apiErr(client.CodeInvalidArgument, "k must be in [1, %d], got %d", MaxK, req.K)
+	}
+	switch {
+	case len(req.Vector) > 0 && req.VectorB64 != "":
+		return nil, apiErr(client.CodeInvalidArgument, "give vector or vector_b64, not both")
+	case len(req.Vector) > 0:
+		return req.Vector, nil
+	case req.VectorB64 != "":
+		vec, err := client.DecodeB64(req.VectorB64, 0)
+		if err != nil {
+			return nil, apiErr(client.CodeInvalidArgument, "%v", err)
+		}
+		if len(vec) == 0 {
+			return nil, apiErr(client.CodeInvalidArgument, "empty vector")
+		}
+		return vec, nil
+	}
+	return nil, apiErr(client.CodeInvalidArgument, "missing vector")
+}
+
+func (r *Router) search(ctx context.Context, v *view, vec []float32, req *client.SearchRequest) (*client.SearchResponse, error) {
+	var targets []int
+	if req.Partition != "" {
+		targets = []int{v.table.ShardOfKey(req.Partition)}
+	} else {
+		targets = make([]int, v.numShards())
+		for k := range targets {
+			targets[k] = k
+		}
+	}
+	// Known sequences are read before asking the shards: an answer is cached under them
+	// only if every shard answered at least that fresh.
+	seqs := make([]uint64, len(targets))
+	for i, k := range targets {
+		seqs[i] = r.seqs[k].Load()
+	}
+	var key string
+	if r.cache != nil {
+		key = searchKey(vec, req, v.epoch(), targets, seqs)
+		if hits, ok := r.cache.get(key); ok {
+			r.m.cacheHits.Inc()
+			return &client.SearchResponse{Results: hits}, nil
+		}
+		r.m.cacheMisses.Inc()
+	}
+
+	// The shards get the vector in its compact form whatever the client sent.
+	sreq := &client.SearchRequest{VectorB64: req.VectorB64, K: req.K, Ef: req.Ef, Partition: req.Partition}
+	if sreq.VectorB64 == "" {
+		sreq.VectorB64 = client.EncodeB64(vec)
+	}
+	answers := make([]*client.SearchResponse, len(targets))
+	errs := make([]error, len(targets))
+	one := func(i int) {
+		answers[i], errs[i] = readShard(ctx, r, v.shard(targets[i]), true, "search",
+			func(ctx context.Context, rep *replica) (*client.SearchResponse, error) {
+				return r.callSearch(ctx, rep, sreq)
+			})
+	}
+	if len(targets) == 1 {
+		one(0)
+	} else {
+		var wg sync.WaitGroup
+		for i := range targets {
+			wg.Go(func() { one(i) })
+		}
+		wg.Wait()
+	}
+
+	lists := make([][]client.Hit, 0, len(targets))
+	var missing []int
+	var why []string
+	fresh := true
+	for i, k := range targets {
+		if err := errs[i]; err != nil {
+			if callerFault(err) {
+				return nil, err
+			}
+			missing = append(missing, k)
+			why = append(why, fmt.Sprintf("shard %d: %v", k, err))
+			continue
+		}
+		r.bumpSeq(k, answers[i].Seq)
+		fresh = fresh && answers[i].Seq >= seqs[i]
+		lists = append(lists, answers[i].Results)
+	}
+	if len(missing) > 0 && !req.AllowPartial {
+		return nil, apiErr(client.CodeUnavailable, "%s", strings.Join(why, "; "))
+	}
+	resp := &client.SearchResponse{Results: mergeTopK(lists, req.K), Partial: len(missing) > 0, MissingShards: missing}
+	if resp.Results == nil {
+		resp.Results = []client.Hit{}
+	}
+	if len(targets) == 1 && len(missing) == 0 {
+		resp.Seq = answers[0].Seq
+	}
+	if key != "" && len(missing) == 0 && fresh {
+		r.cache.put(key, slices.Clip(resp.Results))
+	}
+	return resp, nil
+}
+
+func (r *Router) callSearch(ctx context.Context, rep *replica, req *client.SearchRequest) (*client.SearchResponse, error) {
+	if rep.batch != nil {
+		return rep.batch.search(ctx, req)
+	}
+	return rep.c.Search(ctx, req)
+}
+
+// BatchSearch answers several queries; each is routed like Search. One failed query
+// fails the batch, since the answer format has no per-query error.
+func (r *Router) BatchSearch(ctx context.Context, req *client.BatchSearchRequest) (*client.BatchSearchResponse, error) {
+	v := r.view.Load()
+	if v.table == nil {
+		return nil, apiErr(client.CodeUnavailable, "no routing table yet")
+	}
+	vecs := make([][]float32, len(req.Queries))
+	for i := range req.Queries {
+		vec, err := queryVector(&req.Queries[i])
+		if err != nil {
+			return nil, fmt.Errorf("query %d: %w", i, err)
+		}
+		vecs[i] = vec
+	}
+	ctx, cancel := context.WithTimeout(ctx, r.cfg.Timeout)
+	defer cancel()
+	out := &client.BatchSearchResponse{Results: make([][]client.Hit, len(req.Queries))}
+	errs := make([]error, len(req.Queries))
+	sem := make(chan struct{}, 8) // bounds the fan-out of one batch
+	var wg sync.WaitGroup
+	for i := range req.Queries {
+		sem <- struct{}{}
+		wg.Go(func() {
+			defer func() { <-sem }()
+			resp, err := r.search(ctx, v, vecs[i], &req.Queries[i])
+			if err != nil {
+				errs[i] = fmt.Errorf("query %d: %w", i, err)
+				return
+			}
+			out.Results[i] = resp.Results
+		})
+	}
+	wg.Wait()
+	if err := errors.Join(errs...); err != nil {
+		return nil, firstAPIError(errs)
+	}
+	return out, nil
+}
+
+// firstAPIError returns the first non-nil error, keeping its API code for the answer.
+func firstAPIError(errs []error) error {
+	for _, err := range errs {
+		if err != nil {
+			return err
+		}
+	}
+	return nil
+}

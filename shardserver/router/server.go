@@ -1,0 +1,165 @@
+package router
+
+import (
+	"crypto/subtle"
+	"encoding/json"
+	"errors"
+	"io"
+	"net/http"
+	"strings"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+
+	"github.com/annshard/annshard/shardserver/client"
+)
+
+// MaxBodyBytes bounds a request body at the router.
+const MaxBodyBytes = 64 << 20
+
+// Handler returns the router's HTTP API: the public API of DESIGN.md section 4 plus
+// /metrics, /healthz and /readyz.
+func (r *Router) Handler() http.Handler {
+	mux := http.NewServeMux()
+	mux.HandleFunc("POST /v1/search", r.serveSearch)
+	mux.HandleFunc("POST /v1/search:batch", r.serveBatchSearch)
+	mux.HandleFunc("POST /v1/vectors", r.serveUpsert)
+	mux.HandleFunc("POST /v1/vectors:delete", r.serveDeleteBatch)
+	mux.HandleFunc("GET /v1/vectors/{id}", r.serveGet)
+	mux.HandleFunc("DELETE /v1/vectors/{id}", r.serveDelete)
+	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) { _, _ = io.WriteString(w, "ok\n") })
+	mux.HandleFunc("GET /readyz", func(w http.ResponseWriter, _ *http.Request) {
+		if err := r.Ready(); err != nil {
+			http.Error(w, err.Error(), http.StatusServiceUnavailable)
+			return
+		}
+		_, _ = io.WriteString(w, "ok\n")
+	})
+	mux.Handle("GET /metrics", promhttp.HandlerFor(r.m.reg, promhttp.HandlerOpts{}))
+	return mux
+}
+
+func (r *Router) serveSearch(w http.ResponseWriter, req *http.Request) {
+	start := time.Now()
+	var in client.SearchRequest
+	if !r.decode(w, req, "search", &in) {
+		return
+	}
+	out, err := r.Search(req.Context(), &in)
+	r.answer(w, "search", start, out, err)
+}
+
+func (r *Router) serveBatchSearch(w http.ResponseWriter, req *http.Request) {
+	start := time.Now()
+	var in client.BatchSearchRequest
+	if !r.decode(w, req, "search_batch", &in) {
+		return
+	}
+	out, err := r.BatchSearch(req.Context(), &in)
+	r.answer(w, "search_batch", start, out, err)
+}
+
+func (r *Router) serveUpsert(w http.ResponseWriter, req *http.Request) {
+	start := time.Now()
+	if !r.authorized(w, req, "upsert", start) {
+		return
+	}
+	var in client.UpsertRequest
+	if !r.decode(w, req, "upsert", &in) {
+		return
+	}
+	out, err := r.Upsert(req.Context(), &in)
+	r.answer(w, "upsert", start, out, err)
+}
+
+func (r *Router) serveDeleteBatch(w http.ResponseWriter, req *http.Request) {
+	start := time.Now()
+	if !r.authorized(w, req, "delete", start) {
+		return
+	}
+	var in client.DeleteRequest
+	if !r.decode(w, req, "delete", &in) {
+		return
+	}
+	out, err := r.DeleteBatch(req.Context(), &in)
+	r.answer(w, "delete", start, out, err)
+}
+
+func (r *Router) serveGet(w http.ResponseWriter, req *http.Request) {
+	start := time.Now()
+	out, err := r.Get(req.Context(), req.PathValue("id"), req.URL.Query().Get("partition"))
+	r.answer(w, "get", start, out, err)
+}
+
+func (r *Router) serveDelete(w http.ResponseWriter, req *http.Request) {
+	start := time.Now()
+	if !r.authorized(w, req, "delete", start) {
+		return
+	}
+	out, err := r.Delete(req.Context(), req.PathValue("id"), req.URL.Query().Get("partition"))
+	r.answer(w, "delete", start, out, err)
+}
+
+// authorized checks the bearer token of a write when the router has one: the router
+// holds the shards' token, so an open router would be an open door to them.
+func (r *Router) authorized(w http.ResponseWriter, req *http.Request, op string, start time.Time) bool {
+	if r.cfg.Token == "" {
+		return true
+	}
+	got, ok := strings.CutPrefix(req.Header.Get("Authorization"), "Bearer ")
+	if ok && subtle.ConstantTimeCompare([]byte(got), []byte(r.cfg.Token)) == 1 {
+		return true
+	}
+	r.answer(w, op, start, nil, apiErr(client.CodeUnauthorized, "missing or wrong bearer token"))
+	return false
+}
+
+// decode reads a JSON body strictly (unknown fields are an error, so a typo is not
+// silently ignored) and answers the error itself when it fails.
+func (r *Router) decode(w http.ResponseWriter, req *http.Request, op string, into any) bool {
+	dec := json.NewDecoder(http.MaxBytesReader(w, req.Body, MaxBodyBytes))
+	dec.DisallowUnknownFields()
+	err := dec.Decode(into)
+	if err == nil && dec.More() {
+		err = errors.New("trailing data after the JSON body")
+	}
+	if err == nil {
+		return true
+	}
+	var tooBig *http.MaxBytesError
+	if errors.As(err, &tooBig) {
+		r.answer(w, op, time.Now(), nil, apiErr(client.CodePayloadTooLarge, "body over %d bytes", MaxBodyBytes))
+	} else {
+		r.answer(w, op, time.Now(), nil, apiErr(client.CodeInvalidArgument, "bad JSON body: %v", err))
+	}
+	return false
+}
+
+// answer writes out as JSON, or err as the API's error body, and counts the request.
+func (r *Router) answer(w http.ResponseWriter, op string, start time.Time, out any, err error) {
+	code := "ok"
+	status := http.StatusOK
+	var body any = out
+	if err != nil {
+		var ae *client.APIError
+		if !errors.As(err, &ae) {
+			ae = apiErr(client.CodeInternal, "%v", err)
+		}
+		e := *ae
+		// Keep the context the router added ("shard 2: ...") in front of the message.
+		if prefix := strings.TrimSuffix(err.Error(), ae.Error()); prefix != err.Error() {
+			e.Message = prefix + e.Message
+		}
+		status = e.HTTPStatus
+		if status == 0 {
+			status = client.StatusFor(e.Code)
+		}
+		code = e.Code
+		body = client.ErrorBody{Error: e}
+	}
+	r.m.requests.WithLabelValues(op, code).Inc()
+	r.m.duration.WithLabelValues(op).Observe(time.Since(start).Seconds())
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(status)
+	_ = json.NewEncoder(w).Encode(body)
+}

@@ -1,0 +1,79 @@
+package router
+
+import (
+	"slices"
+	"sync/atomic"
+
+	"github.com/annshard/annshard/shardserver/balance"
+	"github.com/annshard/annshard/shardserver/client"
+	"github.com/annshard/annshard/shardserver/slots"
+)
+
+// view is one consistent picture of the index: the routing table and the replicas of
+// every shard. It is immutable once published; updates build a new one.
+type view struct {
+	table  *slots.Table // nil until a table is known
+	shards []*shardSet  // indexed by shard number; nil entries have no known replicas
+}
+
+// epoch returns the routing epoch, 0 without a table.
+func (v *view) epoch() uint64 {
+	if v.table == nil {
+		return 0
+	}
+	return v.table.Epoch
+}
+
+// numShards is the number of shards a search fans out to.
+func (v *view) numShards() int {
+	if v.table == nil {
+		return 0
+	}
+	return v.table.Shards
+}
+
+func (v *view) shard(k int) *shardSet {
+	if k < 0 || k >= len(v.shards) {
+		return nil
+	}
+	return v.shards[k]
+}
+
+// shardSet is the replica set of one shard with its balancer. It is rebuilt only when
+// the set of endpoints changes, so the balancer keeps what it learned across table
+// updates.
+type shardSet struct {
+	id       int
+	replicas []*replica // ready replicas, by ordinal; reads pick among them
+	primary  *replica   // ordinal 0 when ready, else nil
+	bal      balance.Balancer
+	lat      *latencyWindow // recent latencies, for the hedging threshold
+}
+
+// replica is one endpoint with its client and metric handles.
+type replica struct {
+	ep     Endpoint
+	c      *client.Client
+	down   atomic.Bool // the last load poll failed; reads avoid it while others exist
+	batch  *batcher    // nil when micro-batching is off
+	shard  string      // shard number as a label value
+	obs    *replicaMetrics
+	loaded atomic.Bool // a load report arrived at least once
+}
+
+// sameEndpoints reports whether a shard set already serves exactly eps.
+func (s *shardSet) sameEndpoints(eps []Endpoint) bool {
+	return s != nil && slices.EqualFunc(s.replicas, eps, func(r *replica, e Endpoint) bool { return r.ep == e })
+}
+
+// pick chooses a replica for a read, avoiding exclude and, while another one is left,
+// replicas whose load poll failed. It returns -1 when there is none.
+func (s *shardSet) pick(exclude int) int {
+	i := s.bal.Pick(exclude)
+	if i >= 0 && s.replicas[i].down.Load() {
+		if j := s.bal.Pick(i); j >= 0 && j != exclude && !s.replicas[j].down.Load() {
+			return j
+		}
+	}
+	return i
+}
