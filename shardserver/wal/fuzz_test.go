@@ -38,7 +38,8 @@ func FuzzSegment(f *testing.F) {
 		if err := os.WriteFile(path, file, 0o644); err != nil {
 			t.Fatal(err)
 		}
-		l, err := Open(dir, Options{})
+		opts := Options{noSync: true}
+		l, err := Open(dir, opts)
 		if err != nil {
 			if !errors.Is(err, ErrCorrupt) {
 				t.Fatalf("Open failed without ErrCorrupt: %v", err)
@@ -68,7 +69,7 @@ func FuzzSegment(f *testing.F) {
 		if err := l.Close(); err != nil {
 			t.Fatal(err)
 		}
-		l, err = Open(dir, Options{})
+		l, err = Open(dir, opts)
 		if err != nil {
 			t.Fatalf("reopen after recovery and append: %v", err)
 		}

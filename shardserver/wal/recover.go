@@ -10,14 +10,14 @@ import (
 
 // recoverDir checks every segment of dir and returns them in order, the torn tail
 // of the last one cut off.
-func recoverDir(dir string) ([]*segment, error) {
+func recoverDir(dir string, dur durability) ([]*segment, error) {
 	firsts, err := listSegments(dir)
 	if err != nil {
 		return nil, err
 	}
 	segs := make([]*segment, 0, len(firsts))
 	for i, first := range firsts {
-		s, err := recoverSegment(filepath.Join(dir, segName(first)), first, i == len(firsts)-1)
+		s, err := recoverSegment(filepath.Join(dir, segName(first)), first, i == len(firsts)-1, dur)
 		if err != nil {
 			return nil, err
 		}
@@ -32,7 +32,7 @@ func recoverDir(dir string) ([]*segment, error) {
 
 // recoverSegment checks one segment and builds its index. Only in the last segment
 // may a bad record be a torn write; it is cut off when no valid record follows it.
-func recoverSegment(path string, first uint64, last bool) (*segment, error) {
+func recoverSegment(path string, first uint64, last bool, dur durability) (*segment, error) {
 	flag := os.O_RDONLY
 	if last {
 		flag = os.O_RDWR
@@ -97,7 +97,7 @@ func recoverSegment(path string, first uint64, last bool) (*segment, error) {
 		if err := f.Truncate(off); err != nil {
 			return nil, fmt.Errorf("segment %s: cut torn tail at %d: %w", path, off, err)
 		}
-		if err := f.Sync(); err != nil {
+		if err := dur.file(f); err != nil {
 			return nil, fmt.Errorf("segment %s: cut torn tail at %d: %w", path, off, err)
 		}
 		s.size = off

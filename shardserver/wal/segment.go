@@ -212,9 +212,28 @@ func listSegments(dir string) ([]uint64, error) {
 	return firsts, nil
 }
 
+// durability makes the fsyncs of the log. Only tests turn it off (Options.noSync):
+// the fuzz test exercises recovery logic, not the disk, and would otherwise run a
+// few cases a second on a busy machine.
+type durability struct{ off bool }
+
+func (d durability) file(f *os.File) error {
+	if d.off {
+		return nil
+	}
+	return fdatasync(f)
+}
+
+func (d durability) dir(dir string) error {
+	if d.off {
+		return nil
+	}
+	return syncDir(dir)
+}
+
 // createFileAtomic writes content to dir/name through a fsynced temp file, a rename
 // and a directory fsync, so the file exists complete or not at all.
-func createFileAtomic(dir, name string, content []byte) error {
+func createFileAtomic(dir, name string, content []byte, dur durability) error {
 	tmp := filepath.Join(dir, name+tmpSuffix)
 	f, err := os.OpenFile(tmp, os.O_RDWR|os.O_CREATE|os.O_TRUNC, 0o644)
 	if err != nil {
@@ -222,7 +241,7 @@ func createFileAtomic(dir, name string, content []byte) error {
 	}
 	_, err = f.Write(content)
 	if err == nil {
-		err = f.Sync()
+		err = dur.file(f)
 	}
 	if cerr := f.Close(); err == nil {
 		err = cerr
@@ -231,7 +250,7 @@ func createFileAtomic(dir, name string, content []byte) error {
 		err = os.Rename(tmp, filepath.Join(dir, name))
 	}
 	if err == nil {
-		err = syncDir(dir)
+		err = dur.dir(dir)
 	}
 	if err != nil {
 		_ = os.Remove(tmp)

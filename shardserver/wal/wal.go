@@ -59,6 +59,8 @@ type Options struct {
 	// SegmentBytes is the size after which the log starts a new segment, the unit
 	// TrimBefore removes; default 64 MiB.
 	SegmentBytes int64
+
+	noSync bool // tests only: skip every fsync
 }
 
 const (
@@ -137,6 +139,7 @@ func newBatch() *batch { return &batch{done: make(chan struct{})} }
 type Log struct {
 	dir  string
 	opts Options
+	dur  durability
 
 	lock *os.File // holds the directory's advisory lock while open
 
@@ -207,18 +210,19 @@ func open(dir string, opts Options, lock *os.File) (*Log, error) {
 		lock:    lock,
 		dir:     dir,
 		opts:    opts,
+		dur:     durability{off: opts.noSync},
 		cur:     newBatch(),
 		notify:  make(chan struct{}),
 		kick:    make(chan struct{}, 1),
 		quit:    make(chan struct{}),
 		stopped: make(chan struct{}),
 	}
-	segs, err := recoverDir(dir)
+	segs, err := recoverDir(dir, l.dur)
 	if err != nil {
 		return nil, fmt.Errorf("open wal %s: %w", dir, err)
 	}
 	if len(segs) == 0 {
-		s, err := createSegment(dir, 1)
+		s, err := createSegment(dir, 1, l.dur)
 		if err != nil {
 			return nil, fmt.Errorf("open wal %s: %w", dir, err)
 		}
@@ -255,9 +259,9 @@ func removeTemps(dir string) error {
 	return nil
 }
 
-func createSegment(dir string, first uint64) (*segment, error) {
+func createSegment(dir string, first uint64, dur durability) (*segment, error) {
 	name := segName(first)
-	if err := createFileAtomic(dir, name, encodeSegHeader(first)); err != nil {
+	if err := createFileAtomic(dir, name, encodeSegHeader(first), dur); err != nil {
 		return nil, err
 	}
 	return &segment{first: first, last: first - 1, size: segHeaderSize, path: filepath.Join(dir, name)}, nil
@@ -398,7 +402,7 @@ func (l *Log) flush(forceSync bool) (records uint64) {
 		}
 	}
 	if err == nil && l.dirty && (doSync || l.opts.Sync == SyncAlways) {
-		if err = fdatasync(l.active); err != nil {
+		if err = l.dur.file(l.active); err != nil {
 			err = fmt.Errorf("wal: sync %s: %w", seg.path, err)
 		} else {
 			l.dirty = false
@@ -447,13 +451,13 @@ func (l *Log) rotate(first uint64) error {
 	if l.dirty {
 		// Sealed segments are complete on disk: recovery treats a bad record in any
 		// segment but the last as corruption.
-		if err := fdatasync(l.active); err != nil {
+		if err := l.dur.file(l.active); err != nil {
 			return fmt.Errorf("wal: sync before rotate: %w", err)
 		}
 		l.dirty = false
 		l.syncs.Add(1)
 	}
-	s, err := createSegment(l.dir, first)
+	s, err := createSegment(l.dir, first, l.dur)
 	if err != nil {
 		return fmt.Errorf("wal: rotate: %w", err)
 	}
@@ -556,7 +560,7 @@ func (l *Log) TrimBefore(seq uint64) error {
 			return fmt.Errorf("wal: trim: %w", err)
 		}
 	}
-	if err := syncDir(l.dir); err != nil {
+	if err := l.dur.dir(l.dir); err != nil {
 		return fmt.Errorf("wal: trim: %w", err)
 	}
 	return nil
@@ -600,11 +604,11 @@ func (l *Log) Reset(seq uint64) error {
 			return l.err
 		}
 	}
-	if err := syncDir(l.dir); err != nil {
+	if err := l.dur.dir(l.dir); err != nil {
 		l.err = fmt.Errorf("wal: reset: %w", err)
 		return l.err
 	}
-	s, err := createSegment(l.dir, seq+1)
+	s, err := createSegment(l.dir, seq+1, l.dur)
 	var f *os.File
 	if err == nil {
 		f, err = os.OpenFile(s.path, os.O_WRONLY, 0)
