@@ -108,7 +108,12 @@ func (x *Index) Vacuum() {
 	x.deleted.Add(-int64(len(dels)))
 }
 
-// repair rebuilds id's list on layer l if it links to a tombstone.
+// repair replaces the tombstones in id's list on layer l. Live neighbours are
+// kept: rebuilding the whole list would drop edges the heuristic chose before, and
+// over many vacuums nodes would lose their in-links and drift out of reach. The
+// freed places go to the neighbours of the deleted nodes (hnswlib's repair
+// candidates), closest first, each admitted by the heuristic against what is
+// already kept.
 func (x *Index) repair(s *searcher, id uint32, l int, dead func(uint32) bool) {
 	w, base := x.listOf(s, id, l)
 	n := int(w[base])
@@ -129,28 +134,53 @@ func (x *Index) repair(s *searcher, id uint32, l int, dead func(uint32) bool) {
 	v := x.vecIn(s.tbl, id)
 	s.newEpoch(int(x.nslots.Load()))
 	s.visit(id)
-	cands := s.out[:0]
-	add := func(c uint32) {
-		if !dead(c) && !s.visit(c) {
-			cands = append(cands, pair{x.dist(v, x.vecIn(s.tbl, c)), c})
+	kept := s.kept[:0]
+	for i := 1; i <= n; i++ {
+		if nb := w[base+i]; !dead(nb) {
+			s.visit(nb)
+			kept = append(kept, pair{x.dist(v, x.vecIn(s.tbl, nb)), nb})
 		}
 	}
+	live := len(kept)
+	cands := s.out[:0]
 	for i := 1; i <= n; i++ {
 		nb := w[base+i]
 		if !dead(nb) {
-			add(nb)
 			continue
 		}
 		dw, db := x.listOf(s, nb, l)
 		for j := 1; j <= int(dw[db]); j++ {
-			add(dw[db+j])
+			if c := dw[db+j]; !dead(c) && !s.visit(c) {
+				cands = append(cands, pair{x.dist(v, x.vecIn(s.tbl, c)), c})
+			}
 		}
 	}
 	sortPairs(cands)
-	kept := x.heuristic(s, cands, maxM, s.tmp[:0])
+	for _, c := range cands {
+		if len(kept) >= maxM {
+			break
+		}
+		cv := x.vecIn(s.tbl, c.id)
+		good := true
+		for _, r := range kept {
+			if x.dist(cv, x.vecIn(s.tbl, r.id)) < c.d {
+				good = false
+				break
+			}
+		}
+		if good {
+			kept = append(kept, c)
+		}
+	}
 	for i, p := range kept {
 		atomic.StoreUint32(&w[base+1+i], p.id)
 	}
 	atomic.StoreUint32(&w[base], uint32(len(kept)))
-	s.out, s.tmp = cands, kept
+	// The new neighbours link back, as on insert, which restores in-links that
+	// the deleted nodes took with them.
+	s.out, s.kept = cands, kept
+	s.back = append(s.back[:0], kept[live:]...)
+	for _, p := range s.back {
+		x.addBackLink(s, p.id, id, l, maxM)
+	}
 }

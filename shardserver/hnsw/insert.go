@@ -87,11 +87,11 @@ func (x *Index) insert(s *searcher, id uint32, v []float32, level int) {
 		s.tmp = s.res.drainAscending(s.tmp)
 		ep = s.tmp[0]
 		s.kept = x.heuristic(s, s.tmp, x.m, s.kept[:0])
-		x.setLinks(s, id, l, s.kept)
 		maxM := x.m
 		if l == 0 {
 			maxM = x.m0
 		}
+		x.setLinks(s, id, l, maxM, s.kept)
 		for _, nb := range s.kept {
 			x.addBackLink(s, nb.id, id, l, maxM)
 		}
@@ -140,18 +140,39 @@ func (x *Index) listOf(s *searcher, id uint32, l int) ([]uint32, int) {
 
 func (x *Index) lockOf(s *searcher, id uint32) *chunk { return s.chunkOf(x, id) }
 
-// setLinks replaces id's list on layer l. Words are stored atomically, ids before
-// the count, so a lock-free reader sees valid node ids whatever it interleaves with.
-func (x *Index) setLinks(s *searcher, id uint32, l int, links []pair) {
+// setLinks sets the new node id's list on layer l. The list is normally empty,
+// but a concurrent insert that reached id through a higher layer may already have
+// added a back-link to it; those links are merged in (pruned by the heuristic if
+// there are too many) rather than overwritten, so no insert loses its in-link.
+// Words are stored atomically, ids before the count, so a lock-free reader sees
+// valid node ids whatever it interleaves with.
+func (x *Index) setLinks(s *searcher, id uint32, l, maxM int, links []pair) {
 	c := x.lockOf(s, id)
 	mu := &c.locks[id&chunkMask]
 	mu.Lock()
+	defer mu.Unlock()
 	w, base := x.listOf(s, id, l)
+	if n := int(w[base]); n > 0 {
+		v := x.vecIn(s.tbl, id)
+		merged := append(s.back[:0], links...)
+		for i := 1; i <= n; i++ {
+			o := w[base+i]
+			if !slices.ContainsFunc(merged, func(p pair) bool { return p.id == o }) {
+				merged = append(merged, pair{x.dist(v, x.vecIn(s.tbl, o)), o})
+			}
+		}
+		s.back = merged
+		links = merged
+		if len(merged) > maxM {
+			sortPairs(merged)
+			links = x.heuristic(s, merged, maxM, s.tmp[:0])
+			s.tmp = links
+		}
+	}
 	for i, p := range links {
 		atomic.StoreUint32(&w[base+1+i], p.id)
 	}
 	atomic.StoreUint32(&w[base], uint32(len(links)))
-	mu.Unlock()
 }
 
 // addBackLink adds a link nb -> id on layer l, pruning nb's list with the

@@ -20,6 +20,7 @@ type searcher struct {
 	out  []pair
 	tmp  []pair
 	kept []pair
+	back []pair
 }
 
 func (x *Index) getSearcher() *searcher {
