@@ -16,11 +16,16 @@ import (
 // real embeddings, the data has a low intrinsic dimension (isotropic noise in all
 // dims would be a far harder, unrealistic case for any graph index).
 func clustered(seed uint64, n, dim, clusters int) [][]float32 {
+	return clusteredLatent(seed, n, dim, clusters, 16, 0.1)
+}
+
+// clusteredLatent is clustered with a chosen intrinsic dimension and noise: the
+// benchmarks use a harder shape than the unit tests.
+func clusteredLatent(seed uint64, n, dim, clusters, latent int, noise float64) [][]float32 {
 	rng := rand.New(rand.NewPCG(seed, 7))
 	// The centres and the subspace depend only on the shape, so base and query
 	// sets made with different seeds share them.
-	shape := rand.New(rand.NewPCG(uint64(dim)<<32|uint64(clusters), 11))
-	const latent = 16
+	shape := rand.New(rand.NewPCG(uint64(dim)<<32|uint64(clusters)<<8|uint64(latent), 11))
 	centres := make([][]float32, clusters)
 	for i := range centres {
 		centres[i] = make([]float32, dim)
@@ -32,7 +37,7 @@ func clustered(seed uint64, n, dim, clusters int) [][]float32 {
 	for i := range basis {
 		basis[i] = make([]float32, dim)
 		for j := range basis[i] {
-			basis[i][j] = float32(shape.NormFloat64() / math.Sqrt(latent))
+			basis[i][j] = float32(shape.NormFloat64() / math.Sqrt(float64(latent)))
 		}
 	}
 	out := make([][]float32, n)
@@ -47,7 +52,7 @@ func clustered(seed uint64, n, dim, clusters int) [][]float32 {
 			}
 		}
 		for j := range v {
-			v[j] += float32(rng.NormFloat64() * 0.1)
+			v[j] += float32(rng.NormFloat64() * noise)
 		}
 		out[i] = v
 	}
