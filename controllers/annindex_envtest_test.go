@@ -417,7 +417,9 @@ var _ = Describe("AnnIndex reconciler", func() {
 		Entry("too many shards", func(i *annv1alpha1.AnnIndex) { i.Spec.Shards = annv1alpha1.MaxShards + 1 }, false, "shards must be between 1 and 256"),
 		// A typed client omits a zero target (the default applies), so the spec sends a
 		// negative one; config/samples/invalid/autoscaling-target-zero.yaml sends 0.
-		Entry("autoscaling target below 1", func(i *annv1alpha1.AnnIndex) { i.Spec.Autoscaling = annv1alpha1.AutoscalingSpec{Enabled: true, Target: -1} },
+		Entry("autoscaling target below 1", func(i *annv1alpha1.AnnIndex) {
+			i.Spec.Autoscaling = annv1alpha1.AutoscalingSpec{Enabled: true, Target: -1}
+		},
 			false, "autoscaling.target must be greater than 0"),
 		Entry("dimension changed", func(i *annv1alpha1.AnnIndex) { i.Spec.Dimension = 32 }, true, "dimension is immutable"),
 		Entry("metric changed", func(i *annv1alpha1.AnnIndex) { i.Spec.Metric = annv1alpha1.MetricCosine }, true, "metric is immutable"),
