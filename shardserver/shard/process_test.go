@@ -231,28 +231,27 @@ func stateOrAbsent(m map[string]float32, id string) float32 {
 
 // checkModel verifies every acknowledged write is present and the pending batch is all
 // or nothing, then folds the pending batch into acked if it was applied.
-func checkModel(t *testing.T, ctx context.Context, c *client.Client, w int, m *model) {
-	t.Helper()
+func checkModel(ctx context.Context, c *client.Client, w int, m *model) error {
 	for id, want := range m.acked {
 		if _, inPending := m.pending[id]; inPending {
 			continue
 		}
 		got, err := stateOf(ctx, c, id)
 		if err != nil {
-			t.Fatal(err)
+			return err
 		}
 		if got != want {
-			t.Fatalf("writer %d: %s has version %v, the acknowledged one is %v", w, id, got, want)
+			return fmt.Errorf("writer %d: %s has version %v, the acknowledged one is %v", w, id, got, want)
 		}
 	}
 	if len(m.pending) == 0 {
-		return
+		return nil
 	}
 	applied, notApplied := 0, 0
 	for id, v := range m.pending {
 		got, err := stateOf(ctx, c, id)
 		if err != nil {
-			t.Fatal(err)
+			return err
 		}
 		before := stateOrAbsent(m.acked, id)
 		switch {
@@ -262,11 +261,11 @@ func checkModel(t *testing.T, ctx context.Context, c *client.Client, w int, m *m
 		case got == before:
 			notApplied++
 		default:
-			t.Fatalf("writer %d: %s has version %v, neither acknowledged %v nor pending %v", w, id, got, before, v)
+			return fmt.Errorf("writer %d: %s has version %v, neither acknowledged %v nor pending %v", w, id, got, before, v)
 		}
 	}
 	if applied > 0 && notApplied > 0 {
-		t.Fatalf("writer %d: the unacknowledged batch is half applied (%d of %d ids)", w, applied, applied+notApplied)
+		return fmt.Errorf("writer %d: the unacknowledged batch is half applied (%d of %d ids)", w, applied, applied+notApplied)
 	}
 	if applied > 0 {
 		for id, v := range m.pending {
@@ -274,6 +273,7 @@ func checkModel(t *testing.T, ctx context.Context, c *client.Client, w int, m *m
 		}
 	}
 	m.pending = nil
+	return nil
 }
 
 func TestCrashRecovery(t *testing.T) {
@@ -296,7 +296,9 @@ func TestCrashRecovery(t *testing.T) {
 		c := client.New(p.url())
 		ctx := context.Background()
 		for w, m := range models {
-			checkModel(t, ctx, c, w, m)
+			if err := checkModel(ctx, c, w, m); err != nil {
+				p.fail("round %d: %v", round, err)
+			}
 		}
 		var stop atomic.Bool
 		var wg sync.WaitGroup
@@ -321,7 +323,9 @@ func TestCrashRecovery(t *testing.T) {
 	p := newProc(t, dir)
 	p.start()
 	for w, m := range models {
-		checkModel(t, context.Background(), client.New(p.url()), w, m)
+		if err := checkModel(context.Background(), client.New(p.url()), w, m); err != nil {
+			p.fail("after the last crash: %v", err)
+		}
 	}
 	if err := p.term(); err != nil {
 		t.Fatalf("exit after SIGTERM: %v", err)
@@ -351,7 +355,9 @@ func TestGracefulShutdown(t *testing.T) {
 		t.Fatal("no snapshot written on SIGTERM")
 	}
 	p.start()
-	checkModel(t, ctx, client.New(p.url()), 0, m)
+	if err := checkModel(ctx, client.New(p.url()), 0, m); err != nil {
+		p.fail("after SIGTERM and restart: %v", err)
+	}
 	if len(m.acked) == 0 {
 		t.Fatal("no write was acknowledged before SIGTERM")
 	}
@@ -398,7 +404,10 @@ func TestReplication(t *testing.T) {
 					for pc.Health(ctx) != nil {
 						time.Sleep(20 * time.Millisecond)
 					}
-					checkModel(t, ctx, pc, w, models[w])
+					if err := checkModel(ctx, pc, w, models[w]); err != nil {
+						t.Error(err)
+						return
+					}
 				}
 			}
 		}()
@@ -414,8 +423,13 @@ func TestReplication(t *testing.T) {
 	time.Sleep(700 * time.Millisecond)
 	stop.Store(true)
 	wg.Wait()
+	if t.Failed() {
+		t.FailNow()
+	}
 	for w, m := range models {
-		checkModel(t, ctx, pc, w, m)
+		if err := checkModel(ctx, pc, w, m); err != nil {
+			primary.fail("%v", err)
+		}
 	}
 
 	// Converge: every replica reaches the primary's sequence number and is ready.
