@@ -94,12 +94,15 @@ func (s *Server) handleUpsert(w http.ResponseWriter, r *http.Request) {
 	}
 	s.slots.gate.RLock()
 	defer s.slots.gate.RUnlock()
+	// An upsert that moves an id to another partition also changes its old slot, so
+	// that slot must be writable too.
 	err = s.slots.check(func(yield func(int) bool) {
 		for _, it := range items {
 			if !yield(it.slot) {
 				return
 			}
 		}
+		s.store.storedSlots(items, yield)
 	})
 	if err != nil {
 		writeError(w, err)

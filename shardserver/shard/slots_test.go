@@ -124,6 +124,10 @@ func TestSlotsMoveLifecycle(t *testing.T) {
 		if !client.IsCode(err, client.CodeMoved) || !asAPI(err, &ae) || ae.Epoch != 7 || ae.HTTPStatus != http.StatusConflict {
 			t.Fatalf("write to frozen slot: %v", err)
 		}
+		// Moving an id out of a frozen slot (a new partition elsewhere) changes that slot.
+		if _, err := c.Upsert(ctx, &client.UpsertRequest{Vectors: []client.Vector{{ID: in[4], Partition: out[0], Vector: randVec(r, testDim)}}}); !client.IsCode(err, client.CodeMoved) {
+			t.Fatalf("moving an id out of a frozen slot: %v", err)
+		}
 		if _, err := c.Delete(ctx, in[3], ""); !client.IsCode(err, client.CodeMoved) {
 			t.Fatalf("delete in frozen slot: %v", err)
 		}

@@ -367,6 +367,17 @@ func (s *Store) Get(id, partition string) (client.Vector, bool) {
 	return client.Vector{ID: id, Vector: vec, Partition: s.st.parts[e.part]}, true
 }
 
+// storedSlots calls yield with the slot of every id in items that is stored now.
+func (s *Store) storedSlots(items []upsertItem, yield func(int) bool) {
+	s.mu.RLock()
+	defer s.mu.RUnlock()
+	for _, it := range items {
+		if key, ok := s.st.ids[it.id]; ok && !yield(int(s.st.entries[key].slot)) {
+			return
+		}
+	}
+}
+
 // SlotOf returns the slot of a stored id, or of (id, partition) when it is not stored.
 func (s *Store) SlotOf(id, partition string) int {
 	s.mu.RLock()
