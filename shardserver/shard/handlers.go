@@ -5,6 +5,8 @@ import (
 	"errors"
 	"log/slog"
 	"net/http"
+	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/annshard/annshard/shardserver/client"
@@ -226,11 +228,23 @@ func (s *Server) handleBatchSearch(w http.ResponseWriter, r *http.Request) {
 	}
 	seq := s.store.Applied()
 	out := client.BatchSearchResponse{Results: make([][]client.Hit, len(qs)), Seq: seq}
-	for i, q := range qs {
-		if out.Results[i], err = s.search(q); err != nil {
-			writeError(w, err)
-			return
-		}
+	// One worker per search slot: a batch uses the cores a lone search cannot.
+	var next atomic.Int64
+	errs := make([]error, len(qs))
+	var wg sync.WaitGroup
+	for range min(cap(s.searchSem), len(qs)) {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for i := int(next.Add(1)) - 1; i < len(qs); i = int(next.Add(1)) - 1 {
+				out.Results[i], errs[i] = s.search(qs[i])
+			}
+		}()
+	}
+	wg.Wait()
+	if err := errors.Join(errs...); err != nil {
+		writeError(w, err)
+		return
 	}
 	writeJSON(w, http.StatusOK, out)
 }
