@@ -245,7 +245,9 @@ func (c Config) waitReady(ctx context.Context, out io.Writer, start time.Time) e
 				return err
 			}
 			for _, cond := range n.Status.Conditions {
-				if cond.Type == corev1.NodeReady && cond.Status == corev1.ConditionTrue {
+				// A heartbeat from before this start is a previous agent's.
+				if cond.Type == corev1.NodeReady && cond.Status == corev1.ConditionTrue &&
+					!cond.LastHeartbeatTime.Time.Before(start.Truncate(time.Second)) {
 					for _, t := range n.Spec.Taints {
 						if t.Key == corev1.TaintNodeNotReady {
 							return errors.New("not-ready taint still set")
