@@ -459,25 +459,30 @@ var _ = Describe("AnnIndex reconciler", func() {
 		Expect(err).NotTo(HaveOccurred())
 		kubeconfig := filepath.Join(GinkgoT().TempDir(), "kubeconfig")
 		Expect(os.WriteFile(kubeconfig, kc, 0o600)).To(Succeed())
-		run := func(args ...string) (string, error) {
+		run := func(namespace string, args ...string) (string, error) {
 			var out bytes.Buffer
-			cmd := exec.Command(kubectl, append([]string{"--kubeconfig", kubeconfig, "-n", ns}, args...)...)
+			cmd := exec.Command(kubectl, append([]string{"--kubeconfig", kubeconfig, "-n", namespace}, args...)...)
 			cmd.Stdout, cmd.Stderr = &out, &out
 			err := cmd.Run()
 			return out.String(), err
 		}
-		out, err := run("apply", "-f", filepath.Join("..", "config", "samples"))
+		out, err := run(ns, "apply", "-f", filepath.Join("..", "config", "samples"))
 		Expect(err).NotTo(HaveOccurred(), out)
 		Expect(out).To(ContainSubstring("annindex.annshard.io/products created"))
 		bad := filepath.Join("..", "config", "samples", "invalid", "replicas-min-above-max.yaml")
-		out, err = run("apply", "-f", bad)
+		out, err = run(ns, "apply", "-f", bad)
 		Expect(err).To(HaveOccurred())
 		Expect(out).To(ContainSubstring(expectedRejection(bad)))
-		out, err = run("get", "annidx", "products", "-o", "json")
+		out, err = run(ns, "get", "annidx", "products", "-o", "json")
 		Expect(err).NotTo(HaveOccurred(), out)
 		var got annv1alpha1.AnnIndex
 		Expect(json.Unmarshal([]byte(out), &got)).To(Succeed())
 		Expect(got.Spec.Shards).To(Equal(int32(4)))
+
+		By("installing the operator's own manifests (config/default)")
+		out, err = run("annshard-system", "apply", "--server-side", "--force-conflicts", "-k", filepath.Join("..", "config", "default"))
+		Expect(err).NotTo(HaveOccurred(), out)
+		Expect(out).To(ContainSubstring("deployment.apps/annshard-controller-manager serverside-applied"))
 	})
 })
 

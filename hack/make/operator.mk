@@ -29,7 +29,7 @@ verify-generated: manifests generate ## Fail if the checked-in generated code or
 
 .PHONY: test-envtest
 test-envtest: k8s-bins ## Integration tests of controllers/ against a real kube-apiserver and etcd (envtest).
-	KUBEBUILDER_ASSETS=$(K8S_BIN) KUBECTL=$(KUBECTL) $(GO) test -count=1 ./controllers/... -ginkgo.v=false
+	KUBEBUILDER_ASSETS=$(K8S_BIN) KUBECTL=$(KUBECTL) $(GO) test -count=1 ./controllers/...
 
 .PHONY: build-manager
 build-manager: ## Build the operator manager into bin/manager.
@@ -50,7 +50,7 @@ uninstall: k8s-bins ## Remove the CRD (and with it every AnnIndex) from the clus
 
 .PHONY: deploy
 deploy: manifests k8s-bins ## Deploy the operator (config/default, image IMG) to the cluster of the current kubeconfig.
-	$(KUBECTL) kustomize config/default | sed 's|image: controller:latest|image: $(IMG)|' | $(KUBECTL) apply --server-side -f -
+	$(KUBECTL) kustomize config/default | sed 's|image: annshard/operator:v0.1.0|image: $(IMG)|' | $(KUBECTL) apply --server-side -f -
 
 .PHONY: undeploy
 undeploy: k8s-bins ## Remove the operator deployed by deploy.
