@@ -13,8 +13,21 @@ index=$(awk '/^metadata:/{m=1} m && /^  name:/{print $2; exit}' "$sample")
 
 step() { printf '\n\033[1m==> %s\033[0m\n' "$*"; }
 
+# A failed step stops the cluster it started (logs stay under .local/logs for a look);
+# a successful run leaves it running for the user.
+started=
+on_exit() {
+	local rc=$?
+	if [ "$rc" -ne 0 ] && [ -n "$started" ]; then
+		echo "make run failed; stopping the local cluster (logs are in .local/logs/)" >&2
+		go run ./hack/localcluster down || true
+	fi
+}
+trap on_exit EXIT
+
 step "Starting the local cluster (state in .local/)"
 t0=$(date +%s)
+if ! go run ./hack/localcluster status >/dev/null 2>&1; then started=1; fi
 go run ./hack/localcluster up
 echo "cluster up in $(( $(date +%s) - t0 ))s"
 
