@@ -27,7 +27,7 @@ trap on_exit EXIT
 
 step "Starting the local cluster (state in .local/)"
 t0=$(date +%s)
-if ! go run ./hack/localcluster status >/dev/null 2>&1; then started=1; fi
+if ! go run ./hack/localcluster status 2>/dev/null | grep -q running; then started=1; fi
 go run ./hack/localcluster up
 echo "cluster up in $(( $(date +%s) - t0 ))s"
 
