@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"hash/crc32"
+	"io"
 	"os"
 	"path/filepath"
 	"runtime"
@@ -234,7 +235,7 @@ func open(dir string, opts Options, lock *os.File) (*Log, error) {
 	if err != nil {
 		return nil, fmt.Errorf("open wal %s: %w", dir, err)
 	}
-	if _, err := l.active.Seek(last.size, 0); err != nil {
+	if _, err := l.active.Seek(last.size, io.SeekStart); err != nil {
 		l.active.Close()
 		return nil, fmt.Errorf("open wal %s: %w", dir, err)
 	}
@@ -396,9 +397,6 @@ func (l *Log) flush(forceSync bool) (records uint64) {
 			l.bytes.Add(uint64(len(buf)))
 		} else {
 			err = fmt.Errorf("wal: write %s: %w", seg.path, err)
-			// Best effort: cut the partial batch so a reopen does not see it.
-			_ = l.active.Truncate(off)
-			_, _ = l.active.Seek(off, 0)
 		}
 	}
 	if err == nil && l.dirty && (doSync || l.opts.Sync == SyncAlways) {
@@ -408,6 +406,12 @@ func (l *Log) flush(forceSync bool) (records uint64) {
 			l.dirty = false
 			l.syncs.Add(1)
 		}
+	}
+	if err != nil && len(buf) > 0 {
+		// Best effort: cut the failed batch, never acknowledged, so that a reopen
+		// does not find it. The log stays failed: after a failed write or fsync the
+		// file's state is unknown until recovery reads it.
+		_ = l.active.Truncate(off)
 	}
 
 	l.mu.Lock()
@@ -463,7 +467,7 @@ func (l *Log) rotate(first uint64) error {
 	}
 	f, err := os.OpenFile(s.path, os.O_WRONLY, 0)
 	if err == nil {
-		_, err = f.Seek(s.size, 0)
+		_, err = f.Seek(s.size, io.SeekStart)
 	}
 	if err != nil {
 		if f != nil {
@@ -614,7 +618,7 @@ func (l *Log) Reset(seq uint64) error {
 		f, err = os.OpenFile(s.path, os.O_WRONLY, 0)
 	}
 	if err == nil {
-		_, err = f.Seek(s.size, 0)
+		_, err = f.Seek(s.size, io.SeekStart)
 	}
 	if err != nil {
 		l.err = fmt.Errorf("wal: reset: %w", err)
