@@ -55,8 +55,8 @@
 //	magic "ANNSNAP1" | seq uint64 | payload length uint64 | crc32c of payload uint32 |
 //	crc32c of the preceding 28 bytes uint32
 //
-// written as "snap-%020d.tmp", fsynced, renamed and the directory fsynced; the two
-// newest are kept ([Snapshots] lists them: trim the log before the older one, so
+// written as "snap-%020d.tmp", fsynced, renamed and the directory fsynced; the one
+// written and the newest before it are kept ([Snapshots] lists them: trim the log before the older one, so
 // the fallback below still has its records). Loading verifies the checksum before handing the payload to the
 // caller and falls back to the previous snapshot when the newest is bad.
 //

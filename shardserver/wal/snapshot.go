@@ -53,9 +53,11 @@ func (c *crcWriter) Write(p []byte) (int, error) {
 
 // WriteSnapshot writes the snapshot that includes every record through seq: write
 // fills the payload of a temp file, which gets a checksum trailer, is fsynced and
-// renamed into place, and the directory is fsynced; then only the newest two
-// snapshots (and no temp file) are kept. On error nothing replaces an older snapshot.
-// One directory must have one writer at a time.
+// renamed into place, and the directory is fsynced. The new snapshot becomes the
+// newest: snapshots with a higher seq belong to a history it replaces (a replica
+// re-bootstrapping from a primary that is behind them) and are removed, and of the
+// older ones only the newest is kept, as the fallback. Temp files of crashed writers
+// are removed. On error no snapshot changes. One directory has one writer at a time.
 func WriteSnapshot(dir string, seq uint64, write func(w io.Writer) error) (err error) {
 	if err := os.MkdirAll(dir, 0o755); err != nil {
 		return fmt.Errorf("wal: write snapshot %d: %w", seq, err)
@@ -100,7 +102,7 @@ func WriteSnapshot(dir string, seq uint64, write func(w io.Writer) error) (err e
 	if err := syncDir(dir); err != nil {
 		return err
 	}
-	return pruneSnapshots(dir)
+	return pruneSnapshots(dir, seq)
 }
 
 func encodeSnapTrailer(seq, n uint64, crc uint32) []byte {
@@ -113,15 +115,20 @@ func encodeSnapTrailer(seq, n uint64, crc uint32) []byte {
 	return t
 }
 
-// pruneSnapshots removes all but the newest keepSnapshots snapshots and any temp
-// file a crashed writer left.
-func pruneSnapshots(dir string) error {
+// pruneSnapshots keeps the snapshot at seq and the keepSnapshots-1 newest before
+// it, and removes every other snapshot and any temp file a crashed writer left.
+func pruneSnapshots(dir string, seq uint64) error {
 	seqs, err := listSnapshots(dir)
 	if err != nil {
 		return err
 	}
-	for i := keepSnapshots; i < len(seqs); i++ {
-		if err := os.Remove(filepath.Join(dir, snapName(seqs[i]))); err != nil && !errors.Is(err, os.ErrNotExist) {
+	kept := 0
+	for _, s := range seqs {
+		if s <= seq && kept < keepSnapshots {
+			kept++
+			continue
+		}
+		if err := os.Remove(filepath.Join(dir, snapName(s))); err != nil && !errors.Is(err, os.ErrNotExist) {
 			return err
 		}
 	}

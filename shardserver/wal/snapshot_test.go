@@ -136,11 +136,14 @@ func TestSnapshotFallback(t *testing.T) {
 				t.Fatal(err)
 			}
 		}, true},
-		{"renamed to another seq", func(t *testing.T, path string) {
-			if err := os.Rename(filepath.Join(filepath.Dir(path), snapName(20)), path); err != nil {
+		{"another seq's file", func(t *testing.T, path string) {
+			b, err := os.ReadFile(filepath.Join(filepath.Dir(path), snapName(20)))
+			if err != nil {
 				t.Fatal(err)
 			}
-			writeSnap(t, filepath.Dir(path), 20)
+			if err := os.WriteFile(path, b, 0o644); err != nil {
+				t.Fatal(err)
+			}
 		}, true},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
@@ -227,5 +230,26 @@ func TestSnapshotTemps(t *testing.T) {
 	writeSnap(t, dir, 8)
 	if got := snapFiles(t, dir); !slices.Equal(got, []string{snapName(5), snapName(8)}) {
 		t.Fatalf("files after a good write: %v", got)
+	}
+}
+
+// TestSnapshotOlderReplacesNewer: a snapshot written at a lower seq than existing
+// ones (a replica re-bootstrapped from a primary that is behind) becomes the one
+// loaded; the newer ones were another history.
+func TestSnapshotOlderReplacesNewer(t *testing.T) {
+	dir := t.TempDir()
+	for _, seq := range []uint64{10, 20, 30} {
+		writeSnap(t, dir, seq)
+	}
+	writeSnap(t, dir, 25)
+	if seqs, err := Snapshots(dir); err != nil || !slices.Equal(seqs, []uint64{25, 20}) {
+		t.Fatalf("Snapshots after writing 25 over 20 and 30: %v, %v", seqs, err)
+	}
+	if seq, got, _, err := load(t, dir, nil); err != nil || seq != 25 || !bytes.Equal(got, snapPayload(25)) {
+		t.Fatalf("LoadSnapshot: %d, %v", seq, err)
+	}
+	writeSnap(t, dir, 25) // the same seq again replaces it in place
+	if seqs, err := Snapshots(dir); err != nil || !slices.Equal(seqs, []uint64{25, 20}) {
+		t.Fatalf("Snapshots after rewriting 25: %v, %v", seqs, err)
 	}
 }
