@@ -203,3 +203,59 @@ func BenchmarkBuildParallel(b *testing.B) {
 		wg.Wait()
 	}
 }
+
+// BenchmarkPrefetch compares the search with and without the prefetching kernels
+// on the same index in one run (the ratio is what to read).
+func BenchmarkPrefetch(b *testing.B) {
+	if !useAVX512 {
+		b.Skip("prefetching kernels need AVX-512")
+	}
+	sets := benchData(b)
+	s := sets[len(sets)-1]
+	defer func() { usePrefetch = true }()
+	for round := range 2 {
+		for _, pf := range []bool{false, true} {
+			b.Run(fmt.Sprintf("%s/prefetch=%v/round=%d", s.name, pf, round), func(b *testing.B) {
+				usePrefetch = pf
+				dst := make([]Result, 0, 10)
+				i := 0
+				for b.Loop() {
+					dst, _ = s.x.SearchInto(dst, s.queries[i%len(s.queries)], 10, SearchOptions{Ef: 32})
+					i++
+				}
+				b.ReportMetric(float64(b.N)/b.Elapsed().Seconds(), "queries/s")
+			})
+		}
+	}
+}
+
+// TestExportBenchData writes the generated benchmark sets as fvecs into the
+// directory HNSW_EXPORT_DIR, so other implementations (hnswlib) can be run on the
+// very same data; skipped otherwise.
+func TestExportBenchData(t *testing.T) {
+	dir := os.Getenv("HNSW_EXPORT_DIR")
+	if dir == "" {
+		t.Skip("HNSW_EXPORT_DIR not set")
+	}
+	for name, set := range map[string][2][][]float32{
+		"20000x128": {clusteredLatent(21, 20000, 128, 100, 40, 0.3), clusteredLatent(22, 500, 128, 100, 40, 0.3)},
+		"60000x784": {clusteredLatent(23, 60000, 784, 100, 48, 0.3), clusteredLatent(24, 500, 784, 100, 48, 0.3)},
+	} {
+		sub := filepath.Join(dir, name)
+		if err := os.MkdirAll(sub, 0o755); err != nil {
+			t.Fatal(err)
+		}
+		for i, file := range []string{"base.fvecs", "query.fvecs"} {
+			var buf []byte
+			for _, v := range set[i] {
+				buf = binary.LittleEndian.AppendUint32(buf, uint32(len(v)))
+				for _, f := range v {
+					buf = binary.LittleEndian.AppendUint32(buf, math.Float32bits(f))
+				}
+			}
+			if err := os.WriteFile(filepath.Join(sub, file), buf, 0o644); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+}

@@ -89,3 +89,22 @@ func KernelName() string {
 		return "scalar"
 	}
 }
+
+// usePrefetch turns on the prefetching kernels of the search loop; a variable so
+// that BenchmarkPrefetch can compare both in one run.
+var usePrefetch = useAVX512
+
+// distPf is the distance of the search loop: a (the query) to b, prefetching the
+// vector at next, which the loop scores after b.
+func distPf(dotMetric bool, a, b []float32, next *float32) float32 {
+	if usePrefetch {
+		if dotMetric {
+			return 1 - dotPfAVX512(a, b, next)
+		}
+		return l2PfAVX512(a, b, next)
+	}
+	if dotMetric {
+		return 1 - dot(a, b)
+	}
+	return l2(a, b)
+}

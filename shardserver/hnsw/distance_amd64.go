@@ -23,3 +23,12 @@ func l2AVX512(a, b []float32) float32
 
 //go:noescape
 func dotAVX512(a, b []float32) float32
+
+//go:noescape
+func l2PfAVX512(a, b []float32, next *float32) float32
+
+//go:noescape
+func dotPfAVX512(a, b []float32, next *float32) float32
+
+//go:noescape
+func prefetchLines(p *float32, n int)

@@ -256,3 +256,166 @@ dotavx512_reduce:
 	VZEROUPPER
 	MOVSS         X0, ret+48(FP)
 	RET
+
+// The *Pf kernels are the AVX-512 kernels that also prefetch, line by line as
+// they stream through b, the same offsets of the vector at next: the search scores
+// the neighbours of a node one after the other, and this overlaps the memory
+// latency of the next neighbour with the arithmetic of this one.
+
+// func l2PfAVX512(a, b []float32, next *float32) float32
+TEXT ·l2PfAVX512(SB), NOSPLIT, $0-60
+	MOVQ   a_base+0(FP), SI
+	MOVQ   a_len+8(FP), CX
+	MOVQ   b_base+24(FP), DI
+	MOVQ   next+48(FP), DX
+	VXORPS Z0, Z0, Z0
+	VXORPS Z1, Z1, Z1
+	VXORPS Z2, Z2, Z2
+	VXORPS Z3, Z3, Z3
+	CMPQ   CX, $64
+	JL     l2pf_16
+
+l2pf_64:
+	PREFETCHT0  (DX)
+	PREFETCHT0  64(DX)
+	PREFETCHT0  128(DX)
+	PREFETCHT0  192(DX)
+	VMOVUPS     (SI), Z4
+	VMOVUPS     64(SI), Z5
+	VMOVUPS     128(SI), Z6
+	VMOVUPS     192(SI), Z7
+	VSUBPS      (DI), Z4, Z4
+	VSUBPS      64(DI), Z5, Z5
+	VSUBPS      128(DI), Z6, Z6
+	VSUBPS      192(DI), Z7, Z7
+	VFMADD231PS Z4, Z4, Z0
+	VFMADD231PS Z5, Z5, Z1
+	VFMADD231PS Z6, Z6, Z2
+	VFMADD231PS Z7, Z7, Z3
+	ADDQ        $256, SI
+	ADDQ        $256, DI
+	ADDQ        $256, DX
+	SUBQ        $64, CX
+	CMPQ        CX, $64
+	JGE         l2pf_64
+
+l2pf_16:
+	CMPQ        CX, $16
+	JL          l2pf_tail
+	PREFETCHT0  (DX)
+	VMOVUPS     (SI), Z4
+	VSUBPS      (DI), Z4, Z4
+	VFMADD231PS Z4, Z4, Z1
+	ADDQ        $64, SI
+	ADDQ        $64, DI
+	ADDQ        $64, DX
+	SUBQ        $16, CX
+	JMP         l2pf_16
+
+l2pf_tail:
+	TESTQ       CX, CX
+	JEQ         l2pf_reduce
+	PREFETCHT0  (DX)
+	MOVQ        $1, AX
+	SHLQ        CX, AX
+	DECQ        AX
+	KMOVW       AX, K1
+	VMOVUPS.Z   (SI), K1, Z4
+	VMOVUPS.Z   (DI), K1, Z5
+	VSUBPS      Z5, Z4, Z4
+	VFMADD231PS Z4, Z4, Z2
+
+l2pf_reduce:
+	VADDPS        Z1, Z0, Z0
+	VADDPS        Z3, Z2, Z2
+	VADDPS        Z2, Z0, Z0
+	VEXTRACTF32X8 $1, Z0, Y1
+	VADDPS        Y1, Y0, Y0
+	HSUM_Y0
+	VZEROUPPER
+	MOVSS         X0, ret+56(FP)
+	RET
+
+// func dotPfAVX512(a, b []float32, next *float32) float32
+TEXT ·dotPfAVX512(SB), NOSPLIT, $0-60
+	MOVQ   a_base+0(FP), SI
+	MOVQ   a_len+8(FP), CX
+	MOVQ   b_base+24(FP), DI
+	MOVQ   next+48(FP), DX
+	VXORPS Z0, Z0, Z0
+	VXORPS Z1, Z1, Z1
+	VXORPS Z2, Z2, Z2
+	VXORPS Z3, Z3, Z3
+	CMPQ   CX, $64
+	JL     dotpf_16
+
+dotpf_64:
+	PREFETCHT0  (DX)
+	PREFETCHT0  64(DX)
+	PREFETCHT0  128(DX)
+	PREFETCHT0  192(DX)
+	VMOVUPS     (SI), Z4
+	VMOVUPS     64(SI), Z5
+	VMOVUPS     128(SI), Z6
+	VMOVUPS     192(SI), Z7
+	VFMADD231PS (DI), Z4, Z0
+	VFMADD231PS 64(DI), Z5, Z1
+	VFMADD231PS 128(DI), Z6, Z2
+	VFMADD231PS 192(DI), Z7, Z3
+	ADDQ        $256, SI
+	ADDQ        $256, DI
+	ADDQ        $256, DX
+	SUBQ        $64, CX
+	CMPQ        CX, $64
+	JGE         dotpf_64
+
+dotpf_16:
+	CMPQ        CX, $16
+	JL          dotpf_tail
+	PREFETCHT0  (DX)
+	VMOVUPS     (SI), Z4
+	VFMADD231PS (DI), Z4, Z1
+	ADDQ        $64, SI
+	ADDQ        $64, DI
+	ADDQ        $64, DX
+	SUBQ        $16, CX
+	JMP         dotpf_16
+
+dotpf_tail:
+	TESTQ       CX, CX
+	JEQ         dotpf_reduce
+	PREFETCHT0  (DX)
+	MOVQ        $1, AX
+	SHLQ        CX, AX
+	DECQ        AX
+	KMOVW       AX, K1
+	VMOVUPS.Z   (SI), K1, Z4
+	VMOVUPS.Z   (DI), K1, Z5
+	VFMADD231PS Z5, Z4, Z2
+
+dotpf_reduce:
+	VADDPS        Z1, Z0, Z0
+	VADDPS        Z3, Z2, Z2
+	VADDPS        Z2, Z0, Z0
+	VEXTRACTF32X8 $1, Z0, Y1
+	VADDPS        Y1, Y0, Y0
+	HSUM_Y0
+	VZEROUPPER
+	MOVSS         X0, ret+56(FP)
+	RET
+
+// func prefetchLines(p *float32, n int): PREFETCHT0 of n 64-byte lines from p.
+TEXT ·prefetchLines(SB), NOSPLIT, $0-16
+	MOVQ p+0(FP), SI
+	MOVQ n+8(FP), CX
+	TESTQ CX, CX
+	JLE  pl_done
+
+pl_loop:
+	PREFETCHT0 (SI)
+	ADDQ       $64, SI
+	DECQ       CX
+	JNZ        pl_loop
+
+pl_done:
+	RET

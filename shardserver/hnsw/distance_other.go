@@ -13,3 +13,7 @@ func l2AVX2(a, b []float32) float32    { return l2Scalar(a, b) }
 func dotAVX2(a, b []float32) float32   { return dotScalar(a, b) }
 func l2AVX512(a, b []float32) float32  { return l2Scalar(a, b) }
 func dotAVX512(a, b []float32) float32 { return dotScalar(a, b) }
+
+func l2PfAVX512(a, b []float32, next *float32) float32  { return l2Scalar(a, b) }
+func dotPfAVX512(a, b []float32, next *float32) float32 { return dotScalar(a, b) }
+func prefetchLines(p *float32, n int)                    {}

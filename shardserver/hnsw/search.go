@@ -10,17 +10,18 @@ import (
 // searcher is the per-goroutine scratch of a search or an insert, recycled through
 // a sync.Pool so that a search in steady state allocates nothing.
 type searcher struct {
-	tbl  []*chunk   // snapshot of the chunk table; refreshed on a miss
-	up   [][]uint32 // snapshot of the upper arena
-	vis  []uint16   // visited tags, indexed by node id
-	tag  uint16
-	cand minHeap
-	res  maxHeap
-	q    []float32 // normalised query under Cosine
-	out  []pair
-	tmp  []pair
-	kept []pair
-	back []pair
+	tbl   []*chunk   // snapshot of the chunk table; refreshed on a miss
+	up    [][]uint32 // snapshot of the upper arena
+	vis   []uint16   // visited tags, indexed by node id
+	tag   uint16
+	cand  minHeap
+	res   maxHeap
+	q     []float32 // normalised query under Cosine
+	out   []pair
+	tmp   []pair
+	kept  []pair
+	back  []pair
+	batch []uint32
 }
 
 func (x *Index) getSearcher() *searcher {
@@ -139,6 +140,7 @@ func (x *Index) searchLayer(s *searcher, q []float32, ep pair, ef, l int, mode i
 	}
 	s.cand.push(ep)
 	stride, vecOff, dim := x.stride, x.vecOff, x.dim
+	lines := (dim*4 + 63) / 64
 	for len(s.cand) > 0 {
 		c := s.cand.pop()
 		if c.d > lb && len(s.res) >= ef {
@@ -156,19 +158,34 @@ func (x *Index) searchLayer(s *searcher, q []float32, ep pair, ef, l int, mode i
 			base = int(off&(upperChunkWords-1)) + (l-1)*x.upStr
 			n = min(int(atomic.LoadUint32(&w[base])), x.m)
 		}
+		// Gather the unvisited neighbours first, so each one's vector can be
+		// prefetched while the previous one is scored.
+		batch := s.batch[:0]
 		for i := 1; i <= n; i++ {
-			nb := atomic.LoadUint32(&w[base+i])
-			if s.visit(nb) {
-				continue
+			if nb := atomic.LoadUint32(&w[base+i]); !s.visit(nb) {
+				batch = append(batch, nb)
 			}
-			nc := s.chunkOf(x, nb)
-			vb := int(nb&chunkMask)*stride + vecOff
-			var d float32
-			if x.dotMetric {
-				d = 1 - dot(q, nc.vecs[vb:vb+dim])
-			} else {
-				d = l2(q, nc.vecs[vb:vb+dim])
+		}
+		s.batch = batch
+		if len(batch) == 0 {
+			continue
+		}
+		nc := s.chunkOf(x, batch[0])
+		vb := int(batch[0]&chunkMask)*stride + vecOff
+		cur := nc.vecs[vb : vb+dim : vb+dim]
+		if usePrefetch {
+			prefetchLines(&cur[0], min(lines, 4))
+		}
+		for j, nb := range batch {
+			next := cur
+			if j+1 < len(batch) {
+				nn := batch[j+1]
+				nc := s.chunkOf(x, nn)
+				vb := int(nn&chunkMask)*stride + vecOff
+				next = nc.vecs[vb : vb+dim : vb+dim]
 			}
+			d := distPf(x.dotMetric, q, cur, &next[0])
+			cur = next
 			if len(s.res) < ef || d < lb {
 				s.cand.push(pair{d, nb})
 				if x.collectable(s, nb, mode, filter) {
