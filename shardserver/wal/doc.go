@@ -24,6 +24,11 @@
 // still empty. A segment is created as a ".tmp" file, fsynced, renamed and the
 // directory fsynced, so a segment with a bad header is corruption, never a crash.
 //
+// Reset writes a RESET marker (by temp file and rename) naming its seq before it
+// removes the old segments and deletes the marker after the new empty segment
+// exists; Open finds a marker left by a crash and redoes the reset, so what remains
+// of a dropped history is never replayed.
+//
 // An open Log holds an advisory lock on the file LOCK in its directory, so a second
 // Open of the same directory, in any process, fails with [ErrLocked].
 //

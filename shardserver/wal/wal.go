@@ -218,6 +218,13 @@ func open(dir string, opts Options, lock *os.File) (*Log, error) {
 		quit:    make(chan struct{}),
 		stopped: make(chan struct{}),
 	}
+	if seq, ok, err := pendingReset(dir); err != nil {
+		return nil, fmt.Errorf("open wal %s: %w", dir, err)
+	} else if ok {
+		if _, err := resetDir(dir, seq, l.dur); err != nil {
+			return nil, fmt.Errorf("open wal %s: finish interrupted %w", dir, err)
+		}
+	}
 	segs, err := recoverDir(dir, l.dur)
 	if err != nil {
 		return nil, fmt.Errorf("open wal %s: %w", dir, err)
@@ -251,7 +258,8 @@ func removeTemps(dir string) error {
 		return fmt.Errorf("list %s: %w", dir, err)
 	}
 	for _, e := range ents {
-		if strings.HasSuffix(e.Name(), segSuffix+tmpSuffix) {
+		// Segment and reset-marker temps of a crashed creation.
+		if strings.HasSuffix(e.Name(), tmpSuffix) {
 			if err := os.Remove(filepath.Join(dir, e.Name())); err != nil {
 				return fmt.Errorf("remove stale %s: %w", e.Name(), err)
 			}
@@ -573,8 +581,7 @@ func (l *Log) TrimBefore(seq uint64) error {
 // Reset drops every record and continues numbering after seq: the next Append gets
 // seq+1 and AppendAt expects it. A replica calls it after loading a snapshot at seq
 // that its log does not reach. Readers and followers of the old records get
-// ErrTrimmed. A crash during Reset leaves a suffix of the old log or an empty one;
-// calling Reset again after Open finishes the job.
+// ErrTrimmed. A crash during Reset is finished by the next Open (see resetDir).
 func (l *Log) Reset(seq uint64) error {
 	l.ioMu.Lock()
 	defer l.ioMu.Unlock()
@@ -602,17 +609,7 @@ func (l *Log) Reset(seq uint64) error {
 		l.err = fmt.Errorf("wal: reset: %w", err)
 		return l.err
 	}
-	for _, s := range l.segs {
-		if err := os.Remove(s.path); err != nil && !errors.Is(err, os.ErrNotExist) {
-			l.err = fmt.Errorf("wal: reset: %w", err)
-			return l.err
-		}
-	}
-	if err := l.dur.dir(l.dir); err != nil {
-		l.err = fmt.Errorf("wal: reset: %w", err)
-		return l.err
-	}
-	s, err := createSegment(l.dir, seq+1, l.dur)
+	s, err := resetDir(l.dir, seq, l.dur)
 	var f *os.File
 	if err == nil {
 		f, err = os.OpenFile(s.path, os.O_WRONLY, 0)

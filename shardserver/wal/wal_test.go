@@ -445,3 +445,57 @@ func TestLocked(t *testing.T) {
 	l = openT(t, dir, Options{})
 	l.Close()
 }
+
+// TestResetInterrupted plants the marker of a Reset that crashed at each step and
+// checks that Open finishes it instead of taking what is left for the log.
+func TestResetInterrupted(t *testing.T) {
+	for _, tc := range []struct {
+		name string
+		step func(t *testing.T, dir string, paths []string)
+	}{
+		{"marker written", func(t *testing.T, dir string, paths []string) {}},
+		{"some segments removed", func(t *testing.T, dir string, paths []string) {
+			if err := os.Remove(paths[0]); err != nil {
+				t.Fatal(err)
+			}
+		}},
+		{"new segment created", func(t *testing.T, dir string, paths []string) {
+			for _, p := range paths {
+				if err := os.Remove(p); err != nil {
+					t.Fatal(err)
+				}
+			}
+			if _, err := createSegment(dir, 51, durability{}); err != nil {
+				t.Fatal(err)
+			}
+		}},
+		{"marker temp only", func(t *testing.T, dir string, paths []string) {
+			// The rename never happened: the reset did not start, the log stands.
+			if err := os.Rename(filepath.Join(dir, resetName), filepath.Join(dir, resetName+tmpSuffix)); err != nil {
+				t.Fatal(err)
+			}
+		}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			dir, paths := writeLog(t, 100, 2000)
+			if err := createFileAtomic(dir, resetName, encodeResetMarker(50), durability{}); err != nil {
+				t.Fatal(err)
+			}
+			tc.step(t, dir, paths)
+			l := openT(t, dir, Options{})
+			defer l.Close()
+			if tc.name == "marker temp only" {
+				checkRange(t, readAll(t, l, 1), 1, 100)
+				return
+			}
+			if l.LastSeq() != 50 || l.FirstSeq() != 0 {
+				t.Fatalf("LastSeq %d FirstSeq %d, want 50 and 0", l.LastSeq(), l.FirstSeq())
+			}
+			if _, err := os.Stat(filepath.Join(dir, resetName)); !errors.Is(err, os.ErrNotExist) {
+				t.Fatalf("reset marker left behind: %v", err)
+			}
+			appendN(t, l, 51, 53)
+			checkRange(t, readAll(t, l, 51), 51, 53)
+		})
+	}
+}
