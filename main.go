@@ -22,6 +22,7 @@ import (
 	"flag"
 	"fmt"
 	"os"
+	"time"
 
 	"k8s.io/apimachinery/pkg/runtime"
 	utilruntime "k8s.io/apimachinery/pkg/util/runtime"
@@ -47,12 +48,14 @@ func run() error {
 	var (
 		metricsAddr, probeAddr, watchNamespace string
 		leaderElect, secureMetrics             bool
+		loadInterval                           time.Duration
 	)
 	flag.StringVar(&metricsAddr, "metrics-bind-address", ":8080", "Address of the metrics endpoint; 0 turns it off.")
 	flag.StringVar(&probeAddr, "health-probe-bind-address", ":8081", "Address of the /healthz and /readyz probes.")
 	flag.BoolVar(&leaderElect, "leader-elect", true, "Elect a leader so that only one of several replicas reconciles.")
 	flag.BoolVar(&secureMetrics, "metrics-secure", false, "Serve metrics over HTTPS with authentication and authorization.")
 	flag.StringVar(&watchNamespace, "watch-namespace", "", "Reconcile AnnIndexes of this namespace only; empty watches every namespace.")
+	flag.DurationVar(&loadInterval, "load-interval", 5*time.Second, "How often the load collector scrapes /v1/load of every ready shard pod; 0 turns it off.")
 	opts := zap.Options{}
 	opts.BindFlags(flag.CommandLine)
 	flag.Parse()
@@ -88,6 +91,9 @@ func run() error {
 		Client:   mgr.GetClient(),
 		Scheme:   mgr.GetScheme(),
 		Recorder: mgr.GetEventRecorder("annshard-operator"),
+	}
+	if loadInterval > 0 {
+		r.Load = &controllers.LoadCollector{Reader: mgr.GetCache(), Interval: loadInterval}
 	}
 	if err := r.SetupWithManager(mgr); err != nil {
 		return fmt.Errorf("setting up the AnnIndex controller: %w", err)

@@ -34,9 +34,11 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/builder"
 	"sigs.k8s.io/controller-runtime/pkg/cache"
 	"sigs.k8s.io/controller-runtime/pkg/client"
+	"sigs.k8s.io/controller-runtime/pkg/event"
 	"sigs.k8s.io/controller-runtime/pkg/handler"
 	"sigs.k8s.io/controller-runtime/pkg/predicate"
 	"sigs.k8s.io/controller-runtime/pkg/reconcile"
+	"sigs.k8s.io/controller-runtime/pkg/source"
 
 	annv1alpha1 "github.com/annshard/annshard/api/v1alpha1"
 	"github.com/annshard/annshard/shardserver/slots"
@@ -49,6 +51,9 @@ type AnnIndexReconciler struct {
 	Scheme *runtime.Scheme
 	// Recorder emits events on condition transitions; nil disables events.
 	Recorder events.EventRecorder
+	// Load is the load collector whose figures go into status.shards; nil leaves them
+	// as they are.
+	Load *LoadCollector
 }
 
 // scope is what the phases of one reconcile share: the index, and the facts observed
@@ -68,6 +73,10 @@ type scope struct {
 	primaryReady map[int32]bool
 	// router is the router Deployment as the API server returned it; nil if not applied.
 	router *appsv1.Deployment
+	// load is the per-shard load from the collector; loadKnown is false when there is
+	// no collector, and the figures in status are then left alone.
+	load      map[int32]ShardLoad
+	loadKnown bool
 	// err is the error of the phase that stopped the reconcile, reported by Degraded.
 	err error
 }
@@ -127,7 +136,17 @@ func (r *AnnIndexReconciler) Reconcile(ctx context.Context, req ctrl.Request) (_
 		r.reconcileRouting,
 		r.reconcileShards,
 		r.reconcileRouter,
+		r.observeLoad,
 	)
+}
+
+// observeLoad takes the collector's current figures for the index; it cannot fail, as
+// load is advisory.
+func (r *AnnIndexReconciler) observeLoad(_ context.Context, s *scope) error {
+	if r.Load != nil {
+		s.load, s.loadKnown = r.Load.ShardLoad(client.ObjectKeyFromObject(s.index)), true
+	}
+	return nil
 }
 
 func runPhases(ctx context.Context, s *scope, phases ...phase) error {
@@ -162,9 +181,20 @@ func (r *AnnIndexReconciler) recordTransitions(idx *annv1alpha1.AnnIndex, old []
 }
 
 // SetupWithManager registers the reconciler: it owns every object it creates and watches
-// the shard and router pods (by the instance label) for readiness.
+// the shard and router pods (by the instance label) for readiness. With a load collector,
+// it runs the collector (on the leader only) and reconciles an index whose load changed.
 func (r *AnnIndexReconciler) SetupWithManager(mgr ctrl.Manager) error {
-	return ctrl.NewControllerManagedBy(mgr).
+	b := ctrl.NewControllerManagedBy(mgr)
+	if r.Load != nil {
+		if r.Load.Events == nil {
+			r.Load.Events = make(chan event.GenericEvent, 128)
+		}
+		if err := mgr.Add(r.Load); err != nil {
+			return fmt.Errorf("adding the load collector: %w", err)
+		}
+		b = b.WatchesRawSource(source.Channel(r.Load.Events, &handler.EnqueueRequestForObject{}))
+	}
+	return b.
 		For(&annv1alpha1.AnnIndex{}, builder.WithPredicates(predicate.GenerationChangedPredicate{})).
 		Owns(&corev1.Secret{}).
 		Owns(&corev1.ConfigMap{}).

@@ -21,9 +21,13 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"net"
+	"net/http"
+	"net/http/httptest"
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"time"
 
@@ -44,6 +48,7 @@ import (
 	"sigs.k8s.io/yaml"
 
 	annv1alpha1 "github.com/annshard/annshard/api/v1alpha1"
+	shardclient "github.com/annshard/annshard/shardserver/client"
 	"github.com/annshard/annshard/shardserver/slots"
 )
 
@@ -392,6 +397,42 @@ var _ = Describe("AnnIndex reconciler", func() {
 			Expect(err).NotTo(HaveOccurred())
 		}
 		Expect(resourceVersions(ctx, objs)).To(Equal(before))
+	})
+
+	It("writes the load the shard pods report into status", func() {
+		report := shardclient.LoadReport{Vectors: 1234, QPS10s: 56.4, LatencyP99Ms: 3.2}
+		srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			_ = json.NewEncoder(w).Encode(report)
+		}))
+		DeferCleanup(srv.Close)
+		_, portText, err := net.SplitHostPort(srv.Listener.Addr().String())
+		Expect(err).NotTo(HaveOccurred())
+		port, err := strconv.Atoi(portText)
+		Expect(err).NotTo(HaveOccurred())
+
+		idx := newIndex(ns, "loaded", 1)
+		createReady(ctx, idx)
+		By("giving the primary an IP and the fake server's port, as the kubelet would")
+		pod := &corev1.Pod{}
+		Expect(k8sClient.Get(ctx, client.ObjectKey{Namespace: ns, Name: "loaded-shard-0-0"}, pod)).To(Succeed())
+		Expect(k8sClient.Delete(ctx, pod, client.GracePeriodSeconds(0))).To(Succeed())
+		pod = &corev1.Pod{
+			ObjectMeta: metav1.ObjectMeta{Name: "loaded-shard-0-0", Namespace: ns, Labels: shardLabels(idx, 0)},
+			Spec: corev1.PodSpec{Containers: []corev1.Container{{Name: "shardserver", Image: "x",
+				Ports: []corev1.ContainerPort{{Name: "http", ContainerPort: int32(port)}}}}},
+		}
+		Eventually(func() error { return k8sClient.Create(ctx, pod) }, timeout, interval).Should(Succeed())
+		pod.Status = corev1.PodStatus{
+			Phase: corev1.PodRunning, PodIP: "127.0.0.1", PodIPs: []corev1.PodIP{{IP: "127.0.0.1"}},
+			Conditions: []corev1.PodCondition{{Type: corev1.PodReady, Status: corev1.ConditionTrue}},
+		}
+		Expect(k8sClient.Status().Update(ctx, pod)).To(Succeed())
+
+		Eventually(func() []annv1alpha1.ShardStatus { return getIndex(ctx, idx).Status.Shards }, timeout, interval).
+			Should(Equal([]annv1alpha1.ShardStatus{{Shard: 0, Replicas: 1, ReadyReplicas: 1, Slots: slots.Count, Vectors: 1234, QPS: 56, P99Millis: 4}}))
+		got := getIndex(ctx, idx).Status
+		Expect(got.Vectors).To(Equal(int64(1234)))
+		Expect(got.QPS).To(Equal(int64(56)))
 	})
 
 	DescribeTable("rejects invalid specs with the CEL rule's message",

@@ -68,7 +68,7 @@ func setStatus(s *scope) {
 }
 
 // shardStatuses lists every observed shard StatefulSet in shard order. Load figures
-// (vectors, qps, p99) come from the load collector and are carried over unchanged.
+// (vectors, qps, p99) come from the load collector; without one they are carried over.
 func shardStatuses(s *scope) []annv1alpha1.ShardStatus {
 	if len(s.shardSets) == 0 && s.table == nil {
 		return s.index.Status.Shards // nothing observed: keep what was reported
@@ -84,6 +84,10 @@ func shardStatuses(s *scope) []annv1alpha1.ShardStatus {
 		sh.Shard = k
 		sh.Replicas = s.desiredReplicas[k]
 		sh.ReadyReplicas = sts.Status.ReadyReplicas
+		if s.loadKnown {
+			l := s.load[k]
+			sh.Vectors, sh.QPS, sh.P99Millis = l.Vectors, l.QPS, l.P99Millis
+		}
 		sh.Slots = 0
 		if s.table != nil {
 			set := s.table.SlotsOf(int(k))

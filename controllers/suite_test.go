@@ -96,6 +96,7 @@ var _ = BeforeSuite(func() {
 		Client:   mgr.GetClient(),
 		Scheme:   mgr.GetScheme(),
 		Recorder: mgr.GetEventRecorder("annshard-operator"),
+		Load:     &LoadCollector{Reader: mgr.GetCache(), Interval: 200 * time.Millisecond},
 	}).SetupWithManager(mgr)).To(Succeed())
 
 	var ctx context.Context
