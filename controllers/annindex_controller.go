@@ -25,6 +25,7 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	policyv1 "k8s.io/api/policy/v1"
 	rbacv1 "k8s.io/api/rbac/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/labels"
@@ -125,6 +126,9 @@ func (r *AnnIndexReconciler) Reconcile(ctx context.Context, req ctrl.Request) (_
 			idx.Status.ObservedGeneration = idx.Generation
 		}
 		if err := r.Status().Patch(ctx, idx, client.MergeFrom(before)); err != nil {
+			if apierrors.IsNotFound(err) {
+				return // deleted while we reconciled: nothing left to report on
+			}
 			reterr = errors.Join(reterr, fmt.Errorf("patching AnnIndex status: %w", err))
 			return
 		}

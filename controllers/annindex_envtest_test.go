@@ -35,6 +35,7 @@ import (
 	. "github.com/onsi/gomega"
 	appsv1 "k8s.io/api/apps/v1"
 	corev1 "k8s.io/api/core/v1"
+	eventsv1 "k8s.io/api/events/v1"
 	policyv1 "k8s.io/api/policy/v1"
 	rbacv1 "k8s.io/api/rbac/v1"
 	"k8s.io/apimachinery/pkg/api/meta"
@@ -282,6 +283,22 @@ var _ = Describe("AnnIndex reconciler", func() {
 		markShardReady(ctx, idx, 1, 0)
 		Eventually(func() string { return conditionOf(ctx, idx, annv1alpha1.ConditionAvailable) }, timeout, interval).
 			Should(Equal("False/ShardUnavailable: shard 1: primary status-shard-1-0 not ready"))
+
+		By("reporting each transition once as an event")
+		reasons := func() []string {
+			var list eventsv1.EventList
+			Expect(k8sClient.List(ctx, &list, client.InNamespace(ns))).To(Succeed())
+			var out []string
+			for _, e := range list.Items {
+				if e.Regarding.Name == "status" {
+					out = append(out, e.Type+"/"+e.Reason)
+				}
+			}
+			return out
+		}
+		Eventually(reasons, timeout, interval).Should(ContainElements(
+			"Warning/ShardUnavailable", "Warning/ReplicasUnready", "Normal/Available", "Normal/AsExpected"))
+		Expect(reasons()).To(HaveEach(Not(Equal("Warning/Pending"))))
 	})
 
 	It("rolls the shards when pod settings change and the router when its settings change", func() {

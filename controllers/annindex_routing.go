@@ -24,6 +24,7 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"sigs.k8s.io/controller-runtime/pkg/controller/controllerutil"
+	"sigs.k8s.io/controller-runtime/pkg/log"
 
 	annv1alpha1 "github.com/annshard/annshard/api/v1alpha1"
 	"github.com/annshard/annshard/shardserver/slots"
@@ -65,7 +66,7 @@ func mutateRoutingConfigMap(idx *annv1alpha1.AnnIndex, cm *corev1.ConfigMap) (sl
 func (r *AnnIndexReconciler) reconcileRouting(ctx context.Context, s *scope) error {
 	cm := &corev1.ConfigMap{ObjectMeta: metav1.ObjectMeta{Name: routingName(s.index), Namespace: s.index.Namespace}}
 	var table slots.Table
-	_, err := controllerutil.CreateOrUpdate(ctx, r.Client, cm, func() error {
+	res, err := controllerutil.CreateOrUpdate(ctx, r.Client, cm, func() error {
 		var err error
 		if table, err = mutateRoutingConfigMap(s.index, cm); err != nil {
 			return err
@@ -74,6 +75,9 @@ func (r *AnnIndexReconciler) reconcileRouting(ctx context.Context, s *scope) err
 	})
 	if err != nil {
 		return fmt.Errorf("reconciling routing ConfigMap %s: %w", cm.Name, err)
+	}
+	if res == controllerutil.OperationResultCreated {
+		log.FromContext(ctx).Info("Created routing table", "configMap", cm.Name, "shards", table.Shards, "epoch", table.Epoch)
 	}
 	s.table = &table
 	return nil

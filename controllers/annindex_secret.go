@@ -26,6 +26,7 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"sigs.k8s.io/controller-runtime/pkg/controller/controllerutil"
+	"sigs.k8s.io/controller-runtime/pkg/log"
 
 	annv1alpha1 "github.com/annshard/annshard/api/v1alpha1"
 )
@@ -73,7 +74,7 @@ func mutateTokenSecret(idx *annv1alpha1.AnnIndex, sec *corev1.Secret, rnd io.Rea
 // mutateTokenSecret for why the token itself is never replaced.
 func (r *AnnIndexReconciler) reconcileSecret(ctx context.Context, s *scope) error {
 	sec := &corev1.Secret{ObjectMeta: metav1.ObjectMeta{Name: tokenSecretName(s.index), Namespace: s.index.Namespace}}
-	_, err := controllerutil.CreateOrUpdate(ctx, r.Client, sec, func() error {
+	res, err := controllerutil.CreateOrUpdate(ctx, r.Client, sec, func() error {
 		if err := mutateTokenSecret(s.index, sec, rand.Reader); err != nil {
 			return err
 		}
@@ -81,6 +82,9 @@ func (r *AnnIndexReconciler) reconcileSecret(ctx context.Context, s *scope) erro
 	})
 	if err != nil {
 		return fmt.Errorf("reconciling token Secret %s: %w", sec.Name, err)
+	}
+	if res == controllerutil.OperationResultCreated {
+		log.FromContext(ctx).Info("Created token Secret", "secret", sec.Name)
 	}
 	return nil
 }
