@@ -1,10 +1,12 @@
 package shard
 
 import (
+	"bytes"
 	"encoding/json"
 	"errors"
 	"log/slog"
 	"net/http"
+	"strconv"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -217,7 +219,13 @@ func (s *Server) handleSearch(w http.ResponseWriter, r *http.Request) {
 		writeError(w, err)
 		return
 	}
-	writeJSON(w, http.StatusOK, client.SearchResponse{Results: hits, Seq: seq})
+	buf := bodyPool.Get().(*bytes.Buffer)
+	buf.Reset()
+	buf.Write(appendSearchResponse(buf.AvailableBuffer(), hits, seq))
+	w.Header().Set("Content-Type", "application/json")
+	w.Header().Set("Content-Length", strconv.Itoa(buf.Len()))
+	_, _ = w.Write(buf.Bytes())
+	bodyPool.Put(buf)
 }
 
 func (s *Server) handleBatchSearch(w http.ResponseWriter, r *http.Request) {

@@ -1,12 +1,14 @@
 package shard
 
 import (
+	"bytes"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
 	"math"
 	"net/http"
+	"sync"
 	"unicode/utf8"
 
 	"github.com/annshard/annshard/shardserver/client"
@@ -196,11 +198,28 @@ func (sc *schema) checkQuery(what string, req *client.SearchRequest) (query, err
 	return query{vec: vec, k: req.K, ef: req.Ef, partition: req.Partition}, nil
 }
 
-// decodeSearch reads and validates one search.
+var bodyPool = sync.Pool{New: func() any { return new(bytes.Buffer) }}
+
+// decodeSearch reads and validates one search: the hand-written parser when it can,
+// else encoding/json (see fastjson.go).
 func (sc *schema) decodeSearch(body io.Reader) (query, error) {
-	var req client.SearchRequest
-	if err := decodeJSON(body, &req); err != nil {
-		return query{}, err
+	buf := bodyPool.Get().(*bytes.Buffer)
+	defer func() {
+		if buf.Cap() <= 1<<20 {
+			buf.Reset()
+			bodyPool.Put(buf)
+		}
+	}()
+	buf.Reset()
+	if _, err := buf.ReadFrom(body); err != nil {
+		return query{}, jsonError(err)
+	}
+	req, ok := fastSearch(buf.Bytes())
+	if !ok {
+		req = client.SearchRequest{}
+		if err := decodeJSON(bytes.NewReader(buf.Bytes()), &req); err != nil {
+			return query{}, err
+		}
 	}
 	return sc.checkQuery("query", &req)
 }

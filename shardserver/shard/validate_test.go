@@ -2,9 +2,11 @@ package shard
 
 import (
 	"bytes"
+	"encoding/json"
 	"fmt"
 	"math"
 	"net/http"
+	"reflect"
 	"strings"
 	"testing"
 
@@ -185,10 +187,24 @@ func FuzzDecodeSearch(f *testing.F) {
 		`{"vector":[1,2,3,4],"k":3,"ef":32,"partition":"p","allowPartial":true}`,
 		`{"vector_b64":"` + client.EncodeB64([]float32{1, 2, 3, 4}) + `","k":1}`,
 		`{"vector":[1,2,3,4],"k":0}`, `{"vector":[1,2,3,4],"k":17}`, `{"k":1}`, `{`, ``,
+		` { "vector" : [ -0.5 , 1e-3 , 2E+2 , 0 ] , "k" : 2 , "allowPartial" : false } `,
+		`{"K":1,"vector":[1,2,3,4]}`, `{"k":1,"k":2,"vector":[1,2,3,4]}`, `{"k":1.0,"vector":[1,2,3,4]}`,
+		`{"vector":[01,2,3,4],"k":1}`, `{"vector":[1,2,3,4],"k":1,"partition":"a\"b"}`, `{"vector":[1,2,3,4],"k":1}x`,
+		`{"vector":null,"k":1}`, `{"vector":[],"k":1}`, `{"vector":[1e39],"k":1}`, `{"vector":[1,2,3,4],"k":1,"partition":"ÿ"}`,
 	} {
 		f.Add([]byte(seed))
 	}
 	f.Fuzz(func(t *testing.T, data []byte) {
+		// Where the fast parser answers, encoding/json must agree with it exactly.
+		if fast, ok := fastSearch(data); ok {
+			var slow client.SearchRequest
+			if err := decodeJSON(bytes.NewReader(data), &slow); err != nil {
+				t.Fatalf("fast parser accepted what encoding/json refuses (%v): %q", err, data)
+			}
+			if !reflect.DeepEqual(fast, slow) {
+				t.Fatalf("fast %+v != encoding/json %+v for %q", fast, slow, data)
+			}
+		}
 		q, err := fuzzSchema.decodeSearch(bytes.NewReader(data))
 		if err != nil {
 			if _, ok := err.(*client.APIError); !ok {
@@ -201,4 +217,36 @@ func FuzzDecodeSearch(f *testing.F) {
 		}
 		checkItem(t, q.vec)
 	})
+}
+
+func FuzzSearchResponse(f *testing.F) {
+	f.Add("a1", "acme", float32(0.25), uint64(3))
+	f.Add("quote\"back\\slash\n", "", float32(-1e-30), uint64(0))
+	f.Add("\xff\u2028<&>", "p\x00", float32(3.4e38), uint64(1<<63))
+	f.Fuzz(func(t *testing.T, id, part string, dist float32, seq uint64) {
+		if dist != dist || dist > math.MaxFloat32 || dist < -math.MaxFloat32 {
+			dist = 0 // the index never returns NaN; Inf is clamped, checked below
+		}
+		hits := []client.Hit{{ID: id, Distance: dist, Partition: part}, {ID: part, Distance: 1}}
+		b := appendSearchResponse(nil, hits, seq)
+		var fast, slow client.SearchResponse
+		if err := json.Unmarshal(b, &fast); err != nil {
+			t.Fatalf("invalid JSON %q: %v", b, err)
+		}
+		want, _ := json.Marshal(client.SearchResponse{Results: hits, Seq: seq})
+		if err := json.Unmarshal(want, &slow); err != nil {
+			t.Fatal(err)
+		}
+		if !reflect.DeepEqual(fast, slow) {
+			t.Fatalf("fast encoding decodes to %+v, encoding/json's to %+v", fast, slow)
+		}
+	})
+}
+
+func TestSearchResponseClampsInfinity(t *testing.T) {
+	b := appendSearchResponse(nil, []client.Hit{{ID: "x", Distance: float32(math.Inf(1))}}, 0)
+	var r client.SearchResponse
+	if err := json.Unmarshal(b, &r); err != nil || r.Results[0].Distance != math.MaxFloat32 {
+		t.Fatalf("%s: %+v, %v", b, r, err)
+	}
 }
