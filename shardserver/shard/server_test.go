@@ -103,6 +103,20 @@ func TestAPIRoundTrip(t *testing.T) {
 			}
 		}
 	})
+	t.Run("ids with path characters", func(t *testing.T) {
+		for _, id := range []string{"a/b", "sp ace?x=1#frag", "%2F", "ünï"} {
+			if _, err := c.Upsert(ctx, &client.UpsertRequest{Vectors: []client.Vector{{ID: id, Vector: randVec(r, testDim)}}}); err != nil {
+				t.Fatal(err)
+			}
+			got, err := c.Get(ctx, id, "")
+			if err != nil || got.ID != id {
+				t.Fatalf("Get(%q) = %+v, %v", id, got, err)
+			}
+			if d, err := c.Delete(ctx, id, ""); err != nil || !d.Deleted {
+				t.Fatalf("Delete(%q) = %+v, %v", id, d, err)
+			}
+		}
+	})
 	t.Run("upsert replaces", func(t *testing.T) {
 		nv := randVec(r, testDim)
 		if _, err := c.Upsert(ctx, &client.UpsertRequest{Vectors: []client.Vector{{ID: vecs[0].ID, Vector: nv, Partition: "p2"}}}); err != nil {
@@ -115,7 +129,7 @@ func TestAPIRoundTrip(t *testing.T) {
 	})
 	t.Run("load", func(t *testing.T) {
 		rep, err := c.Load(ctx)
-		if err != nil || rep.Vectors != 37 || rep.WALSeq != 6 || rep.Role != client.RolePrimary || !rep.Ready ||
+		if err != nil || rep.Vectors != 37 || rep.WALSeq != 14 || rep.Role != client.RolePrimary || !rep.Ready ||
 			len(rep.SlotWrites) == 0 || len(rep.SlotQueries) == 0 || rep.MemoryBytes <= 0 {
 			t.Fatalf("Load = %+v, %v", rep, err)
 		}
@@ -127,7 +141,7 @@ func TestAPIRoundTrip(t *testing.T) {
 			}
 		}
 		code, body := do(t, http.MethodGet, hs.URL+"/metrics", "", nil)
-		for _, want := range []string{"annshard_shard_vectors 37", "annshard_shard_wal_seq 6",
+		for _, want := range []string{"annshard_shard_vectors 37", "annshard_shard_wal_seq 14",
 			`annshard_shard_requests_total{code="200",route="upsert"}`, "annshard_shard_request_duration_seconds_bucket"} {
 			if code != http.StatusOK || !strings.Contains(string(body), want) {
 				t.Fatalf("/metrics lacks %q", want)
