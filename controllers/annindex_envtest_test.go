@@ -537,6 +537,10 @@ var _ = Describe("AnnIndex reconciler", func() {
 		Expect(json.Unmarshal([]byte(out), &got)).To(Succeed())
 		Expect(got.Spec.Shards).To(Equal(int32(4)))
 
+		out, err = run(ns, "get", "annidx", "products")
+		Expect(err).NotTo(HaveOccurred(), out)
+		Expect(strings.Fields(strings.SplitN(out, "\n", 2)[0])).To(Equal([]string{"NAME", "SHARDS", "READY", "VECTORS", "QPS", "AVAILABLE", "AGE"}))
+
 		By("installing the operator's own manifests (config/default)")
 		out, err = run("annshard-system", "apply", "--server-side", "--force-conflicts", "-k", filepath.Join("..", "config", "default"))
 		Expect(err).NotTo(HaveOccurred(), out)
