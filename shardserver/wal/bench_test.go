@@ -98,3 +98,38 @@ func BenchmarkReplay(b *testing.B) {
 	}
 	b.ReportMetric(float64(n*b.N)/b.Elapsed().Seconds(), "records/s")
 }
+
+// BenchmarkFollowerCost appends with 16 followers tailing the log and without, in
+// alternating slices, and reports the append throughput ratio (1 means followers
+// cost appenders nothing) and the followers' delivered records per second.
+func BenchmarkFollowerCost(b *testing.B) {
+	alone := openT(b, b.TempDir(), Options{Sync: SyncAlways})
+	defer alone.Close()
+	followed := openT(b, b.TempDir(), Options{Sync: SyncAlways})
+	defer followed.Close()
+	ctx, cancel := context.WithCancel(context.Background())
+	var delivered atomic.Int64
+	var fwg sync.WaitGroup
+	for range 16 {
+		fwg.Go(func() {
+			_ = followed.Follow(ctx, 1, func(Record) error { delivered.Add(1); return nil })
+		})
+	}
+	const slices = 10
+	var tAlone, tFollowed time.Duration
+	for i := range slices {
+		n := b.N / slices
+		if i < b.N%slices {
+			n++
+		}
+		tAlone += appendLoad(b, alone, 16, n, 512)
+		tFollowed += appendLoad(b, followed, 16, n, 512)
+	}
+	for delivered.Load() < int64(16*b.N) {
+		time.Sleep(time.Millisecond)
+	}
+	cancel()
+	fwg.Wait()
+	b.ReportMetric(tAlone.Seconds()/tFollowed.Seconds(), "throughput-followed-vs-alone")
+	b.ReportMetric(float64(16*b.N)/tFollowed.Seconds(), "delivered/s")
+}

@@ -499,3 +499,53 @@ func TestResetInterrupted(t *testing.T) {
 		})
 	}
 }
+
+// TestCloseWhileAppending: every append that Close races with either succeeds, and
+// is then in the reopened log, or fails with ErrClosed.
+func TestCloseWhileAppending(t *testing.T) {
+	for _, mode := range []SyncMode{SyncAlways, SyncInterval} {
+		t.Run(mode.String(), func(t *testing.T) {
+			dir := t.TempDir()
+			l := openT(t, dir, Options{Sync: mode, SegmentBytes: 8 << 10})
+			var mu sync.Mutex
+			ok := map[uint64]string{}
+			var wg sync.WaitGroup
+			for w := range 6 {
+				wg.Go(func() {
+					for i := 0; ; i++ {
+						data := fmt.Sprintf("w%d-%d", w, i)
+						seq, err := l.Append(context.Background(), []byte(data))
+						if errors.Is(err, ErrClosed) {
+							return
+						}
+						if err != nil {
+							t.Errorf("Append: %v", err)
+							return
+						}
+						mu.Lock()
+						ok[seq] = data
+						mu.Unlock()
+					}
+				})
+			}
+			for l.LastSeq() < 300 {
+				time.Sleep(time.Millisecond)
+			}
+			if err := l.Close(); err != nil {
+				t.Fatal(err)
+			}
+			wg.Wait()
+			l = openT(t, dir, Options{})
+			defer l.Close()
+			recs := readAll(t, l, 1)
+			if len(recs) < len(ok) {
+				t.Fatalf("%d records after reopen, %d were acknowledged", len(recs), len(ok))
+			}
+			for _, r := range recs {
+				if want, acked := ok[r.Seq]; acked && string(r.Data) != want {
+					t.Fatalf("seq %d: %q, acknowledged as %q", r.Seq, r.Data, want)
+				}
+			}
+		})
+	}
+}
