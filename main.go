@@ -47,12 +47,14 @@ func main() {
 func run() error {
 	var (
 		metricsAddr, probeAddr, watchNamespace string
+		leaderElectionNamespace                string
 		leaderElect, secureMetrics             bool
 		loadInterval                           time.Duration
 	)
 	flag.StringVar(&metricsAddr, "metrics-bind-address", ":8080", "Address of the metrics endpoint; 0 turns it off.")
 	flag.StringVar(&probeAddr, "health-probe-bind-address", ":8081", "Address of the /healthz and /readyz probes.")
 	flag.BoolVar(&leaderElect, "leader-elect", true, "Elect a leader so that only one of several replicas reconciles.")
+	flag.StringVar(&leaderElectionNamespace, "leader-election-namespace", "", "Namespace of the leader election lease; empty uses the pod's own namespace (required outside a cluster).")
 	flag.BoolVar(&secureMetrics, "metrics-secure", false, "Serve metrics over HTTPS with authentication and authorization.")
 	flag.StringVar(&watchNamespace, "watch-namespace", "", "Reconcile AnnIndexes of this namespace only; empty watches every namespace.")
 	flag.DurationVar(&loadInterval, "load-interval", 5*time.Second, "How often the load collector scrapes /v1/load of every ready shard pod; 0 turns it off.")
@@ -74,12 +76,13 @@ func run() error {
 		return fmt.Errorf("loading kubeconfig: %w", err)
 	}
 	mgr, err := ctrl.NewManager(cfg, ctrl.Options{
-		Scheme:                 scheme,
-		Cache:                  cacheOpts,
-		Metrics:                metricsserver.Options{BindAddress: metricsAddr, SecureServing: secureMetrics},
-		HealthProbeBindAddress: probeAddr,
-		LeaderElection:         leaderElect,
-		LeaderElectionID:       "annshard-operator.annshard.io",
+		Scheme:                  scheme,
+		Cache:                   cacheOpts,
+		Metrics:                 metricsserver.Options{BindAddress: metricsAddr, SecureServing: secureMetrics},
+		HealthProbeBindAddress:  probeAddr,
+		LeaderElection:          leaderElect,
+		LeaderElectionID:        "annshard-operator.annshard.io",
+		LeaderElectionNamespace: leaderElectionNamespace,
 		// The manager exits right after losing the lease, so a new leader need not wait
 		// out the lease to take over.
 		LeaderElectionReleaseOnCancel: true,
