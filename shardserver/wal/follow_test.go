@@ -101,8 +101,13 @@ func TestFollowEnds(t *testing.T) {
 			return nil
 		}, func(t *testing.T, l *Log) { appendN(t, l, 6, 8) }, errStop},
 		{"close", func(Record) error { return nil }, func(t *testing.T, l *Log) { l.Close() }, ErrClosed},
-		{"reset", func(Record) error { return nil }, func(t *testing.T, l *Log) {
+		{"reset ahead", func(Record) error { return nil }, func(t *testing.T, l *Log) {
 			if err := l.Reset(50); err != nil {
+				t.Error(err)
+			}
+		}, ErrTrimmed},
+		{"reset behind", func(Record) error { return nil }, func(t *testing.T, l *Log) {
+			if err := l.Reset(2); err != nil {
 				t.Error(err)
 			}
 		}, ErrTrimmed},

@@ -39,10 +39,14 @@ func (l *Log) Follow(ctx context.Context, from uint64, fn func(Record) error) er
 		// Take the channel before reading LastSeq: a record acknowledged after the
 		// read closes this channel, so no wake-up is missed.
 		l.mu.Lock()
-		wake, closed := l.notify, l.closed
+		wake, closed, gen := l.notify, l.closed, l.gen
 		l.mu.Unlock()
 		if closed {
 			return ErrClosed
+		}
+		if gen != c.gen {
+			// Even a follower with nothing left to read learns of the reset now.
+			return fmt.Errorf("wal: follow at seq %d: log was reset: %w", c.next, ErrTrimmed)
 		}
 		if err := c.pump(l.lastSeq.Load(), fn); err != nil {
 			return err
