@@ -416,17 +416,18 @@ type AnnIndexStatus struct {
 	// +optional
 	PendingShards int32 `json:"pendingShards,omitempty"`
 
-	// ReadyShards is the number of shards whose primary is ready.
+	// ReadyShards is the number of shards whose primary is ready. Like Vectors and QPS
+	// it is always written, so the printer columns show 0 rather than nothing.
 	// +optional
-	ReadyShards int32 `json:"readyShards,omitempty"`
+	ReadyShards int32 `json:"readyShards"`
 
 	// Vectors is the number of vectors over all shards.
 	// +optional
-	Vectors int64 `json:"vectors,omitempty"`
+	Vectors int64 `json:"vectors"`
 
 	// QPS is the queries per second over all shards.
 	// +optional
-	QPS int64 `json:"qps,omitempty"`
+	QPS int64 `json:"qps"`
 
 	// Conditions are Available, Progressing, Degraded, Scaling and Migrating; see
 	// annindex_conditions.go for their reasons.
