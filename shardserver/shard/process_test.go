@@ -98,6 +98,7 @@ func (p *proc) start() {
 	p.cmd = exec.Command(binPath, args...)
 	p.cmd.Stdout, p.cmd.Stderr = logf, logf
 	p.cmd.Env = append(os.Environ(), "GOMAXPROCS=2")
+	dieWithParent(p.cmd)
 	if err := p.cmd.Start(); err != nil {
 		logf.Close()
 		p.t.Fatal(err)

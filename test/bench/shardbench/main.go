@@ -229,6 +229,7 @@ func startServer(ctx context.Context, bin string, o options, mode string) (*serv
 		"--m", strconv.Itoa(o.m), "--ef-construction", strconv.Itoa(o.efc), "--ef-search", strconv.Itoa(o.ef),
 		"--wal-sync", mode, "--snapshot-interval", "1h", "--snapshot-records", "1000000000")
 	cmd.Stderr = io.Discard
+	dieWithParent(cmd)
 	if err := cmd.Start(); err != nil {
 		os.RemoveAll(dir)
 		return nil, err
