@@ -163,3 +163,36 @@ func TestStatusForAndBack(t *testing.T) {
 		})
 	}
 }
+
+func TestSlotStreams(t *testing.T) {
+	tests := []struct {
+		name    string
+		body    string
+		wantErr bool
+		wantN   int
+	}{
+		{"complete export", `{"seq":5,"upserts":[{"id":"a","vector_b64":"AACAPw=="}]}` + "\n" + `{"seq":5}` + "\n", false, 1},
+		{"cut after data", `{"seq":5,"upserts":[{"id":"a","vector_b64":"AACAPw=="}]}` + "\n", true, 1},
+		{"empty", ``, true, 0},
+		{"garbage", `{"seq":`, true, 0},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+				if r.URL.Query().Get("slots") != "0-9" {
+					t.Errorf("slots = %q", r.URL.Query().Get("slots"))
+				}
+				_, _ = io.WriteString(w, tt.body)
+			}))
+			defer srv.Close()
+			n := 0
+			seq, err := New(srv.URL).ExportSlots(context.Background(), "0-9", func(r SlotRecord) error { n += len(r.Upserts); return nil })
+			if (err != nil) != tt.wantErr || n != tt.wantN {
+				t.Fatalf("ExportSlots = seq %d, n %d, err %v", seq, n, err)
+			}
+			if !tt.wantErr && seq != 5 {
+				t.Fatalf("seq %d", seq)
+			}
+		})
+	}
+}

@@ -5,6 +5,7 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"math/rand/v2"
 	"net/http"
@@ -110,6 +111,32 @@ func TestSlotsMoveLifecycle(t *testing.T) {
 		if len(recs) != 3 || recs[0].Seq != 2 || len(recs[0].Upserts) != 1 || recs[0].Upserts[0].ID != in[0] ||
 			recs[1].Seq != 3 || fmt.Sprint(recs[1].Deletes) != fmt.Sprint([]string{in[1]}) || recs[2].Seq != 3 {
 			t.Fatalf("slot wal records %+v", recs)
+		}
+	})
+
+	t.Run("client streams", func(t *testing.T) {
+		n := 0
+		seq, err := c.ExportSlots(ctx, moving.String(), func(r client.SlotRecord) error { n += len(r.Upserts); return nil })
+		if err != nil || seq != 3 || n != 19 {
+			t.Fatalf("ExportSlots = seq %d, %d vectors, %v", seq, n, err)
+		}
+		var got []uint64
+		err = c.SlotWAL(ctx, moving.String(), 1, 3, func(r client.SlotRecord) error { got = append(got, r.Seq); return nil })
+		if err != nil || fmt.Sprint(got) != "[1 2 3]" {
+			t.Fatalf("SlotWAL = %v, %v", got, err)
+		}
+		// Following the live log: heartbeats arrive until the context ends.
+		fctx, cancel := context.WithTimeout(ctx, 1500*time.Millisecond)
+		defer cancel()
+		beats := 0
+		err = c.SlotWAL(fctx, moving.String(), 4, 0, func(r client.SlotRecord) error {
+			if len(r.Upserts) == 0 && len(r.Deletes) == 0 && r.Seq == 3 {
+				beats++
+			}
+			return nil
+		})
+		if !errors.Is(err, context.DeadlineExceeded) || beats < 2 {
+			t.Fatalf("live SlotWAL: %d heartbeats, %v", beats, err)
 		}
 	})
 
