@@ -347,6 +347,7 @@ func (s *Server) handleSlotsWAL(w http.ResponseWriter, r *http.Request) {
 			}
 		}()
 	} else if until < from {
+		_ = emit(client.SlotRecord{Seq: until}) // nothing to send: just the end marker
 		return
 	}
 	errDone := errors.New("reached until")

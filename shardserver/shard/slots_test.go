@@ -125,6 +125,9 @@ func TestSlotsMoveLifecycle(t *testing.T) {
 		if err != nil || fmt.Sprint(got) != "[1 2 3]" {
 			t.Fatalf("SlotWAL = %v, %v", got, err)
 		}
+		if err := c.SlotWAL(ctx, moving.String(), 3, 2, func(client.SlotRecord) error { return errors.New("called") }); err != nil {
+			t.Fatalf("empty SlotWAL range: %v", err)
+		}
 		// Following the live log: heartbeats arrive until the context ends.
 		fctx, cancel := context.WithTimeout(ctx, 1500*time.Millisecond)
 		defer cancel()
