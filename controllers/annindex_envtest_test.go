@@ -400,6 +400,37 @@ var _ = Describe("AnnIndex reconciler", func() {
 		Expect(getIndex(ctx, idx).Status.Shards).To(HaveLen(2))
 	})
 
+	It("rebuilds a lost initial routing table and refuses to guess one that has changed", func() {
+		idx := newIndex(ns, "lost", 2)
+		createReady(ctx, idx)
+		cmKey := client.ObjectKey{Namespace: ns, Name: "lost-routing"}
+		cm := &corev1.ConfigMap{}
+		Expect(k8sClient.Get(ctx, cmKey, cm)).To(Succeed())
+		Expect(k8sClient.Delete(ctx, cm)).To(Succeed())
+		Eventually(func() (slots.Table, error) {
+			got := &corev1.ConfigMap{}
+			if err := k8sClient.Get(ctx, cmKey, got); err != nil {
+				return slots.Table{}, err
+			}
+			return slots.Parse([]byte(got.Data[slots.ConfigMapKey]))
+		}, timeout, interval).Should(Equal(slots.Even(2)))
+
+		By("moving slots as the migration executor would, then losing the table")
+		Expect(k8sClient.Get(ctx, cmKey, cm)).To(Succeed())
+		moved := slots.Even(2)
+		moved.Move(slots.Range(0, 9), 1)
+		b, err := json.Marshal(moved)
+		Expect(err).NotTo(HaveOccurred())
+		cm.Data[slots.ConfigMapKey] = string(b)
+		Expect(k8sClient.Update(ctx, cm)).To(Succeed())
+		Eventually(func() int64 { return getIndex(ctx, idx).Status.RoutingEpoch }, timeout, interval).Should(Equal(int64(2)))
+		Expect(k8sClient.Delete(ctx, cm)).To(Succeed())
+		Eventually(func() string { return conditionOf(ctx, idx, annv1alpha1.ConditionDegraded) }, timeout, interval).
+			Should(ContainSubstring("True/ReconcileFailed: reconciling routing ConfigMap lost-routing: routing table lost"))
+		Consistently(func() error { return k8sClient.Get(ctx, cmKey, &corev1.ConfigMap{}) }, time.Second, 100*time.Millisecond).
+			ShouldNot(Succeed())
+	})
+
 	It("is idempotent: a second reconcile writes nothing", func() {
 		idx := newIndex(ns, "idem", 2)
 		createReady(ctx, idx)

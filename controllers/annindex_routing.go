@@ -19,6 +19,7 @@ package controllers
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 
 	corev1 "k8s.io/api/core/v1"
@@ -30,11 +31,40 @@ import (
 	"github.com/annshard/annshard/shardserver/slots"
 )
 
+// ErrRoutingTableLost is returned when the routing table of a running index is gone and
+// cannot be rebuilt: slots have moved since creation, so an even table would send
+// queries and writes to shards that do not hold the data.
+var ErrRoutingTableLost = errors.New("routing table lost")
+
+// initialTable is the table to write when the routing ConfigMap has none. A new index
+// (no epoch in status) gets slots.Even(spec.shards) at epoch 1. A running index whose
+// table was still the initial one (epoch 1) gets that same table back, rebuilt from
+// the shards that owned slots, not from spec.shards, which may hold a pending reshard.
+// Past epoch 1 the table cannot be rebuilt, and guessing would misroute data.
+func initialTable(idx *annv1alpha1.AnnIndex) (slots.Table, error) {
+	switch epoch := idx.Status.RoutingEpoch; {
+	case epoch == 0:
+		return slots.Even(int(idx.Spec.Shards)), nil
+	case epoch == 1:
+		n := 0
+		for _, sh := range idx.Status.Shards {
+			if sh.Slots > 0 {
+				n++
+			}
+		}
+		if n > 0 {
+			return slots.Even(n), nil
+		}
+	}
+	return slots.Table{}, fmt.Errorf("%w: ConfigMap %s has no %s and the table at epoch %d cannot be rebuilt; restore it from a backup",
+		ErrRoutingTableLost, routingName(idx), slots.ConfigMapKey, idx.Status.RoutingEpoch)
+}
+
 // mutateRoutingConfigMap makes cm the index's routing ConfigMap and returns the table it
-// holds. A missing table is written as slots.Even(spec.shards) at epoch 1. An existing
-// table is never overwritten, not even when spec.shards changed: the migration executor
-// owns every change, because a table that moves slots without moving their data loses
-// writes. An unreadable table is an error, left for a human.
+// holds. A missing table is written by initialTable. An existing table is never
+// overwritten, not even when spec.shards changed: the migration executor owns every
+// change, because a table that moves slots without moving their data loses writes. An
+// unreadable table is an error, left for a human.
 func mutateRoutingConfigMap(idx *annv1alpha1.AnnIndex, cm *corev1.ConfigMap) (slots.Table, error) {
 	if cm.Labels == nil {
 		cm.Labels = map[string]string{}
@@ -49,7 +79,10 @@ func mutateRoutingConfigMap(idx *annv1alpha1.AnnIndex, cm *corev1.ConfigMap) (sl
 		}
 		return t, nil
 	}
-	t := slots.Even(int(idx.Spec.Shards))
+	t, err := initialTable(idx)
+	if err != nil {
+		return slots.Table{}, err
+	}
 	b, err := json.Marshal(t)
 	if err != nil {
 		return slots.Table{}, fmt.Errorf("encoding routing table: %w", err)

@@ -23,6 +23,7 @@ import (
 
 	corev1 "k8s.io/api/core/v1"
 
+	annv1alpha1 "github.com/annshard/annshard/api/v1alpha1"
 	"github.com/annshard/annshard/shardserver/slots"
 )
 
@@ -39,7 +40,7 @@ func TestMutateRoutingConfigMap(t *testing.T) {
 		want    slots.Table
 		wantErr error
 	}{
-		{"missing table is written even at epoch 1", nil, slots.Even(4), nil},
+		{"missing table of a new index is spread evenly at epoch 1", nil, slots.Even(4), nil},
 		{"existing table is kept though spec.shards differs", map[string]string{slots.ConfigMapKey: string(movedJSON)}, moved, nil},
 		{"unreadable table is an error, not overwritten", map[string]string{slots.ConfigMapKey: `{"epoch":0}`}, slots.Table{}, slots.ErrBadTable},
 	}
@@ -66,6 +67,41 @@ func TestMutateRoutingConfigMap(t *testing.T) {
 			}
 			if cm.Labels[labelInstance] != "products" {
 				t.Fatalf("labels = %v", cm.Labels)
+			}
+		})
+	}
+}
+
+func TestInitialTable(t *testing.T) {
+	shards := func(slotCounts ...int32) []annv1alpha1.ShardStatus {
+		var out []annv1alpha1.ShardStatus
+		for k, n := range slotCounts {
+			out = append(out, annv1alpha1.ShardStatus{Shard: int32(k), Slots: n})
+		}
+		return out
+	}
+	tests := []struct {
+		name    string
+		epoch   int64
+		status  []annv1alpha1.ShardStatus
+		want    slots.Table
+		wantErr error
+	}{
+		{"new index: spec.shards", 0, nil, slots.Even(4), nil},
+		{"lost at epoch 1: the shards that owned slots, not a pending spec.shards", 1, shards(2048, 2048, 0), slots.Even(2), nil},
+		{"lost at epoch 1 with no status to rebuild from", 1, nil, slots.Table{}, ErrRoutingTableLost},
+		{"lost after a migration", 3, shards(1000, 3096), slots.Table{}, ErrRoutingTableLost},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			idx := testIndex() // spec.shards = 4
+			idx.Status.RoutingEpoch, idx.Status.Shards = tt.epoch, tt.status
+			got, err := initialTable(idx)
+			if !errors.Is(err, tt.wantErr) {
+				t.Fatalf("err = %v, want %v", err, tt.wantErr)
+			}
+			if got != tt.want {
+				t.Fatalf("table shards %d epoch %d, want shards %d epoch %d", got.Shards, got.Epoch, tt.want.Shards, tt.want.Epoch)
 			}
 		})
 	}
