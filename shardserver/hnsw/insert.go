@@ -86,7 +86,12 @@ func (x *Index) insert(s *searcher, id uint32, v []float32, level int) {
 		}
 		s.tmp = s.res.drainAscending(s.tmp)
 		ep = s.tmp[0]
-		s.kept = x.heuristic(s, s.tmp, x.m, s.kept[:0])
+		if len(s.tmp) < x.m {
+			// As hnswlib: with fewer candidates than M, keep them all.
+			s.kept = append(s.kept[:0], s.tmp...)
+		} else {
+			s.kept = x.heuristic(s, s.tmp, x.m, s.kept[:0])
+		}
 		maxM := x.m
 		if l == 0 {
 			maxM = x.m0
