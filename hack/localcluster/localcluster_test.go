@@ -47,8 +47,8 @@ func TestLocalCluster(t *testing.T) {
 	tmp := t.TempDir()
 	lc := filepath.Join(tmp, "localcluster")
 	server := filepath.Join(tmp, "testserver")
-	goBuild(t, lc, ".")
-	goBuild(t, server, "./testdata/testserver")
+	goBuild(t, lc, ".", raceEnabled)
+	goBuild(t, server, "./testdata/testserver", false)
 
 	state := filepath.Join(tmp, "state")
 	rng := rand.New(rand.NewPCG(uint64(os.Getpid()), 6))
@@ -82,7 +82,7 @@ func TestLocalCluster(t *testing.T) {
 	}
 	// End before the test binary's own timeout, which would skip the cleanup that
 	// takes the cluster down.
-	deadline := time.Now().Add(4 * time.Minute)
+	deadline := time.Now().Add(3 * time.Minute)
 	if d, ok := t.Deadline(); ok && d.Add(-30*time.Second).Before(deadline) {
 		deadline = d.Add(-30 * time.Second)
 	}
@@ -211,6 +211,38 @@ func TestLocalCluster(t *testing.T) {
 		}
 	})
 
+	t.Run("probes drive conditions and restarts", func(t *testing.T) {
+		p := waitReady(ctx, t, cs, ns, "web")
+		podStatus := func(what string, cond func(*corev1.Pod) bool) {
+			t.Helper()
+			waitFor(ctx, t, what, func() (bool, error) {
+				cur, err := cs.CoreV1().Pods(ns).Get(ctx, "web", metav1.GetOptions{})
+				return err == nil && cond(cur), err
+			})
+		}
+		if got := httpGet(t, p.Status.PodIP, "/write?path=/tmp/unready&data=1"); got != "ok\n" {
+			t.Fatalf("writing /tmp/unready: %q", got)
+		}
+		if _, err := os.Stat("/tmp/unready"); err == nil {
+			t.Errorf("the pod's /tmp is the host's")
+		}
+		podStatus("readiness failure to clear Ready", func(p *corev1.Pod) bool {
+			return !hasCondition(p, corev1.PodReady) && !hasCondition(p, corev1.ContainersReady) && p.Status.Phase == corev1.PodRunning
+		})
+		if got := httpGet(t, p.Status.PodIP, "/remove?path=/tmp/unready"); got != "ok\n" {
+			t.Fatalf("removing /tmp/unready: %q", got)
+		}
+		podStatus("Ready again", func(p *corev1.Pod) bool { return hasCondition(p, corev1.PodReady) })
+		if got := httpGet(t, p.Status.PodIP, "/write?path=/tmp/dead&data=1"); got != "ok\n" {
+			t.Fatalf("writing /tmp/dead: %q", got)
+		}
+		// The restarted container gets a fresh /tmp, so it comes back healthy.
+		podStatus("liveness failure to restart the container", func(p *corev1.Pod) bool {
+			s := p.Status.ContainerStatuses
+			return len(s) == 1 && s[0].RestartCount == 1 && s[0].Ready && hasCondition(p, corev1.PodReady)
+		})
+	})
+
 	t.Run("restart policy and unknown images", func(t *testing.T) {
 		crash := serverPod("crash", 1, 0)
 		crash.Spec.Containers[0].Command = nil
@@ -323,6 +355,9 @@ func TestLocalCluster(t *testing.T) {
 		if out := runLC(t, lc, "status", "--state-dir", state); strings.Contains(out, "running") {
 			t.Errorf("status after down:\n%s", out)
 		}
+		if log := readFile(t, filepath.Join(state, "logs", "agent.log")); strings.Contains(log, "DATA RACE") {
+			t.Errorf("the agent hit a data race:\n%s", log)
+		}
 	})
 }
 
@@ -333,10 +368,17 @@ func envOr(k, def string) string {
 	return def
 }
 
-func goBuild(t *testing.T, out, pkg string) {
+func goBuild(t *testing.T, out, pkg string, race bool) {
 	t.Helper()
-	cmd := exec.Command("go", "build", "-o", out, pkg)
-	cmd.Env = append(os.Environ(), "GOTOOLCHAIN=local", "CGO_ENABLED=0")
+	args := []string{"build", "-o", out}
+	if race {
+		args = append(args, "-race")
+	}
+	cmd := exec.Command("go", append(args, pkg)...)
+	cmd.Env = append(os.Environ(), "GOTOOLCHAIN=local")
+	if !race {
+		cmd.Env = append(cmd.Env, "CGO_ENABLED=0")
+	}
 	if b, err := cmd.CombinedOutput(); err != nil {
 		t.Fatalf("go build %s: %v\n%s", pkg, err, b)
 	}
@@ -413,8 +455,18 @@ func hasCondition(p *corev1.Pod, ct corev1.PodConditionType) bool {
 func waitReady(ctx context.Context, t *testing.T, cs kubernetes.Interface, ns, name string) *corev1.Pod {
 	t.Helper()
 	var p *corev1.Pod
-	waitFor(ctx, t, "pod "+name+" Ready", func() (bool, error) {
-		cur, err := cs.CoreV1().Pods(ns).Get(ctx, name, metav1.GetOptions{})
+	// Bounded well inside the test's deadline so a stuck pod is reported with its
+	// status instead of starving the steps after it.
+	wctx, cancel := context.WithTimeout(ctx, time.Minute)
+	defer cancel()
+	defer func() {
+		if t.Failed() && p != nil {
+			st, _ := json.MarshalIndent(p.Status, "", "  ")
+			t.Logf("last status of %s:\n%s", name, st)
+		}
+	}()
+	waitFor(wctx, t, "pod "+name+" Ready", func() (bool, error) {
+		cur, err := cs.CoreV1().Pods(ns).Get(wctx, name, metav1.GetOptions{})
 		if apierrors.IsNotFound(err) {
 			return false, nil
 		}
@@ -519,8 +571,8 @@ func serverPod(name string, grace int64, termDelayMs int) *corev1.Pod {
 					LocalObjectReference: corev1.LocalObjectReference{Name: "settings"}}}},
 				ReadinessProbe: &corev1.Probe{PeriodSeconds: 1, ProbeHandler: corev1.ProbeHandler{
 					HTTPGet: &corev1.HTTPGetAction{Path: "/readyz", Port: intstr.FromString("http")}}},
-				LivenessProbe: &corev1.Probe{PeriodSeconds: 5, ProbeHandler: corev1.ProbeHandler{
-					HTTPGet: &corev1.HTTPGetAction{Path: "/readyz", Port: intstr.FromInt32(8080)}}},
+				LivenessProbe: &corev1.Probe{PeriodSeconds: 1, FailureThreshold: 2, ProbeHandler: corev1.ProbeHandler{
+					HTTPGet: &corev1.HTTPGetAction{Path: "/livez", Port: intstr.FromInt32(8080)}}},
 				Ports: []corev1.ContainerPort{{Name: "http", ContainerPort: 8080}},
 				VolumeMounts: []corev1.VolumeMount{
 					{Name: "creds", MountPath: "/etc/creds", ReadOnly: true},

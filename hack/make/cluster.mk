@@ -16,7 +16,7 @@ cluster-status: ## Show the local cluster's processes and pods.
 	$(GO) run ./hack/localcluster status
 
 .PHONY: test-localcluster
-test-localcluster: k8s-bins ## Bring a throwaway local cluster up, run pods on it, take it down.
-	$(GO) test -count=1 -timeout 6m ./hack/localcluster/...
+test-localcluster: k8s-bins ## Throwaway local cluster: real pods, then down; agent built with -race.
+	$(GO) test -count=1 -race -timeout 6m ./hack/localcluster/...
 
 TEST_TARGETS += test-localcluster

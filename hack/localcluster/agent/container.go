@@ -254,6 +254,19 @@ func (c *container) start(ctx context.Context) (*exec.Cmd, <-chan exitInfo, erro
 		Env:        env,
 		WorkingDir: spec.WorkingDir,
 	}
+	// A private /tmp, emptied on every start like a container's writable layer, so
+	// pods do not share the host's /tmp (or each other's files in it).
+	tmp := filepath.Join(w.dir, "tmp", spec.Name)
+	if err := os.RemoveAll(tmp); err != nil {
+		return nil, nil, fmt.Errorf("clearing /tmp: %w", err)
+	}
+	if err := os.MkdirAll(tmp, 0o777); err != nil {
+		return nil, nil, fmt.Errorf("creating /tmp: %w", err)
+	}
+	if err := os.Chmod(tmp, 0o1777); err != nil {
+		return nil, nil, fmt.Errorf("creating /tmp: %w", err)
+	}
+	is.Mounts = append(is.Mounts, podinit.Mount{Source: tmp, Target: "/tmp"})
 	for _, vm := range spec.VolumeMounts {
 		src, ok := w.volumePath(vm.Name)
 		if !ok {

@@ -19,6 +19,8 @@ import (
 	"path/filepath"
 	"strings"
 	"syscall"
+
+	"golang.org/x/sys/unix"
 )
 
 // Mount is one bind mount into the container.
@@ -78,6 +80,25 @@ func run(specPath string) error {
 			return fmt.Errorf("setting hostname: %w", err)
 		}
 	}
+	prog, err := openProgram(s.Argv[0], s.Env)
+	if err != nil {
+		return err
+	}
+	// Open every source before anything is mounted: a later mount (the private /tmp,
+	// or a volume) may cover a source's host path, but an open O_PATH descriptor
+	// still names it, and /proc/self/fd/N can be bind-mounted.
+	srcs := make([]source, len(s.Mounts))
+	for i, m := range s.Mounts {
+		fd, err := syscall.Open(m.Source, unix.O_PATH|unix.O_CLOEXEC, 0)
+		if err != nil {
+			return fmt.Errorf("volume source %s: %w", m.Source, err)
+		}
+		var st syscall.Stat_t
+		if err := syscall.Fstat(fd, &st); err != nil {
+			return fmt.Errorf("volume source %s: %w", m.Source, err)
+		}
+		srcs[i] = source{path: fmt.Sprintf("/proc/self/fd/%d", fd), dir: st.Mode&syscall.S_IFMT == syscall.S_IFDIR}
+	}
 	if err := mirrorInto(s.Root, "/"); err != nil {
 		return err
 	}
@@ -88,8 +109,8 @@ func run(specPath string) error {
 		return fmt.Errorf("chdir /: %w", err)
 	}
 	fs := &tree{ours: map[string]bool{"/": true}}
-	for _, m := range s.Mounts {
-		if err := fs.bind(m); err != nil {
+	for i, m := range s.Mounts {
+		if err := fs.bind(m, srcs[i]); err != nil {
 			return err
 		}
 	}
@@ -102,22 +123,34 @@ func run(specPath string) error {
 	if err := os.Chdir(wd); err != nil {
 		return fmt.Errorf("chdir %s: %w", wd, err)
 	}
-	prog := s.Argv[0]
+	if err := syscall.Exec(prog, s.Argv, s.Env); err != nil {
+		return fmt.Errorf("exec %s: %w", s.Argv[0], err)
+	}
+	return nil
+}
+
+// openProgram finds the program on the container's PATH (not the agent's) and
+// opens it, so it can be exec'd through /proc/self/fd even when a mount (the
+// private /tmp) covers its host path. Programs are binaries, not scripts: a
+// script's interpreter could not reopen a close-on-exec descriptor.
+func openProgram(name string, env []string) (string, error) {
+	prog := name
 	if !strings.Contains(prog, "/") {
-		// Look the program up on the container's PATH, not the agent's.
-		for _, e := range s.Env {
+		for _, e := range env {
 			if p, ok := strings.CutPrefix(e, "PATH="); ok {
 				_ = os.Setenv("PATH", p)
 			}
 		}
+		var err error
 		if prog, err = exec.LookPath(prog); err != nil {
-			return fmt.Errorf("finding %s: %w", s.Argv[0], err)
+			return "", fmt.Errorf("finding %s: %w", name, err)
 		}
 	}
-	if err := syscall.Exec(prog, s.Argv, s.Env); err != nil {
-		return fmt.Errorf("exec %s: %w", prog, err)
+	fd, err := syscall.Open(prog, unix.O_PATH|unix.O_CLOEXEC, 0)
+	if err != nil {
+		return "", fmt.Errorf("opening %s: %w", prog, err)
 	}
-	return nil
+	return fmt.Sprintf("/proc/self/fd/%d", fd), nil
 }
 
 // mirrorInto mounts a tmpfs on dst and fills it with src's entries: directories are
@@ -221,13 +254,16 @@ func (t *tree) own(dir string) error {
 	return nil
 }
 
-func (t *tree) bind(m Mount) error {
-	fi, err := os.Stat(m.Source)
-	if err != nil {
-		return fmt.Errorf("volume source %s: %w", m.Source, err)
-	}
+// source is an opened mount source: its /proc/self/fd path and whether it is a directory.
+type source struct {
+	path string
+	dir  bool
+}
+
+func (t *tree) bind(m Mount, src source) error {
 	var target string
-	if fi.IsDir() {
+	var err error
+	if src.dir {
 		if target, err = t.ensureDir(m.Target); err != nil {
 			return fmt.Errorf("mount path %s: %w", m.Target, err)
 		}
@@ -246,7 +282,7 @@ func (t *tree) bind(m Mount) error {
 			}
 		}
 	}
-	if err := syscall.Mount(m.Source, target, "", syscall.MS_BIND|syscall.MS_REC, ""); err != nil {
+	if err := syscall.Mount(src.path, target, "", syscall.MS_BIND|syscall.MS_REC, ""); err != nil {
 		return fmt.Errorf("binding %s at %s: %w", m.Source, target, err)
 	}
 	if m.ReadOnly {

@@ -38,6 +38,20 @@ func main() {
 		}
 		fmt.Fprintln(w, "ok")
 	})
+	mux.HandleFunc("/livez", func(w http.ResponseWriter, _ *http.Request) {
+		if _, err := os.Stat("/tmp/dead"); err == nil {
+			http.Error(w, "dead", http.StatusInternalServerError)
+			return
+		}
+		fmt.Fprintln(w, "ok")
+	})
+	mux.HandleFunc("/remove", func(w http.ResponseWriter, r *http.Request) {
+		if err := os.Remove(r.URL.Query().Get("path")); err != nil {
+			http.Error(w, err.Error(), http.StatusInternalServerError)
+			return
+		}
+		fmt.Fprintln(w, "ok")
+	})
 	mux.HandleFunc("/env", func(w http.ResponseWriter, _ *http.Request) {
 		env := map[string]string{}
 		for _, kv := range os.Environ() {
