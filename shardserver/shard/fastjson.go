@@ -1,6 +1,7 @@
 package shard
 
 import (
+	"bytes"
 	"math"
 	"strconv"
 	"unicode/utf8"
@@ -15,14 +16,49 @@ import (
 // decoder decides — it alone produces errors. FuzzDecodeSearch checks that both agree.
 
 // fastSearch parses a flat search object; ok is false when it cannot be sure.
-func fastSearch(b []byte) (req client.SearchRequest, ok bool) {
+func fastSearch(b []byte) (client.SearchRequest, bool) {
 	p := fastParser{b: b}
+	req, ok := p.search()
+	return req, ok && p.end()
+}
+
+// fastBatch parses {"queries":[...]} of flat search objects.
+func fastBatch(b []byte) ([]client.SearchRequest, bool) {
+	p := fastParser{b: b}
+	if !p.skipByte('{') {
+		return nil, false
+	}
+	if key, ok := p.str(); !ok || string(key) != "queries" || !p.skipByte(':') || !p.skipByte('[') {
+		return nil, false
+	}
+	out := make([]client.SearchRequest, 0, 16)
+	if !p.skipByte(']') {
+		for {
+			req, ok := p.search()
+			if !ok {
+				return nil, false
+			}
+			out = append(out, req)
+			if p.skipByte(',') {
+				continue
+			}
+			if p.skipByte(']') {
+				break
+			}
+			return nil, false
+		}
+	}
+	return out, p.skipByte('}') && p.end()
+}
+
+// search parses one flat search object.
+func (p *fastParser) search() (req client.SearchRequest, ok bool) {
 	if !p.skipByte('{') {
 		return req, false
 	}
 	var seen [6]bool
 	if p.skipByte('}') {
-		return req, p.end()
+		return req, true
 	}
 	for {
 		key, ok := p.str()
@@ -75,10 +111,7 @@ func fastSearch(b []byte) (req client.SearchRequest, ok bool) {
 		if p.skipByte(',') {
 			continue
 		}
-		if p.skipByte('}') {
-			return req, p.end()
-		}
-		return req, false
+		return req, p.skipByte('}')
 	}
 }
 
@@ -118,20 +151,18 @@ func (p *fastParser) str() ([]byte, bool) {
 	if !p.skipByte('"') {
 		return nil, false
 	}
-	start := p.i
-	for p.i < len(p.b) {
-		c := p.b[p.i]
-		switch {
-		case c == '"':
-			s := p.b[start:p.i]
-			p.i++
-			return s, utf8.Valid(s)
-		case c == '\\' || c < 0x20:
+	end := bytes.IndexByte(p.b[p.i:], '"')
+	if end < 0 {
+		return nil, false
+	}
+	s := p.b[p.i : p.i+end]
+	p.i += end + 1
+	for _, c := range s {
+		if c == '\\' || c < 0x20 {
 			return nil, false
 		}
-		p.i++
 	}
-	return nil, false
+	return s, utf8.Valid(s)
 }
 
 // number returns the bytes of a JSON number (checked by the caller's parse).
@@ -240,6 +271,23 @@ func (p *fastParser) floats() ([]float32, bool) {
 		}
 		return nil, false
 	}
+}
+
+// appendBatchResponse writes the JSON of a batch search answer.
+func appendBatchResponse(b []byte, results [][]client.Hit, seq uint64) []byte {
+	b = append(b, `{"results":[`...)
+	for i, hits := range results {
+		if i > 0 {
+			b = append(b, ',')
+		}
+		b = appendHits(b, hits)
+	}
+	b = append(b, ']')
+	if seq != 0 {
+		b = append(b, `,"seq":`...)
+		b = strconv.AppendUint(b, seq, 10)
+	}
+	return append(b, "}\n"...)
 }
 
 // appendSearchResponse writes the JSON of a search answer, the same document

@@ -219,13 +219,7 @@ func (s *Server) handleSearch(w http.ResponseWriter, r *http.Request) {
 		writeError(w, err)
 		return
 	}
-	buf := bodyPool.Get().(*bytes.Buffer)
-	buf.Reset()
-	buf.Write(appendSearchResponse(buf.AvailableBuffer(), hits, seq))
-	w.Header().Set("Content-Type", "application/json")
-	w.Header().Set("Content-Length", strconv.Itoa(buf.Len()))
-	_, _ = w.Write(buf.Bytes())
-	bodyPool.Put(buf)
+	writeRaw(w, func(b []byte) []byte { return appendSearchResponse(b, hits, seq) })
 }
 
 func (s *Server) handleBatchSearch(w http.ResponseWriter, r *http.Request) {
@@ -254,7 +248,20 @@ func (s *Server) handleBatchSearch(w http.ResponseWriter, r *http.Request) {
 		writeError(w, err)
 		return
 	}
-	writeJSON(w, http.StatusOK, out)
+	writeRaw(w, func(b []byte) []byte { return appendBatchResponse(b, out.Results, out.Seq) })
+}
+
+// writeRaw sends the JSON document fill appends, from a pooled buffer, with a length.
+func writeRaw(w http.ResponseWriter, fill func([]byte) []byte) {
+	buf := bodyPool.Get().(*bytes.Buffer)
+	buf.Reset()
+	buf.Write(fill(buf.AvailableBuffer()))
+	w.Header().Set("Content-Type", "application/json")
+	w.Header().Set("Content-Length", strconv.Itoa(buf.Len()))
+	_, _ = w.Write(buf.Bytes())
+	if buf.Cap() <= 1<<20 {
+		bodyPool.Put(buf)
+	}
 }
 
 func (s *Server) handleReady(w http.ResponseWriter, r *http.Request) {

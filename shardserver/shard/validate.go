@@ -200,24 +200,34 @@ func (sc *schema) checkQuery(what string, req *client.SearchRequest) (query, err
 
 var bodyPool = sync.Pool{New: func() any { return new(bytes.Buffer) }}
 
+// readBody reads a whole body into a pooled buffer; release returns it.
+func readBody(body io.Reader) (b []byte, release func(), err error) {
+	buf := bodyPool.Get().(*bytes.Buffer)
+	buf.Reset()
+	release = func() {
+		if buf.Cap() <= 1<<20 {
+			bodyPool.Put(buf)
+		}
+	}
+	if _, err := buf.ReadFrom(body); err != nil {
+		release()
+		return nil, nil, jsonError(err)
+	}
+	return buf.Bytes(), release, nil
+}
+
 // decodeSearch reads and validates one search: the hand-written parser when it can,
 // else encoding/json (see fastjson.go).
 func (sc *schema) decodeSearch(body io.Reader) (query, error) {
-	buf := bodyPool.Get().(*bytes.Buffer)
-	defer func() {
-		if buf.Cap() <= 1<<20 {
-			buf.Reset()
-			bodyPool.Put(buf)
-		}
-	}()
-	buf.Reset()
-	if _, err := buf.ReadFrom(body); err != nil {
-		return query{}, jsonError(err)
+	b, release, err := readBody(body)
+	if err != nil {
+		return query{}, err
 	}
-	req, ok := fastSearch(buf.Bytes())
+	defer release()
+	req, ok := fastSearch(b)
 	if !ok {
 		req = client.SearchRequest{}
-		if err := decodeJSON(bytes.NewReader(buf.Bytes()), &req); err != nil {
+		if err := decodeJSON(bytes.NewReader(b), &req); err != nil {
 			return query{}, err
 		}
 	}
@@ -226,9 +236,18 @@ func (sc *schema) decodeSearch(body io.Reader) (query, error) {
 
 // decodeBatchSearch reads and validates a batch of searches.
 func (sc *schema) decodeBatchSearch(body io.Reader) ([]query, error) {
-	var req client.BatchSearchRequest
-	if err := decodeJSON(body, &req); err != nil {
+	b, release, err := readBody(body)
+	if err != nil {
 		return nil, err
+	}
+	defer release()
+	var req client.BatchSearchRequest
+	var ok bool
+	if req.Queries, ok = fastBatch(b); !ok {
+		req = client.BatchSearchRequest{}
+		if err := decodeJSON(bytes.NewReader(b), &req); err != nil {
+			return nil, err
+		}
 	}
 	if len(req.Queries) == 0 {
 		return nil, invalid("queries: empty batch")

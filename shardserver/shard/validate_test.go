@@ -205,6 +205,17 @@ func FuzzDecodeSearch(f *testing.F) {
 				t.Fatalf("fast %+v != encoding/json %+v for %q", fast, slow, data)
 			}
 		}
+		// The batch parser must agree too, on the same object wrapped in a batch.
+		wrapped := append(append([]byte(`{"queries":[`), data...), "]}"...)
+		if fast, ok := fastBatch(wrapped); ok {
+			var slow client.BatchSearchRequest
+			if err := decodeJSON(bytes.NewReader(wrapped), &slow); err != nil {
+				t.Fatalf("fast batch parser accepted what encoding/json refuses (%v): %q", err, wrapped)
+			}
+			if !reflect.DeepEqual(fast, slow.Queries) {
+				t.Fatalf("fast batch %+v != encoding/json %+v for %q", fast, slow.Queries, wrapped)
+			}
+		}
 		q, err := fuzzSchema.decodeSearch(bytes.NewReader(data))
 		if err != nil {
 			if _, ok := err.(*client.APIError); !ok {
@@ -228,6 +239,16 @@ func FuzzSearchResponse(f *testing.F) {
 			dist = 0 // the index never returns NaN; Inf is clamped, checked below
 		}
 		hits := []client.Hit{{ID: id, Distance: dist, Partition: part}, {ID: part, Distance: 1}}
+		var fastBatch, slowBatch client.BatchSearchResponse
+		bb := appendBatchResponse(nil, [][]client.Hit{hits, {}, hits[:1]}, seq)
+		wantBatch, _ := json.Marshal(client.BatchSearchResponse{Results: [][]client.Hit{hits, {}, hits[:1]}, Seq: seq})
+		if err := json.Unmarshal(bb, &fastBatch); err != nil {
+			t.Fatalf("invalid JSON %q: %v", bb, err)
+		}
+		_ = json.Unmarshal(wantBatch, &slowBatch)
+		if !reflect.DeepEqual(fastBatch, slowBatch) {
+			t.Fatalf("fast batch encoding decodes to %+v, encoding/json's to %+v", fastBatch, slowBatch)
+		}
 		b := appendSearchResponse(nil, hits, seq)
 		var fast, slow client.SearchResponse
 		if err := json.Unmarshal(b, &fast); err != nil {
