@@ -28,8 +28,8 @@ verify-generated: manifests generate ## Fail if the checked-in generated code or
 	if [ -n "$$untracked" ]; then echo "generated files not committed:"; echo "$$untracked"; exit 1; fi
 
 .PHONY: test-envtest
-test-envtest: k8s-bins ## Integration tests of controllers/ against a real kube-apiserver and etcd (envtest).
-	KUBEBUILDER_ASSETS=$(K8S_BIN) KUBECTL=$(KUBECTL) $(GO) test -count=1 ./controllers/...
+test-envtest: k8s-bins ## Integration tests of controllers/ against a real kube-apiserver and etcd (envtest), under the race detector.
+	KUBEBUILDER_ASSETS=$(K8S_BIN) KUBECTL=$(KUBECTL) $(GO) test -count=1 -race ./controllers/...
 
 .PHONY: build-manager
 build-manager: ## Build the operator manager into bin/manager.
