@@ -92,16 +92,23 @@ func KernelName() string {
 
 // usePrefetch turns on the prefetching kernels of the search loop; a variable so
 // that BenchmarkPrefetch can compare both in one run.
-var usePrefetch = useAVX512
+var usePrefetch = useAVX2
 
 // distPf is the distance of the search loop: a (the query) to b, prefetching the
-// vector at next, which the loop scores after b.
+// vector at next, which the loop scores after b. next must point into a vector
+// of the index (any valid address would do: a prefetch never faults).
 func distPf(dotMetric bool, a, b []float32, next *float32) float32 {
 	if usePrefetch {
-		if dotMetric {
-			return 1 - dotPfAVX512(a, b, next)
+		if useAVX512 {
+			if dotMetric {
+				return 1 - dotPfAVX512(a, b, next)
+			}
+			return l2PfAVX512(a, b, next)
 		}
-		return l2PfAVX512(a, b, next)
+		if dotMetric {
+			return 1 - dotPfAVX2(a, b, next)
+		}
+		return l2PfAVX2(a, b, next)
 	}
 	if dotMetric {
 		return 1 - dot(a, b)

@@ -32,3 +32,9 @@ func dotPfAVX512(a, b []float32, next *float32) float32
 
 //go:noescape
 func prefetchLines(p *float32, n int)
+
+//go:noescape
+func l2PfAVX2(a, b []float32, next *float32) float32
+
+//go:noescape
+func dotPfAVX2(a, b []float32, next *float32) float32

@@ -419,3 +419,137 @@ pl_loop:
 
 pl_done:
 	RET
+
+// func l2PfAVX2(a, b []float32, next *float32) float32: l2AVX2 prefetching next.
+TEXT ·l2PfAVX2(SB), NOSPLIT, $0-60
+	MOVQ   a_base+0(FP), SI
+	MOVQ   a_len+8(FP), CX
+	MOVQ   b_base+24(FP), DI
+	MOVQ   next+48(FP), DX
+	VXORPS Y0, Y0, Y0
+	VXORPS Y1, Y1, Y1
+	VXORPS Y2, Y2, Y2
+	VXORPS Y3, Y3, Y3
+	CMPQ   CX, $32
+	JL     l2pf2_8
+
+l2pf2_32:
+	PREFETCHT0  (DX)
+	PREFETCHT0  64(DX)
+	VMOVUPS     (SI), Y4
+	VMOVUPS     32(SI), Y5
+	VMOVUPS     64(SI), Y6
+	VMOVUPS     96(SI), Y7
+	VSUBPS      (DI), Y4, Y4
+	VSUBPS      32(DI), Y5, Y5
+	VSUBPS      64(DI), Y6, Y6
+	VSUBPS      96(DI), Y7, Y7
+	VFMADD231PS Y4, Y4, Y0
+	VFMADD231PS Y5, Y5, Y1
+	VFMADD231PS Y6, Y6, Y2
+	VFMADD231PS Y7, Y7, Y3
+	ADDQ        $128, SI
+	ADDQ        $128, DI
+	ADDQ        $128, DX
+	SUBQ        $32, CX
+	CMPQ        CX, $32
+	JGE         l2pf2_32
+
+l2pf2_8:
+	CMPQ        CX, $8
+	JL          l2pf2_reduce
+	PREFETCHT0  (DX)
+	VMOVUPS     (SI), Y4
+	VSUBPS      (DI), Y4, Y4
+	VFMADD231PS Y4, Y4, Y0
+	ADDQ        $32, SI
+	ADDQ        $32, DI
+	ADDQ        $32, DX
+	SUBQ        $8, CX
+	JMP         l2pf2_8
+
+l2pf2_reduce:
+	VADDPS Y1, Y0, Y0
+	VADDPS Y3, Y2, Y2
+	VADDPS Y2, Y0, Y0
+	HSUM_Y0
+
+l2pf2_1:
+	TESTQ       CX, CX
+	JEQ         l2pf2_done
+	VMOVSS      (SI), X1
+	VSUBSS      (DI), X1, X1
+	VFMADD231SS X1, X1, X0
+	ADDQ        $4, SI
+	ADDQ        $4, DI
+	DECQ        CX
+	JMP         l2pf2_1
+
+l2pf2_done:
+	VZEROUPPER
+	MOVSS X0, ret+56(FP)
+	RET
+
+// func dotPfAVX2(a, b []float32, next *float32) float32: dotAVX2 prefetching next.
+TEXT ·dotPfAVX2(SB), NOSPLIT, $0-60
+	MOVQ   a_base+0(FP), SI
+	MOVQ   a_len+8(FP), CX
+	MOVQ   b_base+24(FP), DI
+	MOVQ   next+48(FP), DX
+	VXORPS Y0, Y0, Y0
+	VXORPS Y1, Y1, Y1
+	VXORPS Y2, Y2, Y2
+	VXORPS Y3, Y3, Y3
+	CMPQ   CX, $32
+	JL     dotpf2_8
+
+dotpf2_32:
+	PREFETCHT0  (DX)
+	PREFETCHT0  64(DX)
+	VMOVUPS     (SI), Y4
+	VMOVUPS     32(SI), Y5
+	VMOVUPS     64(SI), Y6
+	VMOVUPS     96(SI), Y7
+	VFMADD231PS (DI), Y4, Y0
+	VFMADD231PS 32(DI), Y5, Y1
+	VFMADD231PS 64(DI), Y6, Y2
+	VFMADD231PS 96(DI), Y7, Y3
+	ADDQ        $128, SI
+	ADDQ        $128, DI
+	ADDQ        $128, DX
+	SUBQ        $32, CX
+	CMPQ        CX, $32
+	JGE         dotpf2_32
+
+dotpf2_8:
+	CMPQ        CX, $8
+	JL          dotpf2_reduce
+	PREFETCHT0  (DX)
+	VMOVUPS     (SI), Y4
+	VFMADD231PS (DI), Y4, Y0
+	ADDQ        $32, SI
+	ADDQ        $32, DI
+	ADDQ        $32, DX
+	SUBQ        $8, CX
+	JMP         dotpf2_8
+
+dotpf2_reduce:
+	VADDPS Y1, Y0, Y0
+	VADDPS Y3, Y2, Y2
+	VADDPS Y2, Y0, Y0
+	HSUM_Y0
+
+dotpf2_1:
+	TESTQ       CX, CX
+	JEQ         dotpf2_done
+	VMOVSS      (SI), X1
+	VFMADD231SS (DI), X1, X0
+	ADDQ        $4, SI
+	ADDQ        $4, DI
+	DECQ        CX
+	JMP         dotpf2_1
+
+dotpf2_done:
+	VZEROUPPER
+	MOVSS X0, ret+56(FP)
+	RET

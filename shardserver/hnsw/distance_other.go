@@ -17,3 +17,6 @@ func dotAVX512(a, b []float32) float32 { return dotScalar(a, b) }
 func l2PfAVX512(a, b []float32, next *float32) float32  { return l2Scalar(a, b) }
 func dotPfAVX512(a, b []float32, next *float32) float32 { return dotScalar(a, b) }
 func prefetchLines(p *float32, n int)                   {}
+
+func l2PfAVX2(a, b []float32, next *float32) float32  { return l2Scalar(a, b) }
+func dotPfAVX2(a, b []float32, next *float32) float32 { return dotScalar(a, b) }

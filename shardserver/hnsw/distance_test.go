@@ -5,6 +5,7 @@ import (
 	"math"
 	"math/rand/v2"
 	"testing"
+	"unsafe"
 )
 
 // TestKernelsMatchScalar proves every SIMD kernel equals the scalar one (within
@@ -26,6 +27,10 @@ func TestKernelsMatchScalar(t *testing.T) {
 		{"dotAVX2", useAVX2, dotAVX2, dotScalar},
 		{"l2AVX512", useAVX512, l2AVX512, l2Scalar},
 		{"dotAVX512", useAVX512, dotAVX512, dotScalar},
+		{"l2PfAVX2", useAVX2, func(a, b []float32) float32 { return l2PfAVX2(a, b, unsafe.SliceData(b)) }, l2Scalar},
+		{"dotPfAVX2", useAVX2, func(a, b []float32) float32 { return dotPfAVX2(a, b, unsafe.SliceData(a)) }, dotScalar},
+		{"l2PfAVX512", useAVX512, func(a, b []float32) float32 { return l2PfAVX512(a, b, unsafe.SliceData(b)) }, l2Scalar},
+		{"dotPfAVX512", useAVX512, func(a, b []float32) float32 { return dotPfAVX512(a, b, unsafe.SliceData(a)) }, dotScalar},
 		{"l2", true, l2, l2Scalar},
 		{"dot", true, dot, dotScalar},
 	}
@@ -126,3 +131,24 @@ func BenchmarkKernel(b *testing.B) {
 }
 
 var sink float32
+
+// TestPrefetchSameResults: the prefetching kernels change timing, never results.
+func TestPrefetchSameResults(t *testing.T) {
+	data := clustered(31, 2000, 48, 8)
+	x := build(t, Config{Dim: 48}, data)
+	defer func(v bool) { usePrefetch = v }(usePrefetch)
+	for _, q := range clustered(32, 20, 48, 8) {
+		usePrefetch = false
+		a, err1 := x.Search(q, 10, SearchOptions{Ef: 40})
+		usePrefetch = useAVX2
+		b, err2 := x.Search(q, 10, SearchOptions{Ef: 40})
+		if err1 != nil || err2 != nil || len(a) != len(b) {
+			t.Fatal(err1, err2, len(a), len(b))
+		}
+		for i := range a {
+			if a[i].Key != b[i].Key || math.Abs(float64(a[i].Distance-b[i].Distance)) > 1e-4 {
+				t.Fatalf("result %d: %v without prefetch, %v with", i, a[i], b[i])
+			}
+		}
+	}
+}
