@@ -23,7 +23,11 @@ limitations under the License.
 // AnnIndex, so they are tested without a cluster; the suite in suite_test.go runs the
 // reconciler against a real kube-apiserver and etcd (envtest).
 //
+// The LoadCollector scrapes GET /v1/load of every ready shard pod every few seconds and
+// hands per-shard load (vectors, QPS, p99) to the reconciler for status.shards.
+//
 // Concurrency: controller-runtime calls Reconcile from its workers, at most once at a time
 // per AnnIndex. A reconcile's state lives in a scope created per call; the reconciler
-// struct holds only clients, which are safe for concurrent use.
+// struct holds only clients, which are safe for concurrent use, and the LoadCollector,
+// whose scrape loop runs in its own goroutine and whose windows are behind a mutex.
 package controllers
