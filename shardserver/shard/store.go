@@ -135,6 +135,9 @@ func OpenStore(cfg StoreConfig) (*Store, error) {
 			if err != nil {
 				return fmt.Errorf("record %d: %w", rec.Seq, err)
 			}
+			if err := checkDim(r, cfg.Index.Dim); err != nil {
+				return fmt.Errorf("record %d: %w", rec.Seq, err)
+			}
 			s.apply(r)
 			s.applied = rec.Seq
 			return nil
@@ -218,6 +221,9 @@ func (s *Store) ApplyReplicated(ctx context.Context, seq uint64, data []byte) er
 		return fmt.Errorf("%w: got %d after %d", errGap, seq, s.applied)
 	}
 	r, err := decodeRecord(data)
+	if err == nil {
+		err = checkDim(r, s.cfg.Index.Dim)
+	}
 	if err != nil {
 		return fmt.Errorf("record %d: %w", seq, err)
 	}
@@ -226,6 +232,15 @@ func (s *Store) ApplyReplicated(ctx context.Context, seq uint64, data []byte) er
 	}
 	s.apply(r)
 	s.setApplied(seq)
+	return nil
+}
+
+// checkDim refuses records of another dimension: a data directory or a primary of a
+// different index, whose vectors the index would otherwise drop one by one.
+func checkDim(r record, dim int) error {
+	if len(r.upserts) > 0 && len(r.upserts[0].vec) != dim {
+		return fmt.Errorf("vectors of dimension %d in an index of dimension %d: %w", len(r.upserts[0].vec), dim, hnsw.ErrDimension)
+	}
 	return nil
 }
 

@@ -256,3 +256,29 @@ func TestReplaceRefusesCutOrPaddedStream(t *testing.T) {
 		t.Fatalf("clean stream: %v", err)
 	}
 }
+
+func TestReplayRefusesOtherDimension(t *testing.T) {
+	dir := t.TempDir()
+	s, err := OpenStore(testStoreConfig(dir))
+	if err != nil {
+		t.Fatal(err)
+	}
+	upsertN(t, s, rand.New(rand.NewPCG(1, 1)), 0, 3)
+	if err := s.Close(); err != nil {
+		t.Fatal(err)
+	}
+	cfg := testStoreConfig(dir)
+	cfg.Index.Dim = testDim + 1
+	if _, err := OpenStore(cfg); !errors.Is(err, hnsw.ErrDimension) {
+		t.Fatalf("OpenStore with another dimension: %v", err)
+	}
+	r, err := OpenStore(testStoreConfig(t.TempDir()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer r.Close()
+	rec := encodeUpsert(testDim+1, []upsertItem{{id: "a", vec: make([]float32, testDim+1)}})
+	if err := r.ApplyReplicated(context.Background(), 1, rec); !errors.Is(err, hnsw.ErrDimension) || r.Applied() != 0 {
+		t.Fatalf("replicated record of another dimension: %v", err)
+	}
+}
