@@ -149,9 +149,9 @@ func TestLocalCluster(t *testing.T) {
 		files := []struct{ path, want string }{
 			{"/etc/creds/password", "hunter2"},
 			{"/var/run/secrets/kubernetes.io/serviceaccount/namespace", ns},
-			{"/data/scratch/../", ""}, // the emptyDir mount exists (a directory read fails)
+			{"/data/scratch/init", "written by init"},
 		}
-		for _, f := range files[:2] {
+		for _, f := range files {
 			if got := httpGet(t, p.Status.PodIP, "/file?path="+f.path); got != f.want {
 				t.Errorf("file %s = %q, want %q", f.path, got, f.want)
 			}
@@ -167,8 +167,12 @@ func TestLocalCluster(t *testing.T) {
 				t.Errorf("%s exists on the host: pod mounts leaked out of the mount namespace", hostPath)
 			}
 		}
-		if logs := runLC(t, lc, "logs", "web", "-n", ns, "--state-dir", state); !strings.Contains(logs, "listening on "+p.Status.PodIP) {
+		if logs := runLC(t, lc, "logs", "web", "-c", "main", "-n", ns, "--state-dir", state); !strings.Contains(logs, "listening on "+p.Status.PodIP) {
 			t.Errorf("localcluster logs: %q", logs)
+		}
+		out, err := exec.Command(lc, "logs", "web", "-n", ns, "--state-dir", state).CombinedOutput()
+		if err == nil || !strings.Contains(string(out), "init, main") {
+			t.Errorf("logs of a two-container pod without -c: want an error naming both, got %v: %s", err, out)
 		}
 	})
 
@@ -550,6 +554,12 @@ func serverPod(name string, grace int64, termDelayMs int) *corev1.Pod {
 		ObjectMeta: metav1.ObjectMeta{Name: name, Labels: map[string]string{"app": "testserver"}},
 		Spec: corev1.PodSpec{
 			TerminationGracePeriodSeconds: &grace,
+			InitContainers: []corev1.Container{{
+				Name:         "init",
+				Image:        "testserver",
+				Args:         []string{"write", "/data/scratch/init", "written by init"},
+				VolumeMounts: []corev1.VolumeMount{{Name: "scratch", MountPath: "/data/scratch"}},
+			}},
 			Containers: []corev1.Container{{
 				Name:    "main",
 				Image:   "registry.example/annshard/testserver:dev",
@@ -592,6 +602,9 @@ func serverStatefulSet(name string) *appsv1.StatefulSet {
 	pod.Labels = map[string]string{"app": name}
 	pod.Spec.Containers[0].VolumeMounts = append(pod.Spec.Containers[0].VolumeMounts,
 		corev1.VolumeMount{Name: "data", MountPath: "/var/lib/db"})
+	// An exec probe: the path exists only in the container's mount namespace.
+	pod.Spec.Containers[0].StartupProbe = &corev1.Probe{PeriodSeconds: 1, FailureThreshold: 30,
+		ProbeHandler: corev1.ProbeHandler{Exec: &corev1.ExecAction{Command: []string{"cat", "/etc/creds/password"}}}}
 	return &appsv1.StatefulSet{
 		ObjectMeta: metav1.ObjectMeta{Name: name},
 		Spec: appsv1.StatefulSetSpec{

@@ -39,8 +39,10 @@ type container struct {
 	spec   corev1.Container
 	isInit bool
 
-	mu sync.Mutex
-	st corev1.ContainerStatus
+	mu  sync.Mutex
+	st  corev1.ContainerStatus
+	pid int      // of the running process, for exec probes
+	env []string // the process's environment, for exec probes
 
 	stopOnce sync.Once
 	stopCh   chan struct{}
@@ -328,6 +330,9 @@ func (c *container) start(ctx context.Context) (*exec.Cmd, <-chan exitInfo, erro
 		_ = cmd.Wait()
 		return nil, nil, &containerError{reason: reasonStartError, err: errors.New(string(msg))}
 	}
+	c.mu.Lock()
+	c.pid, c.env = cmd.Process.Pid, env
+	c.mu.Unlock()
 	if err := cluster.WritePIDFile(c.pidFile(), cmd.Process.Pid); err != nil {
 		a.log.Error("recording pod process", "pod", w.key, "err", err)
 	}
@@ -344,11 +349,18 @@ func (c *container) start(ctx context.Context) (*exec.Cmd, <-chan exitInfo, erro
 }
 
 // checkProbes refuses probe kinds the agent cannot run, so a pod fails visibly
-// instead of never becoming ready.
+// instead of never becoming ready. Exec probes need nsenter (util-linux) to run
+// the command inside the container's namespaces and root.
 func checkProbes(c *corev1.Container) error {
 	for _, p := range []*corev1.Probe{c.StartupProbe, c.LivenessProbe, c.ReadinessProbe} {
-		if p != nil && p.HTTPGet == nil && p.TCPSocket == nil {
-			return configErr("container %q: only httpGet and tcpSocket probes are supported by the local cluster", c.Name)
+		switch {
+		case p == nil || p.HTTPGet != nil || p.TCPSocket != nil:
+		case p.Exec != nil:
+			if _, err := exec.LookPath("nsenter"); err != nil {
+				return configErr("container %q: exec probes need nsenter (util-linux) on the host: %w", c.Name, err)
+			}
+		default:
+			return configErr("container %q: only httpGet, tcpSocket and exec probes are supported by the local cluster", c.Name)
 		}
 	}
 	return nil
@@ -484,6 +496,17 @@ func (c *container) probeOnce(ctx context.Context, p *corev1.Probe) error {
 		_ = resp.Body.Close()
 		if resp.StatusCode < 200 || resp.StatusCode >= 400 {
 			return fmt.Errorf("probe got %s", resp.Status)
+		}
+		return nil
+	case p.Exec != nil:
+		c.mu.Lock()
+		pid, env := c.pid, c.env
+		c.mu.Unlock()
+		args := append([]string{"-t", strconv.Itoa(pid), "-m", "-u", "-r", "-w", "--"}, p.Exec.Command...)
+		cmd := exec.CommandContext(ctx, "nsenter", args...)
+		cmd.Env = env
+		if out, err := cmd.CombinedOutput(); err != nil {
+			return fmt.Errorf("exec probe %q: %w: %s", p.Exec.Command, err, out)
 		}
 		return nil
 	case p.TCPSocket != nil:

@@ -29,6 +29,14 @@ func main() {
 		fmt.Println("failing on purpose")
 		os.Exit(3)
 	}
+	if len(os.Args) == 4 && os.Args[1] == "write" {
+		// An init container's job: write a file and exit.
+		if err := os.WriteFile(os.Args[2], []byte(os.Args[3]), 0o644); err != nil {
+			fmt.Println(err)
+			os.Exit(1)
+		}
+		return
+	}
 	addr := net.JoinHostPort(os.Getenv("POD_IP"), os.Getenv("PORT"))
 	mux := http.NewServeMux()
 	mux.HandleFunc("/readyz", func(w http.ResponseWriter, _ *http.Request) {
