@@ -3,15 +3,17 @@ package router
 import (
 	"context"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/annshard/annshard/shardserver/client"
 )
 
 // batcher merges concurrent searches to one replica into one POST /v1/search:batch.
-// The first search of a batch leads: it waits up to wait (or until max searches joined),
-// closes the batch and sends it; everyone waits for the shared answer. No goroutine
-// lives between batches.
+// The first search of a batch leads. Like Nagle's algorithm it sends at once when
+// nothing else is outstanding on the replica (so an idle router adds no delay);
+// otherwise it waits up to wait, or until max searches joined, for company. Everyone
+// waits for the shared answer. No goroutine lives between batches.
 type batcher struct {
 	c       *client.Client
 	max     int
@@ -19,8 +21,9 @@ type batcher struct {
 	timeout time.Duration
 	m       *metrics
 
-	mu  sync.Mutex
-	cur *pendingBatch
+	mu          sync.Mutex
+	cur         *pendingBatch
+	outstanding atomic.Int64 // batches sent and not answered
 }
 
 type pendingBatch struct {
@@ -52,12 +55,14 @@ func (b *batcher) search(ctx context.Context, req *client.SearchRequest) (*clien
 	b.mu.Unlock()
 
 	if leader {
-		t := time.NewTimer(b.wait)
-		select {
-		case <-t.C:
-		case <-pb.full:
+		if b.outstanding.Load() > 0 {
+			t := time.NewTimer(b.wait)
+			select {
+			case <-t.C:
+			case <-pb.full:
+			}
+			t.Stop()
 		}
-		t.Stop()
 		b.mu.Lock()
 		if b.cur == pb {
 			b.cur = nil
@@ -79,6 +84,8 @@ func (b *batcher) search(ctx context.Context, req *client.SearchRequest) (*clien
 }
 
 func (b *batcher) send(ctx context.Context, pb *pendingBatch) {
+	b.outstanding.Add(1)
+	defer b.outstanding.Add(-1)
 	defer close(pb.done)
 	ctx, cancel := context.WithTimeout(ctx, b.timeout)
 	defer cancel()

@@ -80,8 +80,10 @@ func PodSelector(index string) string {
 // EndpointsFromPods turns the shard Pods of an index into the ready endpoints of each
 // shard, sorted by ordinal. A Pod counts when it is Ready, has an IP, is not being
 // deleted, carries a valid shard label and a name ending in -<ordinal> (StatefulSet).
-// Everything else is skipped rather than an error: a half-created Pod is normal.
-func EndpointsFromPods(pods []*corev1.Pod, port int) map[int][]Endpoint {
+// Everything else is skipped rather than an error: a half-created Pod is normal. The
+// port is the Pod's container port named "http" (what the operator declares), else
+// defaultPort.
+func EndpointsFromPods(pods []*corev1.Pod, defaultPort int) map[int][]Endpoint {
 	out := map[int][]Endpoint{}
 	for _, p := range pods {
 		if p == nil || p.DeletionTimestamp != nil || p.Status.PodIP == "" || !podReady(p) {
@@ -94,6 +96,14 @@ func EndpointsFromPods(pods []*corev1.Pod, port int) map[int][]Endpoint {
 		ord, ok := ordinalOf(p.Name)
 		if !ok {
 			continue
+		}
+		port := defaultPort
+		for _, c := range p.Spec.Containers {
+			for _, cp := range c.Ports {
+				if cp.Name == "http" && cp.ContainerPort > 0 {
+					port = int(cp.ContainerPort)
+				}
+			}
 		}
 		host := p.Status.PodIP
 		if strings.Contains(host, ":") {

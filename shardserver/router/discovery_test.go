@@ -92,6 +92,9 @@ func TestEndpointsFromPods(t *testing.T) {
 			nil,
 		}, "map[0:[{http://127.0.1.7:8080 5 idx-shard-0-5}]]"},
 		{"IPv6", []*corev1.Pod{pod("a-0", "0", "fd00::1", true)}, "map[0:[{http://[fd00::1]:8080 0 a-0}]]"},
+		{"container port named http wins", []*corev1.Pod{pod("a-0", "0", "127.0.0.9", true, func(p *corev1.Pod) {
+			p.Spec.Containers = []corev1.Container{{Name: "shard", Ports: []corev1.ContainerPort{{Name: "metrics", ContainerPort: 9090}, {Name: "http", ContainerPort: 18080}}}}
+		})}, "map[0:[{http://127.0.0.9:18080 0 a-0}]]"},
 		{"none", nil, "map[]"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {

@@ -44,7 +44,7 @@ func ParseFlags(args []string, env func(string) string, out io.Writer) (Options,
 	fs.StringVar(&o.Namespace, "namespace", "", "namespace of the index (default: $POD_NAMESPACE, else the service account's)")
 	fs.StringVar(&o.Kubeconfig, "kubeconfig", "", "kubeconfig for running outside a cluster (default: in-cluster config)")
 	fs.StringVar(&o.Shards, "shards", "", `static replicas "0=http://a:8080,http://b:8080;1=..." (first URL is the primary); without a table source the slots are spread evenly`)
-	fs.IntVar(&o.ShardPort, "shard-port", 8080, "port of the shard servers in their Pods")
+	fs.IntVar(&o.ShardPort, "shard-port", 8080, "port of the shard servers when their Pods declare no container port named http")
 	fs.StringVar(&policy, "policy", string(balance.Adaptive), "replica selection: RoundRobin, WeightedRoundRobin, LeastConnections, PowerOfTwoChoices or Adaptive")
 	fs.StringVar(&tokenFile, "token-file", "", "file holding the bearer token for writes (else $ANNSHARD_TOKEN)")
 	fs.DurationVar(&o.Timeout, "timeout", 5*time.Second, "deadline of one request, end to end")

@@ -547,6 +547,19 @@ func TestEveryPolicyServes(t *testing.T) {
 func TestMicroBatching(t *testing.T) {
 	cl := newCluster(t, 1, 1, Config{BatchMax: 8, BatchWait: 20 * time.Millisecond})
 	vs := cl.load(30, nil)
+	f := cl.shards[0][0]
+	// One search at a time: nothing is outstanding, so each goes alone at once.
+	for i := range 3 {
+		if _, err := cl.c.Search(context.Background(), &client.SearchRequest{Vector: vec(i), K: 3}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if f.batches.Load() != 0 || f.searches.Load() != 3 {
+		t.Fatalf("sequential searches: %d batches, %d searches; want 0 and 3", f.batches.Load(), f.searches.Load())
+	}
+	// Concurrent searches behind a slow one are batched.
+	f.delay.Store(int64(30 * time.Millisecond))
+	f.searches.Store(0)
 	var wg sync.WaitGroup
 	for i := range 16 {
 		wg.Go(func() {
@@ -561,7 +574,6 @@ func TestMicroBatching(t *testing.T) {
 		})
 	}
 	wg.Wait()
-	f := cl.shards[0][0]
 	if f.batches.Load() == 0 || f.batches.Load()+f.searches.Load() >= 16 {
 		t.Fatalf("16 concurrent searches became %d batches and %d single searches", f.batches.Load(), f.searches.Load())
 	}

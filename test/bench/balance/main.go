@@ -12,12 +12,16 @@
 // For each scenario and policy a fresh `shardserver route` process gets a fixed offered
 // load (open loop: requests leave on schedule whatever the latency, and latency counts
 // from the scheduled time, so a stall is not hidden) and the benchmark prints throughput
-// and p50/p99/p99.9. It also measures the router's own overhead: the same single-shard
+// and p50/p99/p99.9. Runs are interleaved in -rounds shuffled rounds and every figure is
+// the median over rounds: on a shared machine a stall caused by other work lands in one
+// round of one cell and would otherwise decide that cell's tail.
+// It also compares closed-loop throughput with the router's micro-batching off and on. It also measures the router's own overhead: the same single-shard
 // query sent straight to a replica and through a router, alternately.
 //
 // "5x slower" is relative to a service-time unit: the healthy p50 of a direct search,
-// floored at -min-base (2ms) so that the slow replica stands out of scheduling noise on a
-// small machine; the unit is printed.
+// floored at -min-base (5ms, a search on a shard of millions of vectors; on this small
+// test set a search takes ~0.1ms, far below the scheduling noise of a shared 2-core
+// machine); the proxy adds (factor-1) units. The unit is printed.
 //
 // Usage: go run ./test/bench/balance [-json] [-duration 6s] [-qps 200]
 // With -json it prints one object per line:
@@ -63,6 +67,9 @@ type options struct {
 	minBase            time.Duration
 	linkKBps           int
 	overheadN          int
+	batchConc          int
+	batchDur           time.Duration
+	batchWait          time.Duration
 	bin                string
 	json               bool
 	policies           string
@@ -78,12 +85,15 @@ func main() {
 	flag.IntVar(&o.queries, "queries", 500, "distinct query vectors (cycled)")
 	flag.IntVar(&o.qps, "qps", 200, "offered load, searches per second (open loop)")
 	flag.DurationVar(&o.duration, "duration", 6*time.Second, "measured time per scenario and policy (split over -rounds)")
-	flag.IntVar(&o.rounds, "rounds", 3, "interleaved rounds: every scenario and policy runs once per round, so noise from the rest of the machine is shared out evenly")
-	flag.DurationVar(&o.warmup, "warmup", 500*time.Millisecond, "unmeasured load before each measurement")
+	flag.IntVar(&o.rounds, "rounds", 5, "interleaved rounds: every scenario and policy runs once per round (in a shuffled order) and each figure is the median over rounds, so a stall of the machine in one round does not decide it")
+	flag.DurationVar(&o.warmup, "warmup", 400*time.Millisecond, "unmeasured load before each measurement")
 	flag.DurationVar(&o.shift, "shift", 2*time.Second, "how often the slow replica moves in the shifting scenario")
-	flag.DurationVar(&o.minBase, "min-base", 2*time.Millisecond, "floor of the service-time unit the slowdowns multiply")
+	flag.DurationVar(&o.minBase, "min-base", 5*time.Millisecond, "floor of the service-time unit the slowdowns multiply (a search on a large shard; also keeps the slow replica above the scheduling noise of a busy machine)")
 	flag.IntVar(&o.linkKBps, "link-kbps", 200, "bandwidth of the slow link in KB/s (slowlink scenario)")
 	flag.IntVar(&o.overheadN, "overhead-n", 2000, "queries per side of the router-overhead measurement")
+	flag.IntVar(&o.batchConc, "batch-clients", 32, "concurrent clients of the micro-batching comparison (0 skips it)")
+	flag.DurationVar(&o.batchDur, "batch-duration", 2*time.Second, "length of each micro-batching run")
+	flag.DurationVar(&o.batchWait, "batch-wait", 200*time.Microsecond, "the router's --batch-wait in the micro-batching run")
 	flag.StringVar(&o.bin, "bin", "", "shardserver binary (default: go build one)")
 	flag.BoolVar(&o.json, "json", false, "print one JSON object per line")
 	flag.StringVar(&o.policies, "policies", "", "comma-separated policies (default: all)")
@@ -179,8 +189,7 @@ func run(ctx context.Context, o options) error {
 	}
 	rounds := max(o.rounds, 1)
 	slice := o.duration / time.Duration(rounds)
-	lats := map[cell][]time.Duration{}
-	errs := map[cell]int{}
+	perRound := map[cell][]stats{}
 	rng := rand.New(rand.NewPCG(o.seed, 2))
 	for round := range rounds {
 		order := slices.Clone(cells)
@@ -191,8 +200,7 @@ func run(ctx context.Context, o options) error {
 			if err != nil {
 				return fmt.Errorf("%s/%s: %w", c.sc, c.p, err)
 			}
-			lats[c] = append(lats[c], l...)
-			errs[c] += e
+			perRound[c] = append(perRound[c], summarize(l, e, slice))
 		}
 	}
 	results := map[string]map[balance.Policy]stats{}
@@ -200,7 +208,7 @@ func run(ctx context.Context, o options) error {
 		fmt.Fprintf(b.out, "%-9s %-19s %8s %8s %8s %8s\n", "scenario", "policy", "qps", "p50ms", "p99ms", "p99.9ms")
 	}
 	for _, c := range cells {
-		st := summarize(lats[c], errs[c], time.Duration(rounds)*slice)
+		st := medianOf(perRound[c])
 		if results[c.sc] == nil {
 			results[c.sc] = map[balance.Policy]stats{}
 		}
@@ -213,6 +221,31 @@ func run(ctx context.Context, o options) error {
 				fmt.Fprintf(b.out, "  (%d errors)", st.errors)
 			}
 			fmt.Fprintln(b.out)
+		}
+	}
+	if o.batchConc > 0 {
+		// Off and on alternate over rounds so that machine noise hits both alike.
+		modes := []struct {
+			name string
+			args []string
+		}{{"off", []string{"--batch-max", "0"}}, {"on", []string{"--batch-max", "16", "--batch-wait", o.batchWait.String()}}}
+		var runs [2][]stats
+		for range max(o.rounds/2, 2) {
+			for i, m := range modes {
+				st, err := b.closedLoop(ctx, o.batchConc, o.batchDur, m.args...)
+				if err != nil {
+					return fmt.Errorf("batching %s: %w", m.name, err)
+				}
+				runs[i] = append(runs[i], st)
+			}
+		}
+		for i, m := range modes {
+			st := medianOf(runs[i])
+			if o.json {
+				b.emit(map[string]any{"batching": m.name, "concurrency": o.batchConc, "qps": round(st.qps), "p50ms": round(st.p50), "p99ms": round(st.p99)})
+			} else {
+				fmt.Fprintf(b.out, "micro-batching %-3s  closed loop, %d clients: %8.1f qps  p50 %.2fms  p99 %.2fms\n", m.name, o.batchConc, st.qps, st.p50, st.p99)
+			}
 		}
 	}
 	oh, err := b.routerOverhead(ctx)
@@ -318,9 +351,10 @@ func (b *bench) shardSpec() string {
 	return strings.Join(parts, ";")
 }
 
-func (b *bench) startRouter(ctx context.Context, policy balance.Policy, spec string) (*proc, error) {
+func (b *bench) startRouter(ctx context.Context, policy balance.Policy, spec string, extra ...string) (*proc, error) {
 	return startProc(ctx, b.bin, "route", filepath.Join(b.dir, "router-"+string(policy)+".log"), []string{"ANNSHARD_TOKEN=" + b.token},
-		"--shards", spec, "--policy", string(policy), "--cache-entries", "0", "--hedge-percentile", "0", "--timeout", "5s", "--load-interval", "500ms")
+		append([]string{"--shards", spec, "--policy", string(policy), "--cache-entries", "0", "--hedge-percentile", "0",
+			"--timeout", "5s", "--load-interval", "500ms"}, extra...)...)
 }
 
 // load writes the data through a router (split by owner) and waits for every replica.
@@ -477,6 +511,33 @@ func (b *bench) runOne(ctx context.Context, sc string, p balance.Policy, unit, d
 	return lats, errs, ctx.Err()
 }
 
+// medianOf combines the rounds of one cell: each figure is the median over rounds, so a
+// stall of the whole machine (other work on it) during one round does not decide a
+// percentile; errors add up.
+func medianOf(rounds []stats) stats {
+	med := func(f func(stats) float64) float64 {
+		v := make([]float64, len(rounds))
+		for i, r := range rounds {
+			v[i] = f(r)
+		}
+		slices.Sort(v)
+		if len(v)%2 == 1 {
+			return v[len(v)/2]
+		}
+		return (v[len(v)/2-1] + v[len(v)/2]) / 2
+	}
+	out := stats{
+		qps:  med(func(s stats) float64 { return s.qps }),
+		p50:  med(func(s stats) float64 { return s.p50 }),
+		p99:  med(func(s stats) float64 { return s.p99 }),
+		p999: med(func(s stats) float64 { return s.p999 }),
+	}
+	for _, r := range rounds {
+		out.errors += r.errors
+	}
+	return out
+}
+
 func summarize(lats []time.Duration, errs int, d time.Duration) stats {
 	st := stats{errors: errs, qps: float64(len(lats)) / d.Seconds()}
 	if len(lats) == 0 {
@@ -526,6 +587,48 @@ func openLoop(ctx context.Context, c *client.Client, queries []string, k, qps in
 		}
 	}
 	return out, int(errs.Load())
+}
+
+// closedLoop measures the throughput of conc clients searching back to back through a
+// router (healthy replicas) started with extra flags, over several alternating rounds.
+func (b *bench) closedLoop(ctx context.Context, conc int, d time.Duration, extra ...string) (stats, error) {
+	rt, err := b.startRouter(ctx, balance.Adaptive, b.shardSpec(), extra...)
+	if err != nil {
+		return stats{}, err
+	}
+	defer rt.stop()
+	undo, err := b.scenario("healthy", 0)
+	if err != nil {
+		return stats{}, err
+	}
+	defer undo()
+	c := client.New(rt.url(), client.WithHTTPClient(newHTTPClient()))
+	var mu sync.Mutex
+	var lats []time.Duration
+	var errs atomic.Int64
+	var wg sync.WaitGroup
+	warm := time.Now().Add(b.o.warmup)
+	end := warm.Add(d)
+	for g := range conc {
+		wg.Go(func() {
+			var mine []time.Duration
+			for i := g; time.Now().Before(end) && ctx.Err() == nil; i += conc {
+				start := time.Now()
+				if _, err := c.Search(ctx, &client.SearchRequest{VectorB64: b.queries[i%len(b.queries)], K: b.o.k}); err != nil {
+					errs.Add(1)
+					continue
+				}
+				if start.After(warm) {
+					mine = append(mine, time.Since(start))
+				}
+			}
+			mu.Lock()
+			lats = append(lats, mine...)
+			mu.Unlock()
+		})
+	}
+	wg.Wait()
+	return summarize(lats, int(errs.Load()), d), ctx.Err()
 }
 
 type overhead struct{ p50, p99, directP99, routedP99 float64 }
