@@ -111,6 +111,7 @@ func (s *Server) Run(ctx context.Context, ln net.Listener) error {
 		err = fmt.Errorf("serving: %w", err)
 	}
 	s.started.Store(false)
+	slog.Info("Shutting down: draining requests", "inFlight", s.load.inFlight.Load())
 	s.stopStreams()
 	drain, cancel := context.WithTimeout(context.Background(), s.cfg.DrainTimeout)
 	if serr := hs.Shutdown(drain); serr != nil {
@@ -119,7 +120,9 @@ func (s *Server) Run(ctx context.Context, ln net.Listener) error {
 	cancel()
 	stopBG()
 	wg.Wait()
-	return errors.Join(err, s.Close())
+	err = errors.Join(err, s.Close())
+	slog.Info("Shut down", "seq", s.store.Applied(), "vectors", s.store.Len(), "err", err)
+	return err
 }
 
 // Close writes a final snapshot and closes the store; Run calls it on shutdown.
