@@ -43,6 +43,11 @@ type Config struct {
 	DrainTimeout     time.Duration
 	RoutingFile      string
 	ShardIndex       int
+	// Index, when set, makes the shard watch the routing ConfigMap <Index>-routing in
+	// Namespace (through Kubeconfig, or the in-cluster config).
+	Index      string
+	Namespace  string
+	Kubeconfig string
 }
 
 // envName is the environment fallback of a flag: ANNSHARD_ plus the flag in upper snake.
@@ -56,9 +61,9 @@ func parseFlags(args []string, env func(string) string, out io.Writer) (Config, 
 	fs := flag.NewFlagSet("serve", flag.ContinueOnError)
 	fs.SetOutput(out)
 	var (
-		c                                    Config
-		metric, walSync, tokenFile           string
-		podName, service, namespace, primary string
+		c                          Config
+		metric, walSync, tokenFile string
+		podName, service, primary  string
 	)
 	fs.StringVar(&c.Listen, "listen", ":8080", "address to serve the HTTP API on")
 	fs.StringVar(&c.DataDir, "data-dir", "/data", "directory of the WAL and snapshots (a persistent volume)")
@@ -75,7 +80,9 @@ func parseFlags(args []string, env func(string) string, out io.Writer) (Config, 
 	fs.StringVar(&primary, "primary", "", "base URL of the primary; set on read replicas (else derived from --pod-name)")
 	fs.StringVar(&podName, "pod-name", "", "StatefulSet pod name <sts>-<ordinal>: ordinal 0 is the primary, others replicate from <sts>-0.<service>")
 	fs.StringVar(&service, "service", "", "headless Service of the StatefulSet (default: the StatefulSet name)")
-	fs.StringVar(&namespace, "namespace", "", "namespace appended to the derived primary host when set")
+	fs.StringVar(&c.Namespace, "namespace", "", "the pod's namespace: appended to the derived primary host, and where --index looks (default: the service account's)")
+	fs.StringVar(&c.Index, "index", "", "AnnIndex name: watch the ConfigMap <index>-routing for this shard's slots (Kubernetes mode)")
+	fs.StringVar(&c.Kubeconfig, "kubeconfig", "", "kubeconfig for --index outside a cluster (default: in-cluster config)")
 	fs.Int64Var(&c.MaxBodyBytes, "max-body-bytes", 32<<20, "largest request body; over it -> 413")
 	fs.IntVar(&c.MaxK, "max-k", 1000, "largest k of a search")
 	fs.IntVar(&c.MaxEf, "max-ef", 4096, "largest ef of a search")
@@ -85,7 +92,7 @@ func parseFlags(args []string, env func(string) string, out io.Writer) (Config, 
 	fs.Uint64Var(&c.MaxLag, "max-lag", 1000, "a replica is ready only when at most this many records behind")
 	fs.DurationVar(&c.DrainTimeout, "drain-timeout", 20*time.Second, "how long SIGTERM waits for in-flight requests")
 	fs.StringVar(&c.RoutingFile, "routing-file", "", "routing table file (the routing ConfigMap mounted); re-read on change to set owned slots and epoch")
-	fs.IntVar(&c.ShardIndex, "shard-index", 0, "this shard's number in the routing table")
+	fs.IntVar(&c.ShardIndex, "shard-index", 0, "this shard's number in the routing table (--routing-file or --index)")
 	fs.Usage = func() {
 		fmt.Fprintf(fs.Output(), "usage: shardserver serve [flags]\n\nRuns one replica of one shard. Every flag also reads ANNSHARD_<FLAG> (e.g. ANNSHARD_DATA_DIR).\n\n")
 		fs.PrintDefaults()
@@ -122,6 +129,9 @@ func parseFlags(args []string, env func(string) string, out io.Writer) (Config, 
 	if c.MaxBodyBytes < 1 || c.MaxBatch < 1 || c.MaxK < 1 || c.MaxEf < 1 {
 		return Config{}, errors.New("--max-body-bytes, --max-batch, --max-k and --max-ef must be positive")
 	}
+	if c.Index != "" && c.RoutingFile != "" {
+		return Config{}, errors.New("--index watches the routing ConfigMap: drop --routing-file")
+	}
 	c.Token = strings.TrimSpace(env("ANNSHARD_TOKEN"))
 	if tokenFile != "" {
 		b, err := os.ReadFile(tokenFile)
@@ -138,7 +148,7 @@ func parseFlags(args []string, env func(string) string, out io.Writer) (Config, 
 		if err != nil {
 			return Config{}, fmt.Errorf("--listen: %w", err)
 		}
-		if c.Primary, err = DerivePrimary(podName, service, namespace, port); err != nil {
+		if c.Primary, err = DerivePrimary(podName, service, c.Namespace, port); err != nil {
 			return Config{}, err
 		}
 	}

@@ -79,6 +79,7 @@ func TestParseFlags(t *testing.T) {
 		{"extra args", []string{"--dimension=4", "extra"}, nil},
 		{"zero limit", []string{"--dimension=4", "--max-k=0"}, nil},
 		{"bad pod name", []string{"--dimension=4", "--pod-name=solo"}, nil},
+		{"index and routing file", []string{"--dimension=4", "--index=products", "--routing-file=/r.json"}, nil},
 	}
 	for _, tt := range bad {
 		t.Run(tt.name, func(t *testing.T) {

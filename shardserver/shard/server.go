@@ -14,6 +14,8 @@ import (
 	"sync/atomic"
 	"time"
 
+	"k8s.io/client-go/kubernetes"
+
 	"github.com/annshard/annshard/shardserver/hnsw"
 	"github.com/annshard/annshard/shardserver/wal"
 )
@@ -35,8 +37,11 @@ type Server struct {
 	streams     context.Context
 	stopStreams context.CancelFunc
 	started     atomic.Bool
-	closeOnce   sync.Once
-	closeErr    error
+	// kube is set with --index: the routing ConfigMap is watched through it.
+	kube          kubernetes.Interface
+	kubeNamespace string
+	closeOnce     sync.Once
+	closeErr      error
 }
 
 // New recovers the store in cfg.DataDir and builds the server; Run serves it.
@@ -63,6 +68,12 @@ func New(cfg Config) (*Server, error) {
 	s.streams, s.stopStreams = context.WithCancel(context.Background())
 	if cfg.Primary != "" {
 		s.repl = newReplicator(cfg.Primary, cfg.Token, store, cfg.MaxLag)
+	}
+	if cfg.Index != "" {
+		if s.kube, s.kubeNamespace, err = kubeClient(cfg.Kubeconfig, cfg.Namespace); err != nil {
+			store.Close()
+			return nil, err
+		}
 	}
 	s.metrics = newMetrics(s)
 	s.routes()
@@ -97,6 +108,13 @@ func (s *Server) Run(ctx context.Context, ln net.Listener) error {
 	}
 	if s.cfg.RoutingFile != "" {
 		start(func(ctx context.Context) { s.watchRoutingFile(ctx, time.Second) })
+	}
+	if s.kube != nil {
+		start(func(ctx context.Context) {
+			if err := s.watchRoutingConfigMap(ctx, s.kube, s.kubeNamespace); err != nil {
+				slog.Error("Routing ConfigMap watch failed", "err", err)
+			}
+		})
 	}
 	serveErr := make(chan error, 1)
 	go func() { serveErr <- hs.Serve(ln) }()

@@ -153,6 +153,12 @@ func (s *Server) loadRoutingFile() error {
 	if err != nil {
 		return fmt.Errorf("parsing routing file: %w", err)
 	}
+	return s.adoptTable(tab)
+}
+
+// adoptTable takes this shard's slots from a routing table newer than what it knows;
+// frozen slots it still owns stay frozen.
+func (s *Server) adoptTable(tab slots.Table) error {
 	if tab.Epoch <= s.slots.currentEpoch() {
 		return nil
 	}

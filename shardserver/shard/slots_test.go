@@ -15,6 +15,10 @@ import (
 	"testing"
 	"time"
 
+	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/client-go/kubernetes/fake"
+
 	"github.com/annshard/annshard/shardserver/client"
 	"github.com/annshard/annshard/shardserver/slots"
 )
@@ -250,4 +254,51 @@ func TestRoutingFile(t *testing.T) {
 	if got := s.slots.snapshot().Owned; got != "1024-2047" {
 		t.Fatalf("owned %s, want 1024-2047", got)
 	}
+}
+
+func TestRoutingConfigMap(t *testing.T) {
+	cfg := testConfig(t.TempDir())
+	cfg.ShardIndex = 2
+	s, _ := newTestServer(t, cfg)
+	s.cfg.Index = "products" // set after New, which would build an in-cluster client
+	tab := slots.Even(4)
+	tab.Epoch = 3
+	b, _ := json.Marshal(tab)
+	cm := &corev1.ConfigMap{ObjectMeta: metav1.ObjectMeta{Name: "products-routing", Namespace: "ns"},
+		Data: map[string]string{slots.ConfigMapKey: string(b)}}
+	other := &corev1.ConfigMap{ObjectMeta: metav1.ObjectMeta{Name: "other-routing", Namespace: "ns"},
+		Data: map[string]string{slots.ConfigMapKey: `{"epoch":99,"shards":1,"ranges":[{"from":0,"to":4095,"shard":0}]}`}}
+	cs := fake.NewClientset(cm, other)
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- s.watchRoutingConfigMap(ctx, cs, "ns") }()
+	defer func() { cancel(); <-done }()
+	waitFor := func(epoch uint64, owned string) {
+		t.Helper()
+		deadline := time.Now().Add(10 * time.Second)
+		for s.slots.currentEpoch() != epoch || s.slots.snapshot().Owned != owned {
+			if time.Now().After(deadline) {
+				t.Fatalf("slots %+v, want epoch %d owning %s", s.slots.snapshot(), epoch, owned)
+			}
+			time.Sleep(5 * time.Millisecond)
+		}
+	}
+	waitFor(3, "2048-3071")
+
+	// A move to this shard at a newer epoch is adopted; an older table is not.
+	tab.Move(slots.Range(0, 9), 2)
+	b, _ = json.Marshal(tab)
+	cm.Data[slots.ConfigMapKey] = string(b)
+	if _, err := cs.CoreV1().ConfigMaps("ns").Update(ctx, cm, metav1.UpdateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(4, "0-9,2048-3071")
+	stale := slots.Even(4)
+	b, _ = json.Marshal(stale)
+	cm.Data[slots.ConfigMapKey] = string(b)
+	if _, err := cs.CoreV1().ConfigMaps("ns").Update(ctx, cm, metav1.UpdateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	time.Sleep(100 * time.Millisecond)
+	waitFor(4, "0-9,2048-3071")
 }

@@ -1,0 +1,85 @@
+package shard
+
+import (
+	"context"
+	"fmt"
+	"log/slog"
+	"os"
+	"strings"
+
+	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/client-go/informers"
+	"k8s.io/client-go/kubernetes"
+	"k8s.io/client-go/rest"
+	"k8s.io/client-go/tools/cache"
+	"k8s.io/client-go/tools/clientcmd"
+
+	"github.com/annshard/annshard/shardserver/slots"
+)
+
+// kubeClient builds a clientset from kubeconfig, or the in-cluster config when it is
+// empty, and resolves the namespace (the pod's own when not given).
+func kubeClient(kubeconfig, namespace string) (kubernetes.Interface, string, error) {
+	var cfg *rest.Config
+	var err error
+	if kubeconfig != "" {
+		cfg, err = clientcmd.BuildConfigFromFlags("", kubeconfig)
+	} else {
+		cfg, err = rest.InClusterConfig()
+	}
+	if err != nil {
+		return nil, "", fmt.Errorf("kubernetes config: %w", err)
+	}
+	if namespace == "" {
+		b, err := os.ReadFile("/var/run/secrets/kubernetes.io/serviceaccount/namespace")
+		if err != nil {
+			return nil, "", fmt.Errorf("no --namespace and no service account namespace: %w", err)
+		}
+		namespace = strings.TrimSpace(string(b))
+	}
+	cs, err := kubernetes.NewForConfig(cfg)
+	if err != nil {
+		return nil, "", fmt.Errorf("kubernetes client: %w", err)
+	}
+	return cs, namespace, nil
+}
+
+// watchRoutingConfigMap adopts this shard's slots from the index's routing ConfigMap
+// (<index>-routing) whenever a newer epoch appears, until ctx ends. The informer is
+// filtered to that one object, so the pod's RBAC needs only get/list/watch on
+// ConfigMaps in its namespace.
+func (s *Server) watchRoutingConfigMap(ctx context.Context, cs kubernetes.Interface, namespace string) error {
+	name := slots.ConfigMapName(s.cfg.Index)
+	factory := informers.NewSharedInformerFactoryWithOptions(cs, 0, informers.WithNamespace(namespace),
+		informers.WithTweakListOptions(func(o *metav1.ListOptions) { o.FieldSelector = "metadata.name=" + name }))
+	defer factory.Shutdown()
+	on := func(obj any) {
+		cm, ok := obj.(*corev1.ConfigMap)
+		if !ok || cm.Name != name {
+			return
+		}
+		data, ok := cm.Data[slots.ConfigMapKey]
+		if !ok {
+			slog.Warn("Routing ConfigMap has no table", "configMap", name, "key", slots.ConfigMapKey)
+			return
+		}
+		tab, err := slots.Parse([]byte(data))
+		if err == nil {
+			err = s.adoptTable(tab)
+		}
+		if err != nil {
+			slog.Warn("Routing ConfigMap not applied", "configMap", name, "err", err)
+		}
+	}
+	if _, err := factory.Core().V1().ConfigMaps().Informer().AddEventHandler(cache.ResourceEventHandlerFuncs{
+		AddFunc:    on,
+		UpdateFunc: func(_, obj any) { on(obj) },
+	}); err != nil {
+		return fmt.Errorf("watching ConfigMap %s: %w", name, err)
+	}
+	factory.Start(ctx.Done())
+	slog.Info("Watching the routing ConfigMap", "namespace", namespace, "configMap", name, "shard", s.cfg.ShardIndex)
+	<-ctx.Done()
+	return nil
+}
