@@ -70,6 +70,7 @@ func TestSaveLoadRoundTrip(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
+			checkInvariants(t, y, false)
 			if x.Len() != y.Len() || x.Config() != y.Config() {
 				t.Fatalf("loaded Len %d cfg %+v, want %d %+v", y.Len(), y.Config(), x.Len(), x.Config())
 			}

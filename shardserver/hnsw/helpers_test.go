@@ -141,3 +141,53 @@ func build(t testing.TB, cfg Config, data [][]float32) *Index {
 	}
 	return x
 }
+
+// checkInvariants verifies the index's internal consistency: the key map, the
+// counters, the free list and the flags agree; links point to used slots that
+// have the layer; after a Vacuum nothing links to a tombstone.
+func checkInvariants(t testing.TB, x *Index, vacuumed bool) {
+	t.Helper()
+	x.structMu.Lock()
+	defer x.structMu.Unlock()
+	s := x.getSearcher()
+	defer x.putSearcher(s)
+	n := x.nslots.Load()
+	var live, dead, free int
+	for id := range n {
+		f := x.flagsIn(s.tbl, id)
+		switch {
+		case f == 0:
+			live++
+			if got, ok := x.keys[x.keyIn(s.tbl, id)]; !ok || got != id {
+				t.Fatalf("live slot %d (key %d) is not in the key map", id, x.keyIn(s.tbl, id))
+			}
+		case f == flagDeleted:
+			dead++
+		case f == flagFree:
+			free++
+			continue
+		default:
+			t.Fatalf("slot %d: flags %#x at rest", id, f)
+		}
+		for l := 0; l <= x.levelIn(s.tbl, id); l++ {
+			w, base := x.listOf(s, id, l)
+			for i := 1; i <= int(w[base]); i++ {
+				nb := w[base+i]
+				nf := x.flagsIn(s.tbl, nb)
+				if nb >= n || nf&flagFree != 0 || x.levelIn(s.tbl, nb) < l || nb == id {
+					t.Fatalf("slot %d layer %d links to bad slot %d (flags %#x)", id, l, nb, nf)
+				}
+				if vacuumed && nf&flagDeleted != 0 {
+					t.Fatalf("slot %d layer %d links to tombstone %d after Vacuum", id, l, nb)
+				}
+			}
+		}
+	}
+	if live != len(x.keys) || int64(live) != x.live.Load() || int64(dead) != x.deleted.Load() || free != len(x.free) {
+		t.Fatalf("live %d (map %d, counter %d), dead %d (counter %d), free %d (list %d)",
+			live, len(x.keys), x.live.Load(), dead, x.deleted.Load(), free, len(x.free))
+	}
+	if e := x.ep.Load(); (e == 0) != (live+dead == 0) {
+		t.Fatalf("entry point %#x with %d used slots", e, live+dead)
+	}
+}

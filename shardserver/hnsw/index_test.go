@@ -129,6 +129,7 @@ func TestDeleteUpsert(t *testing.T) {
 	if x.Len() != len(model) {
 		t.Fatalf("Len = %d, want %d", x.Len(), len(model))
 	}
+	checkInvariants(t, x, false)
 	var keys []uint64
 	x.Keys(func(k uint64) bool { keys = append(keys, k); return true })
 	if len(keys) != len(model) {
@@ -262,6 +263,7 @@ func TestChurnRecall(t *testing.T) {
 	if x.Len() != n {
 		t.Fatalf("Len = %d, want %d", x.Len(), n)
 	}
+	checkInvariants(t, x, false)
 	fresh, _ := New(Config{Dim: dim})
 	for k, v := range liveSet {
 		if v != nil {
@@ -281,6 +283,8 @@ func TestChurnRecall(t *testing.T) {
 	if slots := int(x.nslots.Load()); slots > n+n/2 {
 		t.Errorf("%d slots for %d live vectors: deleted slots are not reused", slots, n)
 	}
+	x.Vacuum()
+	checkInvariants(t, x, true)
 }
 
 // TestConcurrentMixed runs searches, inserts, upserts, deletes, vacuums and
@@ -389,6 +393,9 @@ func TestConcurrentMixed(t *testing.T) {
 	for err := range errc {
 		t.Fatal(err)
 	}
+	checkInvariants(t, x, false)
+	x.Vacuum()
+	checkInvariants(t, x, true)
 	count := 0
 	x.Keys(func(k uint64) bool {
 		count++
