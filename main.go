@@ -91,9 +91,10 @@ func run() error {
 		return fmt.Errorf("creating manager: %w", err)
 	}
 	r := &controllers.AnnIndexReconciler{
-		Client:   mgr.GetClient(),
-		Scheme:   mgr.GetScheme(),
-		Recorder: mgr.GetEventRecorder("annshard-operator"),
+		Client:    mgr.GetClient(),
+		Scheme:    mgr.GetScheme(),
+		Recorder:  mgr.GetEventRecorder("annshard-operator"),
+		APIReader: mgr.GetAPIReader(),
 	}
 	if loadInterval > 0 {
 		r.Load = &controllers.LoadCollector{Reader: mgr.GetCache(), Interval: loadInterval}

@@ -55,6 +55,16 @@ type AnnIndexReconciler struct {
 	// Load is the load collector whose figures go into status.shards; nil leaves them
 	// as they are.
 	Load *LoadCollector
+	// APIReader reads from the API server, bypassing the cache, where a stale read could
+	// do harm (see reconcileRouting); nil uses Client.
+	APIReader client.Reader
+}
+
+func (r *AnnIndexReconciler) apiReader() client.Reader {
+	if r.APIReader != nil {
+		return r.APIReader
+	}
+	return r.Client
 }
 
 // scope is what the phases of one reconcile share: the index, and the facts observed

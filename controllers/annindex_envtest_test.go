@@ -255,15 +255,18 @@ var _ = Describe("AnnIndex reconciler", func() {
 
 		markShardReady(ctx, idx, 0, 3)
 		markShardReady(ctx, idx, 1, 1)
-		Eventually(func() string { return conditionOf(ctx, idx, annv1alpha1.ConditionDegraded) }, timeout, interval).
+		// The pods reach the operator's cache after the StatefulSets, so every condition
+		// is awaited rather than read once.
+		cond := func(t string) func() string { return func() string { return conditionOf(ctx, idx, t) } }
+		Eventually(cond(annv1alpha1.ConditionDegraded), timeout, interval).
 			Should(Equal("True/ReplicasUnready: shard 1: 1/3 replicas ready"))
-		Expect(conditionOf(ctx, idx, annv1alpha1.ConditionAvailable)).To(Equal("False/RouterUnavailable: router: 0/2 replicas ready"))
-		Expect(conditionOf(ctx, idx, annv1alpha1.ConditionProgressing)).To(HavePrefix("True/RollingUpdate: router:"))
+		Eventually(cond(annv1alpha1.ConditionAvailable), timeout, interval).
+			Should(Equal("False/RouterUnavailable: router: 0/2 replicas ready"))
+		Eventually(cond(annv1alpha1.ConditionProgressing), timeout, interval).Should(HavePrefix("True/RollingUpdate: router:"))
 
 		markRouterReady(ctx, idx)
-		Eventually(func() string { return conditionOf(ctx, idx, annv1alpha1.ConditionAvailable) }, timeout, interval).
-			Should(HavePrefix("True/Available"))
-		Expect(conditionOf(ctx, idx, annv1alpha1.ConditionProgressing)).To(HavePrefix("False/Reconciled"))
+		Eventually(cond(annv1alpha1.ConditionAvailable), timeout, interval).Should(HavePrefix("True/Available"))
+		Eventually(cond(annv1alpha1.ConditionProgressing), timeout, interval).Should(HavePrefix("False/Reconciled"))
 		Expect(conditionOf(ctx, idx, annv1alpha1.ConditionDegraded)).To(HavePrefix("True/ReplicasUnready"))
 
 		markShardReady(ctx, idx, 1, 3)
@@ -350,9 +353,10 @@ var _ = Describe("AnnIndex reconciler", func() {
 		Expect(token).To(MatchRegexp("^[0-9a-f]{64}$"))
 
 		By("removing a label and adding an unrelated key")
+		secPatch := client.MergeFrom(sec.DeepCopy())
 		delete(sec.Labels, labelComponent)
 		sec.Data["extra"] = []byte("kept")
-		Expect(k8sClient.Update(ctx, sec)).To(Succeed())
+		Expect(k8sClient.Patch(ctx, sec, secPatch)).To(Succeed())
 		Eventually(func() map[string]string {
 			Expect(k8sClient.Get(ctx, secKey, sec)).To(Succeed())
 			return sec.Labels
@@ -417,12 +421,13 @@ var _ = Describe("AnnIndex reconciler", func() {
 
 		By("moving slots as the migration executor would, then losing the table")
 		Expect(k8sClient.Get(ctx, cmKey, cm)).To(Succeed())
+		cmPatch := client.MergeFrom(cm.DeepCopy())
 		moved := slots.Even(2)
 		moved.Move(slots.Range(0, 9), 1)
 		b, err := json.Marshal(moved)
 		Expect(err).NotTo(HaveOccurred())
 		cm.Data[slots.ConfigMapKey] = string(b)
-		Expect(k8sClient.Update(ctx, cm)).To(Succeed())
+		Expect(k8sClient.Patch(ctx, cm, cmPatch)).To(Succeed())
 		Eventually(func() int64 { return getIndex(ctx, idx).Status.RoutingEpoch }, timeout, interval).Should(Equal(int64(2)))
 		Expect(k8sClient.Delete(ctx, cm)).To(Succeed())
 		Eventually(func() string { return conditionOf(ctx, idx, annv1alpha1.ConditionDegraded) }, timeout, interval).
@@ -494,9 +499,12 @@ var _ = Describe("AnnIndex reconciler", func() {
 				return
 			}
 			Expect(k8sClient.Create(ctx, idx)).To(Succeed())
+			// A merge patch carries no resourceVersion, so the operator's concurrent status
+			// writes cannot turn the expected rejection into a conflict.
 			cur := getIndex(ctx, idx)
+			patch := client.MergeFrom(cur.DeepCopy())
 			mutate(cur)
-			err := k8sClient.Update(ctx, cur)
+			err := k8sClient.Patch(ctx, cur, patch)
 			Expect(err).To(HaveOccurred())
 			Expect(err.Error()).To(ContainSubstring(message))
 		},

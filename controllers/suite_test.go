@@ -93,10 +93,11 @@ var _ = BeforeSuite(func() {
 	})
 	Expect(err).NotTo(HaveOccurred())
 	Expect((&AnnIndexReconciler{
-		Client:   mgr.GetClient(),
-		Scheme:   mgr.GetScheme(),
-		Recorder: mgr.GetEventRecorder("annshard-operator"),
-		Load:     &LoadCollector{Reader: mgr.GetCache(), Interval: 200 * time.Millisecond},
+		Client:    mgr.GetClient(),
+		Scheme:    mgr.GetScheme(),
+		Recorder:  mgr.GetEventRecorder("annshard-operator"),
+		APIReader: mgr.GetAPIReader(),
+		Load:      &LoadCollector{Reader: mgr.GetCache(), Interval: 200 * time.Millisecond},
 	}).SetupWithManager(mgr)).To(Succeed())
 
 	var ctx context.Context
