@@ -50,6 +50,12 @@ func (s *searcher) chunkOf(x *Index, id uint32) *chunk {
 	return s.tbl[ci]
 }
 
+// vecOf returns id's vector.
+func (s *searcher) vecOf(x *Index, id uint32) []float32 {
+	vb := int(id&chunkMask)*x.stride + x.vecOff
+	return s.chunkOf(x, id).vecs[vb : vb+x.dim : vb+x.dim]
+}
+
 // upperOf returns the words and index of id's list on layer l >= 1.
 func (s *searcher) upperOf(x *Index, id uint32) (uint32, []uint32) {
 	c := s.chunkOf(x, id)
@@ -103,14 +109,22 @@ func (x *Index) greedy(s *searcher, q []float32, ep pair, l int) pair {
 		off, uw := s.upperOf(x, ep.id)
 		base := int(off&(upperChunkWords-1)) + (l-1)*x.upStr
 		n := min(int(atomic.LoadUint32(&uw[base])), x.m)
+		if n == 0 {
+			break
+		}
+		nb := atomic.LoadUint32(&uw[base+1])
+		cur := s.vecOf(x, nb)
 		for i := 1; i <= n; i++ {
-			nb := atomic.LoadUint32(&uw[base+i])
-			c := s.chunkOf(x, nb)
-			vb := int(nb&chunkMask)*x.stride + x.vecOff
-			if d := x.dist(q, c.vecs[vb:vb+x.dim]); d < ep.d {
+			nextID, next := nb, cur
+			if i < n {
+				nextID = atomic.LoadUint32(&uw[base+i+1])
+				next = s.vecOf(x, nextID)
+			}
+			if d := distPf(x.dotMetric, q, cur, &next[0]); d < ep.d {
 				ep = pair{d, nb}
 				changed = true
 			}
+			nb, cur = nextID, next
 		}
 	}
 	return ep
