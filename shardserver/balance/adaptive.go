@@ -23,7 +23,12 @@ const errorFactor = 4
 // (1/mu; the observed latency when the replica reports none) and the cube makes a
 // replica with a queue lose quickly to one without, which is what cuts the tail.
 //
-// Two additions make it recover. A replica that gets no traffic keeps its last (slow)
+// Three additions. C3 learns that a replica turned slow only when its first slow answer
+// arrives; meanwhile every pick may land there. So R is at least the age of the oldest
+// request still outstanding on the replica: a replica that has not answered for longer
+// than the others take is avoided within a few milliseconds of turning slow.
+//
+// And two make it recover. A replica that gets no traffic keeps its last (slow)
 // EWMA forever under plain C3, so R and T decay with the time since the replica's last
 // sample (halving every half-life): after a few half-lives it scores like the others and
 // is probed once; the probe's outstanding request holds it off meanwhile. And the EWMA
@@ -32,7 +37,6 @@ const errorFactor = 4
 // idle, one that is fast again gets its share back at once.
 type adaptive struct {
 	base
-	now      func() time.Duration
 	clients  float64
 	alpha    float64
 	halfLife float64 // ns
@@ -66,6 +70,11 @@ func (a *adaptive) score(i int, now int64) float64 {
 	r := &a.reps[i]
 	decay := math.Exp2(-float64(max(now-r.last.Load(), 0)) / a.halfLife)
 	lat := math.Float64frombits(r.ewma.Load()) * decay
+	for s := range r.starts {
+		if st := r.starts[s].Load(); st != 0 {
+			lat = max(lat, float64(now-(st-1)))
+		}
+	}
 	svc := math.Float64frombits(r.service.Load())
 	if svc <= 0 || svc > lat {
 		svc = lat
@@ -75,14 +84,29 @@ func (a *adaptive) score(i int, now int64) float64 {
 	return lat - svc + q*q*q*svc
 }
 
-func (a *adaptive) Done(i int, latency time.Duration, err error) {
-	if !a.valid(i) {
-		return
+// Start also keeps the start time in a free slot, for the outstanding-age term.
+func (a *adaptive) Start(i int) Ticket {
+	t := a.base.Start(i)
+	if t.replica < 0 {
+		return t
 	}
 	r := &a.reps[i]
-	r.inflight.Add(-1)
-	now := int64(a.now())
-	x := float64(max(latency, 0))
+	for s := range r.starts {
+		if r.starts[s].CompareAndSwap(0, t.start+1) {
+			t.slot = int32(s)
+			break
+		}
+	}
+	return t
+}
+
+func (a *adaptive) Done(t Ticket, err error) time.Duration {
+	latency, now := a.finish(t)
+	if !a.valid(int(t.replica)) {
+		return 0
+	}
+	r := &a.reps[t.replica]
+	x := float64(latency)
 	idle := float64(max(now-r.last.Load(), 0))
 	w := max(a.alpha, 1-math.Exp2(-idle/a.halfLife))
 	for {
@@ -101,4 +125,5 @@ func (a *adaptive) Done(i int, latency time.Duration, err error) {
 		}
 	}
 	r.last.Store(now)
+	return latency
 }

@@ -56,11 +56,11 @@ type Balancer interface {
 	// Pick returns the replica to use, never exclude (pass -1 to exclude none), or -1
 	// when no replica is left.
 	Pick(exclude int) int
-	// Start records that a request to replica i was sent.
-	Start(i int)
-	// Done records that the request to replica i that Start counted ended after latency;
-	// err non-nil means the replica failed it (not the caller's own bad request).
-	Done(i int, latency time.Duration, err error)
+	// Start records that a request to replica i is being sent; hand the ticket to Done.
+	Start(i int) Ticket
+	// Done records that the request of t ended; err non-nil means the replica failed it
+	// (not the caller's own bad request). It returns the latency the balancer measured.
+	Done(t Ticket, err error) time.Duration
 	// Report records the replica's own load report.
 	Report(i int, l Load)
 	// InFlight returns the number of requests started and not done on replica i.
@@ -70,6 +70,17 @@ type Balancer interface {
 	// Policy returns the policy this Balancer implements.
 	Policy() Policy
 }
+
+// Ticket is one started request: which replica, when, and (Adaptive) where its start
+// time is kept. It is a small value: passing it around allocates nothing.
+type Ticket struct {
+	replica int32
+	slot    int32 // index in replica.starts, or -1
+	start   int64 // balancer clock, ns
+}
+
+// Replica returns the replica the ticket was started on.
+func (t Ticket) Replica() int { return int(t.replica) }
 
 // Option adjusts a Balancer built by New.
 type Option func(*config)
@@ -145,14 +156,18 @@ func New(policy Policy, n int, opts ...Option) (Balancer, error) {
 		p.init(policy, n, c)
 		return p, nil
 	case Adaptive:
-		a := &adaptive{now: c.now, clients: c.clients, alpha: c.alpha, halfLife: float64(c.halfLife)}
+		a := &adaptive{clients: c.clients, alpha: c.alpha, halfLife: float64(c.halfLife)}
 		a.init(policy, n, c)
 		return a, nil
 	}
 	return nil, fmt.Errorf("new balancer: %w %q", ErrUnknownPolicy, policy)
 }
 
-// replica is the per-replica state, one cache line so that counters of neighbouring
+// ageSlots is how many outstanding requests per replica Adaptive tracks the start of;
+// more in flight are still counted, only their age is not watched.
+const ageSlots = 8
+
+// replica is the per-replica state, two cache lines so that counters of neighbouring
 // replicas updated by different cores do not share a line.
 type replica struct {
 	inflight atomic.Int64
@@ -160,6 +175,7 @@ type replica struct {
 	last     atomic.Int64  // clock (ns) of the last sample, for decay
 	queue    atomic.Uint64 // float64 bits: reported queue depth
 	service  atomic.Uint64 // float64 bits: reported service time, ns
+	starts   [ageSlots]atomic.Int64 // start+1 of outstanding requests (0 = free), Adaptive only
 	_        [24]byte
 }
 
@@ -169,12 +185,14 @@ type base struct {
 	reps   []replica
 	policy Policy
 	rng    rng
+	now    func() time.Duration
 }
 
 func (b *base) init(policy Policy, n int, c config) {
 	b.reps = make([]replica, n)
 	b.policy = policy
 	b.rng.s.Store(c.seed)
+	b.now = c.now
 }
 
 func (b *base) Len() int       { return len(b.reps) }
@@ -182,16 +200,32 @@ func (b *base) Policy() Policy { return b.policy }
 
 func (b *base) valid(i int) bool { return i >= 0 && i < len(b.reps) }
 
-func (b *base) Start(i int) {
-	if b.valid(i) {
-		b.reps[i].inflight.Add(1)
+func (b *base) Start(i int) Ticket {
+	if !b.valid(i) {
+		return Ticket{replica: -1, slot: -1}
 	}
+	b.reps[i].inflight.Add(1)
+	return Ticket{replica: int32(i), slot: -1, start: int64(b.now())}
 }
 
-func (b *base) Done(i int, _ time.Duration, _ error) {
-	if b.valid(i) {
-		b.reps[i].inflight.Add(-1)
+func (b *base) Done(t Ticket, _ error) time.Duration {
+	lat, _ := b.finish(t)
+	return lat
+}
+
+// finish ends the ticket's request and returns its latency and the current clock.
+func (b *base) finish(t Ticket) (time.Duration, int64) {
+	i := int(t.replica)
+	if !b.valid(i) {
+		return 0, 0
 	}
+	r := &b.reps[i]
+	if t.slot >= 0 && int(t.slot) < len(r.starts) {
+		r.starts[t.slot].CompareAndSwap(t.start+1, 0)
+	}
+	r.inflight.Add(-1)
+	now := int64(b.now())
+	return time.Duration(max(now-t.start, 0)), now
 }
 
 func (b *base) InFlight(i int) int {

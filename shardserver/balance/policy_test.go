@@ -17,8 +17,9 @@ func mustNew(t testing.TB, p Policy, n int, opts ...Option) Balancer {
 	return b
 }
 
-// picks runs n pick/start/done rounds and returns how often each replica was chosen.
-func picks(b Balancer, n, exclude int) []int {
+// picks runs n pick/start/done rounds, each taking 1ms on clock (when not nil), and
+// returns how often each replica was chosen.
+func picks(b Balancer, clock *fakeClock, n, exclude int) []int {
 	counts := make([]int, b.Len())
 	for range n {
 		i := b.Pick(exclude)
@@ -26,8 +27,11 @@ func picks(b Balancer, n, exclude int) []int {
 			continue
 		}
 		counts[i]++
-		b.Start(i)
-		b.Done(i, time.Millisecond, nil)
+		tk := b.Start(i)
+		if clock != nil {
+			clock.t += time.Millisecond
+		}
+		b.Done(tk, nil)
 	}
 	return counts
 }
@@ -80,15 +84,19 @@ func TestEveryPolicyEdges(t *testing.T) {
 			if got := one.Pick(-1); got != 0 {
 				t.Errorf("one replica: Pick = %d, want 0", got)
 			}
-			b := mustNew(t, p, 3)
-			b.Start(7)
-			b.Done(-2, time.Second, nil)
+			clock := &fakeClock{}
+			b := mustNew(t, p, 3, WithClock(clock.now))
+			if tk := b.Start(7); tk.Replica() != -1 {
+				t.Errorf("Start(7) on 3 replicas = replica %d", tk.Replica())
+			}
+			b.Done(Ticket{replica: -2}, nil)
+			b.Done(b.Start(7), nil)
 			b.Report(9, Load{QueueDepth: 3})
 			if b.Policy() != p || b.Len() != 3 {
 				t.Errorf("Policy, Len = %s, %d", b.Policy(), b.Len())
 			}
 			for exclude := -1; exclude < 3; exclude++ {
-				counts := picks(b, 300, exclude)
+				counts := picks(b, clock, 300, exclude)
 				for i, c := range counts {
 					if i == exclude && c != 0 {
 						t.Errorf("exclude %d: picked %d times", exclude, c)
@@ -173,7 +181,7 @@ func TestWeightedFollowsCapacity(t *testing.T) {
 			for _, x := range w {
 				total += x
 			}
-			counts := picks(b, total*10, -1)
+			counts := picks(b, nil, total*10, -1)
 			for i := range counts {
 				if counts[i] != w[i]*10 {
 					t.Fatalf("picks %v over %d rounds, want 10x weights %v", counts, total*10, w)
@@ -291,9 +299,8 @@ func TestAdaptiveSlowReplicaRecovers(t *testing.T) {
 	clock := &fakeClock{}
 	b := mustNew(t, Adaptive, 3, WithClock(clock.now), WithDecay(time.Second))
 	type pending struct {
-		replica int
-		start   time.Duration
-		end     time.Duration
+		tk  Ticket
+		end time.Duration
 	}
 	var open []pending
 	for _, ph := range phases {
@@ -306,15 +313,14 @@ func TestAdaptiveSlowReplicaRecovers(t *testing.T) {
 				kept := open[:0]
 				for _, p := range open {
 					if p.end <= clock.t {
-						b.Done(p.replica, p.end-p.start, nil)
+						b.Done(p.tk, nil)
 					} else {
 						kept = append(kept, p)
 					}
 				}
 				open = kept
 				i := b.Pick(-1)
-				b.Start(i)
-				open = append(open, pending{i, clock.t, clock.t + ph.latency[i]})
+				open = append(open, pending{b.Start(i), clock.t + ph.latency[i]})
 				if clock.t >= end-ph.measure {
 					counts[i]++
 					total++
@@ -330,6 +336,13 @@ func TestAdaptiveSlowReplicaRecovers(t *testing.T) {
 	}
 }
 
+// serve runs one request on replica i that takes lat on the fake clock.
+func serve(b Balancer, c *fakeClock, i int, lat time.Duration, err error) {
+	tk := b.Start(i)
+	c.t += lat
+	b.Done(tk, err)
+}
+
 func TestAdaptiveScore(t *testing.T) {
 	for _, tc := range []struct {
 		name   string
@@ -338,39 +351,45 @@ func TestAdaptiveScore(t *testing.T) {
 		worse  int
 	}{
 		{"lower latency wins", func(b Balancer, c *fakeClock) {
-			b.Start(0)
-			b.Done(0, 10*time.Millisecond, nil)
-			b.Start(1)
-			b.Done(1, 2*time.Millisecond, nil)
+			serve(b, c, 0, 10*time.Millisecond, nil)
+			serve(b, c, 1, 2*time.Millisecond, nil)
 		}, 1, 0},
 		{"outstanding requests cost cubically", func(b Balancer, c *fakeClock) {
-			b.Start(0)
-			b.Done(0, 2*time.Millisecond, nil)
-			b.Start(1)
-			b.Done(1, 5*time.Millisecond, nil)
+			serve(b, c, 0, 2*time.Millisecond, nil)
+			serve(b, c, 1, 5*time.Millisecond, nil)
 			b.Start(0) // 2ms * 2^3 = 16ms > 5ms
 		}, 1, 0},
 		{"reported queue counts", func(b Balancer, c *fakeClock) {
-			b.Start(0)
-			b.Done(0, 2*time.Millisecond, nil)
-			b.Start(1)
-			b.Done(1, 3*time.Millisecond, nil)
+			serve(b, c, 0, 2*time.Millisecond, nil)
+			serve(b, c, 1, 3*time.Millisecond, nil)
 			b.Report(0, Load{QueueDepth: 2, ServiceTime: time.Millisecond})
 		}, 1, 0},
 		{"errors look slow", func(b Balancer, c *fakeClock) {
-			b.Start(0)
-			b.Done(0, time.Millisecond, nil)
-			b.Start(1)
-			b.Done(1, time.Millisecond, nil)
-			b.Start(0)
-			b.Done(0, time.Millisecond, errors.New("boom"))
+			serve(b, c, 0, time.Millisecond, nil)
+			serve(b, c, 1, time.Millisecond, nil)
+			serve(b, c, 0, time.Millisecond, errors.New("boom"))
 		}, 1, 0},
 		{"idle slow replica decays", func(b Balancer, c *fakeClock) {
-			b.Start(0)
-			b.Done(0, 8*time.Millisecond, nil)
+			serve(b, c, 0, 8*time.Millisecond, nil)
 			c.t += 4 * time.Second // 8ms halves four times: 0.5ms
-			b.Start(1)
-			b.Done(1, 2*time.Millisecond, nil)
+			serve(b, c, 1, 2*time.Millisecond, nil)
+		}, 0, 1},
+		{"an old outstanding request counts as latency", func(b Balancer, c *fakeClock) {
+			// A small service time keeps the cubic term weak: only the age can tip it.
+			b.Report(0, Load{ServiceTime: 100 * time.Microsecond})
+			b.Report(1, Load{ServiceTime: 100 * time.Microsecond})
+			serve(b, c, 0, 2*time.Millisecond, nil)
+			serve(b, c, 1, 5*time.Millisecond, nil)
+			b.Start(0)
+			c.t += 20 * time.Millisecond // no answer yet: replica 0 turned slow
+		}, 1, 0},
+		{"a young outstanding request does not", func(b Balancer, c *fakeClock) {
+			b.Report(0, Load{ServiceTime: 100 * time.Microsecond})
+			b.Report(1, Load{ServiceTime: 100 * time.Microsecond})
+			serve(b, c, 0, 2*time.Millisecond, nil)
+			serve(b, c, 1, 5*time.Millisecond, nil)
+			b.Start(0)
+			c.t += time.Millisecond
 		}, 0, 1},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
@@ -385,6 +404,45 @@ func TestAdaptiveScore(t *testing.T) {
 				t.Fatalf("Pick = %d, want %d", got, tc.better)
 			}
 		})
+	}
+}
+
+func TestTicketsMeasureLatency(t *testing.T) {
+	for _, p := range Policies {
+		t.Run(string(p), func(t *testing.T) {
+			c := &fakeClock{t: time.Second}
+			b := mustNew(t, p, 2, WithClock(c.now))
+			tk := b.Start(1)
+			if tk.Replica() != 1 || b.InFlight(1) != 1 {
+				t.Fatalf("ticket %+v, in flight %d", tk, b.InFlight(1))
+			}
+			c.t += 7 * time.Millisecond
+			if got := b.Done(tk, nil); got != 7*time.Millisecond {
+				t.Fatalf("Done measured %v, want 7ms", got)
+			}
+			if b.InFlight(1) != 0 {
+				t.Fatalf("in flight %d after Done", b.InFlight(1))
+			}
+		})
+	}
+	// More outstanding requests than age slots: all are counted and all end cleanly.
+	c := &fakeClock{}
+	b := mustNew(t, Adaptive, 1, WithClock(c.now))
+	var tks []Ticket
+	for range 3 * ageSlots {
+		tks = append(tks, b.Start(0))
+	}
+	for _, tk := range tks {
+		b.Done(tk, nil)
+	}
+	a := b.(*adaptive)
+	for s := range a.reps[0].starts {
+		if a.reps[0].starts[s].Load() != 0 {
+			t.Fatalf("age slot %d still taken", s)
+		}
+	}
+	if b.InFlight(0) != 0 {
+		t.Fatalf("in flight %d", b.InFlight(0))
 	}
 }
 
@@ -403,11 +461,11 @@ func TestConcurrentUse(t *testing.T) {
 							t.Errorf("Pick(%d) = %d", k%5, i)
 							return
 						}
-						b.Start(i)
+						tk := b.Start(i)
 						if k%100 == 0 {
 							b.Report(g, Load{QueueDepth: float64(k % 7), Capacity: float64(1 + k%3)})
 						}
-						b.Done(i, time.Duration(k%9)*time.Millisecond, nil)
+						b.Done(tk, nil)
 					}
 				})
 			}
@@ -427,9 +485,7 @@ func TestHotPathAllocatesNothing(t *testing.T) {
 			b := mustNew(t, p, 5)
 			b.Report(0, Load{Capacity: 3})
 			allocs := testing.AllocsPerRun(1000, func() {
-				i := b.Pick(2)
-				b.Start(i)
-				b.Done(i, time.Millisecond, nil)
+				b.Done(b.Start(b.Pick(2)), nil)
 			})
 			if allocs != 0 {
 				t.Fatalf("Pick+Start+Done allocates %v times per run", allocs)
@@ -444,9 +500,7 @@ func BenchmarkPick(b *testing.B) {
 			bal := mustNew(b, p, 3)
 			b.RunParallel(func(pb *testing.PB) {
 				for pb.Next() {
-					i := bal.Pick(-1)
-					bal.Start(i)
-					bal.Done(i, time.Millisecond, nil)
+					bal.Done(bal.Start(bal.Pick(-1)), nil)
 				}
 			})
 		})

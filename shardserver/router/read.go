@@ -43,7 +43,7 @@ func readShard[T any](ctx context.Context, r *Router, s *shardSet, hedge bool, o
 		cancels[launched] = cancel
 		launched++
 		rep := s.replicas[i]
-		s.bal.Start(i)
+		tk := s.bal.Start(i)
 		rep.obs.selections.Inc()
 		go func() {
 			start := time.Now()
@@ -61,7 +61,7 @@ func readShard[T any](ctx context.Context, r *Router, s *shardSet, hedge bool, o
 				// but it was at least this slow.
 				fault = nil
 			}
-			s.bal.Done(i, lat, fault)
+			s.bal.Done(tk, fault)
 			results <- attempt[T]{i, val, err}
 		}()
 	}
