@@ -171,10 +171,10 @@ const ageSlots = 8
 // replicas updated by different cores do not share a line.
 type replica struct {
 	inflight atomic.Int64
-	ewma     atomic.Uint64 // float64 bits: EWMA of observed latency, ns
-	last     atomic.Int64  // clock (ns) of the last sample, for decay
-	queue    atomic.Uint64 // float64 bits: reported queue depth
-	service  atomic.Uint64 // float64 bits: reported service time, ns
+	ewma     atomic.Uint64          // float64 bits: EWMA of observed latency, ns
+	last     atomic.Int64           // clock (ns) of the last sample, for decay
+	queue    atomic.Uint64          // float64 bits: reported queue depth
+	service  atomic.Uint64          // float64 bits: reported service time, ns
 	starts   [ageSlots]atomic.Int64 // start+1 of outstanding requests (0 = free), Adaptive only
 	_        [24]byte
 }
