@@ -13,10 +13,14 @@ func (x *Index) Delete(key uint64) error {
 	if err := x.tombstone(key); err != nil {
 		return err
 	}
+	x.maybeVacuum()
+	return nil
+}
+
+func (x *Index) maybeVacuum() {
 	if d := x.deleted.Load(); d >= vacuumMin && d*4 >= x.live.Load() {
 		x.Vacuum()
 	}
-	return nil
 }
 
 // vacuumMin is the fewest tombstones worth a Vacuum on Delete: a pass scans every

@@ -60,8 +60,8 @@ var (
 	ErrConfig = errors.New("hnsw: invalid config")
 )
 
-// Limits that bound memory and keep every offset in 32 bits. They are far above
-// any sensible setting, and Read rejects files that exceed them.
+// Limits that bound memory and keep every offset in 32 bits; New and Read reject
+// anything beyond them.
 const (
 	MaxDim   = 4096 // keeps one node chunk under 17 MiB, which bounds what Read allocates ahead of data
 	MaxM     = 512

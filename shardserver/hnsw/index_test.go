@@ -438,3 +438,31 @@ func TestSearchAllocs(t *testing.T) {
 		}
 	}
 }
+
+// TestUpsertChurn: replacing every vector many times reuses the slots of the
+// replaced ones, and every key still finds its latest vector.
+func TestUpsertChurn(t *testing.T) {
+	const n, dim = 1000, 16
+	pool := clustered(40, 6*n, dim, 10)
+	x := build(t, Config{Dim: dim, M: 8}, pool[:n])
+	for round := 1; round < 6; round++ {
+		for k := range n {
+			if err := x.Add(uint64(k), pool[round*n+k]); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	if x.Len() != n {
+		t.Fatalf("Len = %d, want %d", x.Len(), n)
+	}
+	if slots := int(x.nslots.Load()); slots > n+2*vacuumMin {
+		t.Fatalf("%d slots for %d keys after upserts: replaced slots are not reused", slots, n)
+	}
+	checkInvariants(t, x, false)
+	for k := range n {
+		res, err := x.Search(pool[5*n+k], 1, SearchOptions{})
+		if err != nil || len(res) != 1 || res[0].Distance != 0 || res[0].Key != uint64(k) {
+			t.Fatalf("key %d: %v, %v", k, res, err)
+		}
+	}
+}

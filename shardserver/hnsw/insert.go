@@ -14,12 +14,25 @@ import (
 // A replaced vector goes into a fresh slot, which is published before the old slot
 // is tombstoned, so a concurrent search sees the old or the new vector, never a
 // mix of the two.
+//
+// An upsert leaves a tombstone like Delete does, and triggers Vacuum the same way.
 func (x *Index) Add(key uint64, vec []float32) error {
+	upsert, err := x.add(key, vec)
+	if err != nil {
+		return err
+	}
+	if upsert {
+		x.maybeVacuum()
+	}
+	return nil
+}
+
+func (x *Index) add(key uint64, vec []float32) (upsert bool, err error) {
 	s := x.getSearcher()
 	defer x.putSearcher(s)
 	v, err := x.checkVector(vec, s.q)
 	if err != nil {
-		return fmt.Errorf("add key %d: %w", key, err)
+		return false, fmt.Errorf("add key %d: %w", key, err)
 	}
 	if x.cosine {
 		s.q = v
@@ -56,7 +69,7 @@ func (x *Index) Add(key uint64, vec []float32) error {
 	} else {
 		x.live.Add(1)
 	}
-	return nil
+	return exists, nil
 }
 
 // insert links node id (its vector v, its level) into the graph: the paper's
@@ -143,8 +156,6 @@ func (x *Index) listOf(s *searcher, id uint32, l int) ([]uint32, int) {
 	return uw, int(off&(upperChunkWords-1)) + (l-1)*x.upStr
 }
 
-func (x *Index) lockOf(s *searcher, id uint32) *chunk { return s.chunkOf(x, id) }
-
 // setLinks sets the new node id's list on layer l. The list is normally empty,
 // but a concurrent insert that reached id through a higher layer may already have
 // added a back-link to it; those links are merged in (pruned by the heuristic if
@@ -152,8 +163,7 @@ func (x *Index) lockOf(s *searcher, id uint32) *chunk { return s.chunkOf(x, id) 
 // Words are stored atomically, ids before the count, so a lock-free reader sees
 // valid node ids whatever it interleaves with.
 func (x *Index) setLinks(s *searcher, id uint32, l, maxM int, links []pair) {
-	c := x.lockOf(s, id)
-	mu := &c.locks[id&chunkMask]
+	mu := &s.chunkOf(x, id).locks[id&chunkMask]
 	mu.Lock()
 	defer mu.Unlock()
 	w, base := x.listOf(s, id, l)
@@ -183,8 +193,7 @@ func (x *Index) setLinks(s *searcher, id uint32, l, maxM int, links []pair) {
 // addBackLink adds a link nb -> id on layer l, pruning nb's list with the
 // heuristic when it is full.
 func (x *Index) addBackLink(s *searcher, nb, id uint32, l, maxM int) {
-	c := x.lockOf(s, nb)
-	mu := &c.locks[nb&chunkMask]
+	mu := &s.chunkOf(x, nb).locks[nb&chunkMask]
 	mu.Lock()
 	defer mu.Unlock()
 	w, base := x.listOf(s, nb, l)

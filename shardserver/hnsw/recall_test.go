@@ -1,9 +1,6 @@
 package hnsw
 
-import (
-	"fmt"
-	"testing"
-)
+import "testing"
 
 // TestRecall is the acceptance test: recall@10 >= 0.95 against brute force
 // on a generated 20k x 64 set at M=16, ef=64.
@@ -40,5 +37,3 @@ func TestRecallPerMetric(t *testing.T) {
 		})
 	}
 }
-
-var _ = fmt.Sprint
