@@ -20,6 +20,11 @@ func TestRunDrainsAndSnapshots(t *testing.T) {
 	cfg := testConfig(t.TempDir())
 	cfg.Limits.MaxBatch = 2000
 	cfg.MaxBodyBytes = 8 << 20
+	cfg.DrainTimeout = time.Minute // the race detector slows inserts ten-fold
+	batch := 1500
+	if raceEnabled {
+		batch = 200
+	}
 	s, err := New(cfg)
 	if err != nil {
 		t.Fatal(err)
@@ -37,7 +42,7 @@ func TestRunDrainsAndSnapshots(t *testing.T) {
 	var wg sync.WaitGroup
 	for w := range 6 {
 		req := &client.UpsertRequest{}
-		for i := range 1500 { // big batches keep each request busy for a while
+		for i := range batch { // big batches keep each request busy for a while
 			req.Vectors = append(req.Vectors, client.Vector{ID: fmt.Sprintf("w%d-%d", w, i), Vector: randVec(r, testDim)})
 		}
 		wg.Add(1)
@@ -72,7 +77,7 @@ func TestRunDrainsAndSnapshots(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer s2.Close()
-	if s2.Len() != int(ok.Load())*1500 {
-		t.Fatalf("%d vectors after restart, want %d", s2.Len(), ok.Load()*1500)
+	if s2.Len() != int(ok.Load())*batch {
+		t.Fatalf("%d vectors after restart, want %d", s2.Len(), int(ok.Load())*batch)
 	}
 }

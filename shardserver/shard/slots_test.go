@@ -133,7 +133,7 @@ func TestSlotsMoveLifecycle(t *testing.T) {
 			t.Fatalf("empty SlotWAL range: %v", err)
 		}
 		// Following the live log: heartbeats arrive until the context ends.
-		fctx, cancel := context.WithTimeout(ctx, 1500*time.Millisecond)
+		fctx, cancel := context.WithTimeout(ctx, 2500*time.Millisecond)
 		defer cancel()
 		beats := 0
 		err = c.SlotWAL(fctx, moving.String(), 4, 0, func(r client.SlotRecord) error {
