@@ -12,6 +12,10 @@
 // what was acknowledged is what comes back. A read replica does the same with records
 // streamed from the primary, under the primary's sequence numbers.
 //
+// Slots: a standalone shard owns all 4096; POST /v1/internal/slots sets the owned set
+// and epoch, --routing-file or --index (the routing ConfigMap) keep it in step with the
+// routing table. Writes to a slot not owned or frozen get 409 moved with the epoch.
+//
 // Ids are strings; each gets a dense uint64 index key on first upsert, in WAL order, so
 // every replica assigns the same keys. An id is unique within the shard whatever its
 // partition; a partition-scoped search filters inside the graph walk.
