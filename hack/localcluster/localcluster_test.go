@@ -128,7 +128,7 @@ func TestLocalCluster(t *testing.T) {
 				t.Errorf("condition %s is not True: %+v", ct, p.Status.Conditions)
 			}
 		}
-		if cs := p.Status.ContainerStatuses; len(cs) != 1 || !cs[0].Ready || cs[0].State.Running == nil || cs[0].RestartCount != 0 {
+		if cs := p.Status.ContainerStatuses; len(cs) != 1 || !cs[0].Ready || cs[0].State.Running == nil {
 			t.Errorf("container status: %+v", cs)
 		}
 
@@ -237,13 +237,19 @@ func TestLocalCluster(t *testing.T) {
 			t.Fatalf("removing /tmp/unready: %q", got)
 		}
 		podStatus("Ready again", func(p *corev1.Pod) bool { return hasCondition(p, corev1.PodReady) })
+		cur, err := cs.CoreV1().Pods(ns).Get(ctx, "web", metav1.GetOptions{})
+		if err != nil {
+			t.Fatalf("getting pod: %v", err)
+		}
+		// Relative: on a loaded machine a probe may already have timed out twice.
+		restarts := cur.Status.ContainerStatuses[0].RestartCount
 		if got := httpGet(t, p.Status.PodIP, "/write?path=/tmp/dead&data=1"); got != "ok\n" {
 			t.Fatalf("writing /tmp/dead: %q", got)
 		}
 		// The restarted container gets a fresh /tmp, so it comes back healthy.
 		podStatus("liveness failure to restart the container", func(p *corev1.Pod) bool {
 			s := p.Status.ContainerStatuses
-			return len(s) == 1 && s[0].RestartCount == 1 && s[0].Ready && hasCondition(p, corev1.PodReady)
+			return len(s) == 1 && s[0].RestartCount > restarts && s[0].Ready && hasCondition(p, corev1.PodReady)
 		})
 	})
 
@@ -581,7 +587,7 @@ func serverPod(name string, grace int64, termDelayMs int) *corev1.Pod {
 					LocalObjectReference: corev1.LocalObjectReference{Name: "settings"}}}},
 				ReadinessProbe: &corev1.Probe{PeriodSeconds: 1, ProbeHandler: corev1.ProbeHandler{
 					HTTPGet: &corev1.HTTPGetAction{Path: "/readyz", Port: intstr.FromString("http")}}},
-				LivenessProbe: &corev1.Probe{PeriodSeconds: 1, FailureThreshold: 2, ProbeHandler: corev1.ProbeHandler{
+				LivenessProbe: &corev1.Probe{PeriodSeconds: 1, FailureThreshold: 2, TimeoutSeconds: 5, ProbeHandler: corev1.ProbeHandler{
 					HTTPGet: &corev1.HTTPGetAction{Path: "/livez", Port: intstr.FromInt32(8080)}}},
 				Ports: []corev1.ContainerPort{{Name: "http", ContainerPort: 8080}},
 				VolumeMounts: []corev1.VolumeMount{

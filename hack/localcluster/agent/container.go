@@ -86,6 +86,18 @@ func (c *container) update(f func(st *corev1.ContainerStatus)) {
 	c.w.changed()
 }
 
+// probeUpdate is update for probe results: it drops the result when the probes'
+// context has ended, checked under the lock, so a probe that finishes just after
+// its process exited can never mark the terminated container ready or started.
+func (c *container) probeUpdate(ctx context.Context, f func(st *corev1.ContainerStatus) (changed bool)) {
+	c.mu.Lock()
+	changed := ctx.Err() == nil && f(&c.st)
+	c.mu.Unlock()
+	if changed {
+		c.w.changed()
+	}
+}
+
 // stop asks the runner to stop the process (SIGTERM, grace, SIGKILL) and not restart.
 func (c *container) stop(grace time.Duration) {
 	c.stopOnce.Do(func() {
@@ -145,7 +157,7 @@ func (c *container) run(ctx context.Context) {
 		}
 		pid := cmd.Process.Pid
 		started := time.Now()
-		id := fmt.Sprintf("localcluster://%s/%s/%d", c.pod.UID, c.spec.Name, c.st.RestartCount)
+		id := fmt.Sprintf("localcluster://%s/%s/%d", c.pod.UID, c.spec.Name, c.status().RestartCount)
 		c.update(func(st *corev1.ContainerStatus) {
 			st.ContainerID = id
 			st.State = corev1.ContainerState{Running: &corev1.ContainerStateRunning{StartedAt: metav1.NewTime(started)}}
@@ -378,19 +390,17 @@ func (c *container) probe(ctx context.Context, kill chan<- time.Duration) {
 			}
 			return
 		}
-		c.update(func(st *corev1.ContainerStatus) { st.Started = ptr(true) })
+		c.probeUpdate(ctx, func(st *corev1.ContainerStatus) bool { st.Started = ptr(true); return true })
 	}
 	if spec.ReadinessProbe == nil {
-		c.update(func(st *corev1.ContainerStatus) { st.Ready = true })
+		c.probeUpdate(ctx, func(st *corev1.ContainerStatus) bool { st.Ready = true; return true })
 	} else {
 		go c.probeLoop(ctx, spec.ReadinessProbe, func(ok bool) bool {
-			c.mu.Lock()
-			changed := c.st.Ready != ok
-			c.st.Ready = ok
-			c.mu.Unlock()
-			if changed {
-				c.w.changed()
-			}
+			c.probeUpdate(ctx, func(st *corev1.ContainerStatus) bool {
+				changed := st.Ready != ok
+				st.Ready = ok
+				return changed
+			})
 			return false
 		})
 	}

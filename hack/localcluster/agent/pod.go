@@ -135,10 +135,12 @@ func (w *podWorker) run(ctx context.Context) {
 					grace = min(grace, 2*time.Second)
 				}
 				w.stopAll(grace, &starter)
+				// Clean up before the final delete, so whoever sees the pod gone also
+				// sees its directory gone (the claim's data lives elsewhere).
+				w.cleanup()
 				if !gone {
 					w.finalDelete(ctx)
 				}
-				w.cleanup()
 				return
 			}
 			if active && w.needsPatch() {
