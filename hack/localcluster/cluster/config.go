@@ -49,6 +49,9 @@ func Defaults(root string) Config {
 			"shardserver":       filepath.Join(root, "bin", "shardserver"),
 			"annshard-operator": filepath.Join(root, "bin", "manager"),
 			"manager":           filepath.Join(root, "bin", "manager"),
+			// IMG of hack/make/operator.mk and the kubebuilder default in config/manager.
+			"operator":   filepath.Join(root, "bin", "manager"),
+			"controller": filepath.Join(root, "bin", "manager"),
 		},
 	}
 }
