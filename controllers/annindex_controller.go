@@ -233,10 +233,21 @@ func podToIndex(_ context.Context, o client.Object) []reconcile.Request {
 	return []reconcile.Request{{NamespacedName: client.ObjectKey{Namespace: o.GetNamespace(), Name: l[labelInstance]}}}
 }
 
-// CacheByObject narrows the manager's cache: only pods the operator manages are cached,
-// not every pod of the cluster.
+// CacheByObject narrows the manager's cache to the objects the operator manages (by the
+// managed-by label): not every Secret, ConfigMap and Pod of the cluster. Reads that must
+// not miss an unlabelled object go to the API server (createOrUpdate).
 func CacheByObject() map[client.Object]cache.ByObject {
+	managed := cache.ByObject{Label: labels.SelectorFromSet(labels.Set{labelManagedBy: managedBy})}
 	return map[client.Object]cache.ByObject{
-		&corev1.Pod{}: {Label: labels.SelectorFromSet(labels.Set{labelManagedBy: managedBy})},
+		&corev1.Pod{}:                   managed,
+		&corev1.Secret{}:                managed,
+		&corev1.ConfigMap{}:             managed,
+		&corev1.Service{}:               managed,
+		&corev1.ServiceAccount{}:        managed,
+		&rbacv1.Role{}:                  managed,
+		&rbacv1.RoleBinding{}:           managed,
+		&appsv1.StatefulSet{}:           managed,
+		&appsv1.Deployment{}:            managed,
+		&policyv1.PodDisruptionBudget{}: managed,
 	}
 }

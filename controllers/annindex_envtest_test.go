@@ -352,15 +352,16 @@ var _ = Describe("AnnIndex reconciler", func() {
 		token := string(sec.Data[tokenKey])
 		Expect(token).To(MatchRegexp("^[0-9a-f]{64}$"))
 
-		By("removing a label and adding an unrelated key")
+		By("removing its labels, which hides it from the operator's cache, and adding an unrelated key")
 		secPatch := client.MergeFrom(sec.DeepCopy())
 		delete(sec.Labels, labelComponent)
+		delete(sec.Labels, labelManagedBy)
 		sec.Data["extra"] = []byte("kept")
 		Expect(k8sClient.Patch(ctx, sec, secPatch)).To(Succeed())
 		Eventually(func() map[string]string {
 			Expect(k8sClient.Get(ctx, secKey, sec)).To(Succeed())
 			return sec.Labels
-		}, timeout, interval).Should(HaveKeyWithValue(labelComponent, "token"))
+		}, timeout, interval).Should(And(HaveKeyWithValue(labelComponent, "token"), HaveKeyWithValue(labelManagedBy, managedBy)))
 		Expect(string(sec.Data[tokenKey])).To(Equal(token))
 		Expect(string(sec.Data["extra"])).To(Equal("kept"))
 

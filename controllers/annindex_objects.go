@@ -24,6 +24,8 @@ import (
 	"fmt"
 	"strconv"
 
+	"k8s.io/apimachinery/pkg/api/equality"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	"k8s.io/apimachinery/pkg/runtime"
 	"sigs.k8s.io/controller-runtime/pkg/client"
@@ -100,6 +102,41 @@ func configHash(v any) string {
 	}
 	sum := sha256.Sum256(b)
 	return hex.EncodeToString(sum[:8])
+}
+
+// createOrUpdate is controllerutil.CreateOrUpdate, except that an object missing from the
+// cache is looked up on the API server before it is created: the cache holds only objects
+// with the operator's label and may lag behind a creation. mutate sees a zero
+// CreationTimestamp when the object is about to be created.
+func (r *AnnIndexReconciler) createOrUpdate(ctx context.Context, obj client.Object, mutate func() error) (controllerutil.OperationResult, error) {
+	key := client.ObjectKeyFromObject(obj)
+	err := r.Get(ctx, key, obj)
+	if apierrors.IsNotFound(err) {
+		err = r.apiReader().Get(ctx, key, obj)
+	}
+	switch {
+	case apierrors.IsNotFound(err):
+		if err := mutate(); err != nil {
+			return controllerutil.OperationResultNone, err
+		}
+		if err := r.Create(ctx, obj); err != nil {
+			return controllerutil.OperationResultNone, err
+		}
+		return controllerutil.OperationResultCreated, nil
+	case err != nil:
+		return controllerutil.OperationResultNone, err
+	}
+	before := obj.DeepCopyObject()
+	if err := mutate(); err != nil {
+		return controllerutil.OperationResultNone, err
+	}
+	if equality.Semantic.DeepEqual(before, obj) {
+		return controllerutil.OperationResultNone, nil
+	}
+	if err := r.Update(ctx, obj); err != nil {
+		return controllerutil.OperationResultNone, err
+	}
+	return controllerutil.OperationResultUpdated, nil
 }
 
 // apply server-side-applies obj, owned by idx, and fills obj with the object the API

@@ -23,8 +23,6 @@ import (
 	"fmt"
 
 	corev1 "k8s.io/api/core/v1"
-	"k8s.io/apimachinery/pkg/api/equality"
-	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/controller/controllerutil"
@@ -101,51 +99,31 @@ func mutateRoutingConfigMap(idx *annv1alpha1.AnnIndex, cm *corev1.ConfigMap) (sl
 // in the scope; the shard phase runs one StatefulSet per shard of that table.
 //
 // Writing a table is the one decision here that can misroute data, so it rests on fresh
-// facts: a ConfigMap the cache does not hold is looked up on the API server (the cache
-// may lag behind its creation), and initialTable reads the index's status from the API
-// server too (the cached index may predate the status write that recorded a newer epoch).
+// facts: createOrUpdate looks a ConfigMap missing from the cache up on the API server,
+// and a new table is decided on the index as the API server has it (the cached index may
+// predate the status write that recorded a newer epoch).
 func (r *AnnIndexReconciler) reconcileRouting(ctx context.Context, s *scope) error {
-	key := client.ObjectKey{Namespace: s.index.Namespace, Name: routingName(s.index)}
-	cm := &corev1.ConfigMap{}
-	err := r.Get(ctx, key, cm)
-	if apierrors.IsNotFound(err) {
-		err = r.apiReader().Get(ctx, key, cm)
-	}
-	switch {
-	case apierrors.IsNotFound(err):
-		fresh := &annv1alpha1.AnnIndex{}
-		if err := r.apiReader().Get(ctx, client.ObjectKeyFromObject(s.index), fresh); err != nil {
-			return fmt.Errorf("reading AnnIndex %s before writing its routing table: %w", s.index.Name, err)
+	cm := &corev1.ConfigMap{ObjectMeta: metav1.ObjectMeta{Name: routingName(s.index), Namespace: s.index.Namespace}}
+	var table slots.Table
+	res, err := r.createOrUpdate(ctx, cm, func() error {
+		idx := s.index
+		if cm.CreationTimestamp.IsZero() {
+			idx = &annv1alpha1.AnnIndex{}
+			if err := r.apiReader().Get(ctx, client.ObjectKeyFromObject(s.index), idx); err != nil {
+				return fmt.Errorf("reading AnnIndex %s before writing its routing table: %w", s.index.Name, err)
+			}
 		}
-		cm = &corev1.ConfigMap{ObjectMeta: metav1.ObjectMeta{Name: key.Name, Namespace: key.Namespace}}
-		table, err := mutateRoutingConfigMap(fresh, cm)
-		if err != nil {
-			return fmt.Errorf("reconciling routing ConfigMap %s: %w", key.Name, err)
+		var err error
+		if table, err = mutateRoutingConfigMap(idx, cm); err != nil {
+			return err
 		}
-		if err := controllerutil.SetControllerReference(s.index, cm, r.Scheme); err != nil {
-			return fmt.Errorf("setting owner of ConfigMap %s: %w", key.Name, err)
-		}
-		if err := r.Create(ctx, cm); err != nil {
-			return fmt.Errorf("creating routing ConfigMap %s: %w", key.Name, err)
-		}
-		log.FromContext(ctx).Info("Created routing table", "configMap", key.Name, "shards", table.Shards, "epoch", table.Epoch)
-		s.table = &table
-		return nil
-	case err != nil:
-		return fmt.Errorf("reading routing ConfigMap %s: %w", key.Name, err)
-	}
-	before := cm.DeepCopy()
-	table, err := mutateRoutingConfigMap(s.index, cm)
+		return controllerutil.SetControllerReference(s.index, cm, r.Scheme)
+	})
 	if err != nil {
-		return fmt.Errorf("reconciling routing ConfigMap %s: %w", key.Name, err)
+		return fmt.Errorf("reconciling routing ConfigMap %s: %w", cm.Name, err)
 	}
-	if err := controllerutil.SetControllerReference(s.index, cm, r.Scheme); err != nil {
-		return fmt.Errorf("setting owner of ConfigMap %s: %w", key.Name, err)
-	}
-	if !equality.Semantic.DeepEqual(before, cm) {
-		if err := r.Update(ctx, cm); err != nil {
-			return fmt.Errorf("updating routing ConfigMap %s: %w", key.Name, err)
-		}
+	if res == controllerutil.OperationResultCreated {
+		log.FromContext(ctx).Info("Created routing table", "configMap", cm.Name, "shards", table.Shards, "epoch", table.Epoch)
 	}
 	s.table = &table
 	return nil

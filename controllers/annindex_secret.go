@@ -74,7 +74,7 @@ func mutateTokenSecret(idx *annv1alpha1.AnnIndex, sec *corev1.Secret, rnd io.Rea
 // mutateTokenSecret for why the token itself is never replaced.
 func (r *AnnIndexReconciler) reconcileSecret(ctx context.Context, s *scope) error {
 	sec := &corev1.Secret{ObjectMeta: metav1.ObjectMeta{Name: tokenSecretName(s.index), Namespace: s.index.Namespace}}
-	res, err := controllerutil.CreateOrUpdate(ctx, r.Client, sec, func() error {
+	res, err := r.createOrUpdate(ctx, sec, func() error {
 		if err := mutateTokenSecret(s.index, sec, rand.Reader); err != nil {
 			return err
 		}
