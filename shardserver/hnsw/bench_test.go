@@ -188,26 +188,31 @@ func BenchmarkBuild(b *testing.B) {
 	}
 }
 
-// BenchmarkBuildParallel inserts 20000x128 from GOMAXPROCS goroutines.
-func BenchmarkBuildParallel(b *testing.B) {
+// BenchmarkBuildThreads builds 20000x128 from 1 and from GOMAXPROCS goroutines in
+// one run: Add is safe for concurrent use, and the ratio shows how it scales.
+func BenchmarkBuildThreads(b *testing.B) {
 	data := clusteredLatent(21, 20000, 128, 100, 40, 0.3)
-	for b.Loop() {
-		x, _ := New(Config{Dim: 128, Capacity: len(data)})
-		var wg sync.WaitGroup
-		p := runtime.GOMAXPROCS(0)
-		for w := range p {
-			wg.Add(1)
-			go func() {
-				defer wg.Done()
-				for i := w; i < len(data); i += p {
-					if err := x.Add(uint64(i), data[i]); err != nil {
-						b.Error(err)
-						return
-					}
+	for _, p := range []int{1, runtime.GOMAXPROCS(0)} {
+		b.Run(fmt.Sprintf("threads=%d", p), func(b *testing.B) {
+			for b.Loop() {
+				x, _ := New(Config{Dim: 128, Capacity: len(data)})
+				var wg sync.WaitGroup
+				for w := range p {
+					wg.Add(1)
+					go func() {
+						defer wg.Done()
+						for i := w; i < len(data); i += p {
+							if err := x.Add(uint64(i), data[i]); err != nil {
+								b.Error(err)
+								return
+							}
+						}
+					}()
 				}
-			}()
-		}
-		wg.Wait()
+				wg.Wait()
+			}
+			b.ReportMetric(float64(b.Elapsed().Seconds())/float64(b.N), "build-s")
+		})
 	}
 }
 

@@ -477,16 +477,19 @@ func (x *Index) checkVector(vec []float32, buf []float32) ([]float32, error) {
 	if len(vec) != x.dim {
 		return nil, fmt.Errorf("%w: got %d elements, want %d", ErrDimension, len(vec), x.dim)
 	}
-	var norm float64
+	// v-v is NaN exactly when v is NaN or ±Inf: one subtraction and one compare
+	// per element, as every query pays for this check.
 	for _, v := range vec {
-		f := float64(v)
-		if math.IsNaN(f) || math.IsInf(f, 0) {
+		if d := v - v; d != d {
 			return nil, fmt.Errorf("%w: NaN or Inf element", ErrInvalidVector)
 		}
-		norm += f * f
 	}
 	if !x.cosine {
 		return vec, nil
+	}
+	var norm float64
+	for _, v := range vec {
+		norm += float64(v) * float64(v)
 	}
 	if norm == 0 || math.IsInf(norm, 0) {
 		return nil, fmt.Errorf("%w: zero or overflowing norm under Cosine", ErrInvalidVector)
