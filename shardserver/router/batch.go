@@ -27,11 +27,11 @@ type batcher struct {
 }
 
 type pendingBatch struct {
-	reqs []client.SearchRequest
-	full chan struct{} // closed when max searches joined
-	done chan struct{} // closed when the answer (or error) is in
-	resp *client.BatchSearchResponse
-	err  error
+	reqs  []client.SearchRequest
+	full  chan struct{} // closed when max searches joined
+	done  chan struct{} // closed when the answers (or errors) are in
+	resps []*client.SearchResponse
+	errs  []error
 }
 
 func newBatcher(c *client.Client, max int, wait, timeout time.Duration, m *metrics) *batcher {
@@ -77,10 +77,7 @@ func (b *batcher) search(ctx context.Context, req *client.SearchRequest) (*clien
 	case <-ctx.Done():
 		return nil, ctx.Err()
 	}
-	if pb.err != nil {
-		return nil, pb.err
-	}
-	return &client.SearchResponse{Results: pb.resp.Results[idx], Seq: pb.resp.Seq}, nil
+	return pb.resps[idx], pb.errs[idx]
 }
 
 func (b *batcher) send(ctx context.Context, pb *pendingBatch) {
@@ -89,19 +86,33 @@ func (b *batcher) send(ctx context.Context, pb *pendingBatch) {
 	defer close(pb.done)
 	ctx, cancel := context.WithTimeout(ctx, b.timeout)
 	defer cancel()
-	b.m.batchSize.Observe(float64(len(pb.reqs)))
-	if len(pb.reqs) == 1 {
-		one, err := b.c.Search(ctx, &pb.reqs[0])
-		if err != nil {
-			pb.err = err
-			return
-		}
-		pb.resp = &client.BatchSearchResponse{Results: [][]client.Hit{one.Results}, Seq: one.Seq}
+	n := len(pb.reqs)
+	pb.resps, pb.errs = make([]*client.SearchResponse, n), make([]error, n)
+	b.m.batchSize.Observe(float64(n))
+	if n == 1 {
+		pb.resps[0], pb.errs[0] = b.c.Search(ctx, &pb.reqs[0])
 		return
 	}
 	resp, err := b.c.BatchSearch(ctx, &client.BatchSearchRequest{Queries: pb.reqs})
-	if err == nil && len(resp.Results) != len(pb.reqs) {
-		err = apiErr(client.CodeInternal, "batch of %d searches got %d answers", len(pb.reqs), len(resp.Results))
+	if err == nil && len(resp.Results) != n {
+		err = apiErr(client.CodeInternal, "batch of %d searches got %d answers", n, len(resp.Results))
 	}
-	pb.resp, pb.err = resp, err
+	switch {
+	case err == nil:
+		for i := range pb.reqs {
+			pb.resps[i] = &client.SearchResponse{Results: resp.Results[i], Seq: resp.Seq}
+		}
+	case callerFault(err):
+		// One bad query refuses the whole batch; it must not fail its neighbours, which
+		// came from other clients: ask again one by one so each gets its own answer.
+		var wg sync.WaitGroup
+		for i := range pb.reqs {
+			wg.Go(func() { pb.resps[i], pb.errs[i] = b.c.Search(ctx, &pb.reqs[i]) })
+		}
+		wg.Wait()
+	default:
+		for i := range pb.errs {
+			pb.errs[i] = err
+		}
+	}
 }

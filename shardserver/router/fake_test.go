@@ -23,14 +23,15 @@ type fakeShard struct {
 
 	*fakeStore
 
-	delay     atomic.Int64 // ns added to every search
-	failCode  atomic.Value // string: answer every search/get with this error code
-	writeErr  atomic.Value // func() *client.APIError: answer writes with it when non-nil
-	searches  atomic.Int64
-	batches   atomic.Int64
-	writes    atomic.Int64
-	cancelled atomic.Int64 // searches whose context ended before their delay did
-	gotToken  atomic.Value // string: last Authorization header of a write
+	delay          atomic.Int64 // ns added to every search
+	failCode       atomic.Value // string: answer every search/get with this error code
+	writeErr       atomic.Value // func() *client.APIError: answer writes with it when non-nil
+	searches       atomic.Int64
+	batches        atomic.Int64
+	refusedBatches atomic.Int64
+	writes         atomic.Int64
+	cancelled      atomic.Int64 // searches whose context ended before their delay did
+	gotToken       atomic.Value // string: last Authorization header of a write
 }
 
 // fakeStore is the data of one fake shard, shared by its replicas so that a write to the
@@ -141,7 +142,7 @@ func (f *fakeShard) search(w http.ResponseWriter, r *http.Request) {
 	if !f.wait(r) || f.failing(w) {
 		return
 	}
-	if err != nil || q.K < 1 {
+	if err != nil || q.K < 1 || q.K > 100 {
 		writeErr(w, &client.APIError{Code: client.CodeInvalidArgument, Message: "bad query"})
 		return
 	}
@@ -159,6 +160,13 @@ func (f *fakeShard) batch(w http.ResponseWriter, r *http.Request) {
 	if err != nil {
 		writeErr(w, &client.APIError{Code: client.CodeInvalidArgument, Message: err.Error()})
 		return
+	}
+	for _, q := range b.Queries {
+		if q.K < 1 || q.K > 100 {
+			f.refusedBatches.Add(1)
+			writeErr(w, &client.APIError{Code: client.CodeInvalidArgument, Message: "k out of range"})
+			return
+		}
 	}
 	out := client.BatchSearchResponse{Results: make([][]client.Hit, len(b.Queries))}
 	for i := range b.Queries {

@@ -50,8 +50,10 @@ func ParseFlags(args []string, env func(string) string, out io.Writer) (Options,
 	fs.DurationVar(&o.Timeout, "timeout", 5*time.Second, "deadline of one request, end to end")
 	fs.Float64Var(&o.HedgePercentile, "hedge-percentile", 0, "hedge a read once it is slower than this percentile of the shard's recent latency (0 = off)")
 	fs.IntVar(&o.CacheEntries, "cache-entries", 10000, "result cache size in entries (0 = off)")
-	fs.IntVar(&o.BatchMax, "batch-max", 0, "micro-batch up to this many concurrent searches per replica (0 or 1 = off; off by default, see the benchmark)")
-	fs.DurationVar(&o.BatchWait, "batch-wait", 200*time.Microsecond, "longest wait for a micro-batch to fill")
+	// On by default: make bench-balance measured +24% and +45% closed-loop throughput at 32
+	// clients, and it adds no latency to a lone search (nothing outstanding: no wait).
+	fs.IntVar(&o.BatchMax, "batch-max", 16, "micro-batch up to this many concurrent searches per replica (0 or 1 = off)")
+	fs.DurationVar(&o.BatchWait, "batch-wait", 200*time.Microsecond, "longest wait for a micro-batch to fill, only while a batch to the replica is outstanding")
 	fs.DurationVar(&o.LoadInterval, "load-interval", time.Second, "how often each replica's /v1/load is polled")
 	fs.IntVar(&o.WriteAttempts, "write-attempts", 4, "tries of one write across moved / not_primary / unavailable answers")
 	fs.Usage = func() {

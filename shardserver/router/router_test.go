@@ -577,6 +577,33 @@ func TestMicroBatching(t *testing.T) {
 	if f.batches.Load() == 0 || f.batches.Load()+f.searches.Load() >= 16 {
 		t.Fatalf("16 concurrent searches became %d batches and %d single searches", f.batches.Load(), f.searches.Load())
 	}
+
+	// A query the shard refuses (k over its limit) fails alone, not its batch mates. Which
+	// query leads a batch is up to the scheduler: repeat until the bad one was batched.
+	for round := 0; f.refusedBatches.Load() == 0; round++ {
+		if round == 20 {
+			t.Fatal("the bad query never joined a batch: the case was not exercised")
+		}
+		errs := make([]error, 8)
+		for i := range errs {
+			wg.Go(func() {
+				k := 3
+				if i == 5 {
+					k = 500 // within the router's limit, over the shard's
+				}
+				_, errs[i] = cl.c.Search(context.Background(), &client.SearchRequest{Vector: vec(300 + i), K: k})
+			})
+		}
+		wg.Wait()
+		for i, err := range errs {
+			if i == 5 && errCode(err) != client.CodeInvalidArgument {
+				t.Errorf("bad query: %v, want invalid_argument", err)
+			}
+			if i != 5 && err != nil {
+				t.Errorf("query %d failed with its batch mate: %v", i, err)
+			}
+		}
+	}
 }
 
 func TestBatchSearchEndpoint(t *testing.T) {
