@@ -51,8 +51,10 @@ func TestLocalCluster(t *testing.T) {
 	goBuild(t, server, "./testdata/testserver", false)
 
 	state := filepath.Join(tmp, "state")
+	logDir = filepath.Join(state, "logs", "pods")
 	rng := rand.New(rand.NewPCG(uint64(os.Getpid()), 6))
 	base := freePortBase(t, rng)
+	podPort = freeWildcardPort(t, rng)
 	cidr := fmt.Sprintf("127.0.%d.0/24", 200+rng.IntN(50))
 	upArgs := []string{"up", "--state-dir", state, "--k8s-bin-dir", k8sBin,
 		"--etcd-port", strconv.Itoa(base), "--apiserver-port", strconv.Itoa(base + 1),
@@ -190,10 +192,10 @@ func TestLocalCluster(t *testing.T) {
 		for _, tc := range cases {
 			t.Run(tc.name, func(t *testing.T) {
 				name := fmt.Sprintf("term-%d", tc.grace)
-				mustCreate(t, func() error {
-					_, err := cs.CoreV1().Pods(ns).Create(ctx, serverPod(name, tc.grace, tc.termDelayMs), metav1.CreateOptions{})
-					return err
-				})
+				pod := serverPod(name, tc.grace, tc.termDelayMs)
+				pod.Spec.Containers[0].Lifecycle = &corev1.Lifecycle{PreStop: &corev1.LifecycleHandler{
+					HTTPGet: &corev1.HTTPGetAction{Path: "/log?msg=preStop", Port: intstr.FromString("http")}}}
+				mustCreate(t, func() error { _, err := cs.CoreV1().Pods(ns).Create(ctx, pod, metav1.CreateOptions{}); return err })
 				p := waitReady(ctx, t, cs, ns, name)
 				start := time.Now()
 				if err := cs.CoreV1().Pods(ns).Delete(ctx, name, metav1.DeleteOptions{}); err != nil {
@@ -205,8 +207,9 @@ func TestLocalCluster(t *testing.T) {
 					t.Errorf("deletion took %s, want between %s and grace+5s", took, tc.minDur)
 				}
 				logs := readFile(t, filepath.Join(state, "logs", "pods", ns+"_"+name+"_main.log"))
-				if !strings.Contains(logs, "got SIGTERM") || strings.Contains(logs, "exiting") != tc.wantExitLine {
-					t.Errorf("log after deletion (want SIGTERM, exit line %v):\n%s", tc.wantExitLine, logs)
+				pre, term := strings.Index(logs, "preStop"), strings.Index(logs, "got SIGTERM")
+				if pre < 0 || term < pre || strings.Contains(logs, "exiting") != tc.wantExitLine {
+					t.Errorf("log after deletion (want preStop, then SIGTERM, exit line %v):\n%s", tc.wantExitLine, logs)
 				}
 				if _, err := os.Stat(filepath.Join(state, "pods", string(p.UID))); err == nil {
 					t.Errorf("pod dir of deleted pod still exists")
@@ -426,6 +429,27 @@ func freePortBase(t *testing.T, rng *rand.Rand) int {
 	return 0
 }
 
+// podPort is the test pods' port. Pods listen on their own IP, but any process on
+// the machine listening on the wildcard address with the same port would take it
+// from them, so it is picked free rather than fixed.
+var podPort int
+
+// logDir holds the pods' logs, dumped when a pod fails to become ready.
+var logDir string
+
+func freeWildcardPort(t *testing.T, rng *rand.Rand) int {
+	t.Helper()
+	for range 50 {
+		p := 20000 + rng.IntN(10000)
+		if l, err := net.Listen("tcp", ":"+strconv.Itoa(p)); err == nil {
+			_ = l.Close()
+			return p
+		}
+	}
+	t.Fatal("no free port found")
+	return 0
+}
+
 func mustCreate(t *testing.T, create func() error) {
 	t.Helper()
 	if err := create(); err != nil {
@@ -473,6 +497,13 @@ func waitReady(ctx context.Context, t *testing.T, cs kubernetes.Interface, ns, n
 		if t.Failed() && p != nil {
 			st, _ := json.MarshalIndent(p.Status, "", "  ")
 			t.Logf("last status of %s:\n%s", name, st)
+			if logDir != "" {
+				logs, _ := filepath.Glob(filepath.Join(logDir, ns+"_"+name+"_*.log"))
+				for _, l := range logs {
+					b, _ := os.ReadFile(l)
+					t.Logf("%s:\n%s", filepath.Base(l), b)
+				}
+			}
 		}
 	}()
 	waitFor(wctx, t, "pod "+name+" Ready", func() (bool, error) {
@@ -506,7 +537,7 @@ func waitGone(ctx context.Context, t *testing.T, cs kubernetes.Interface, ns, na
 
 func httpGet(t *testing.T, ip, path string) string {
 	t.Helper()
-	resp, err := (&http.Client{Timeout: 10 * time.Second}).Get("http://" + net.JoinHostPort(ip, "8080") + path)
+	resp, err := (&http.Client{Timeout: 10 * time.Second}).Get("http://" + net.JoinHostPort(ip, strconv.Itoa(podPort)) + path)
 	if err != nil {
 		t.Errorf("GET %s: %v", path, err)
 		return ""
@@ -572,7 +603,7 @@ func serverPod(name string, grace int64, termDelayMs int) *corev1.Pod {
 				Command: []string{"testserver", "serve"},
 				Args:    []string{"--name=$(POD_NAME)"},
 				Env: []corev1.EnvVar{
-					{Name: "PORT", Value: "8080"},
+					{Name: "PORT", Value: strconv.Itoa(podPort)},
 					{Name: "TERM_DELAY_MS", Value: strconv.Itoa(termDelayMs)},
 					{Name: "POD_NAME", ValueFrom: field("metadata.name")},
 					{Name: "POD_NAMESPACE", ValueFrom: field("metadata.namespace")},
@@ -588,8 +619,8 @@ func serverPod(name string, grace int64, termDelayMs int) *corev1.Pod {
 				ReadinessProbe: &corev1.Probe{PeriodSeconds: 1, ProbeHandler: corev1.ProbeHandler{
 					HTTPGet: &corev1.HTTPGetAction{Path: "/readyz", Port: intstr.FromString("http")}}},
 				LivenessProbe: &corev1.Probe{PeriodSeconds: 1, FailureThreshold: 2, TimeoutSeconds: 5, ProbeHandler: corev1.ProbeHandler{
-					HTTPGet: &corev1.HTTPGetAction{Path: "/livez", Port: intstr.FromInt32(8080)}}},
-				Ports: []corev1.ContainerPort{{Name: "http", ContainerPort: 8080}},
+					HTTPGet: &corev1.HTTPGetAction{Path: "/livez", Port: intstr.FromInt32(int32(podPort))}}},
+				Ports: []corev1.ContainerPort{{Name: "http", ContainerPort: int32(podPort)}},
 				VolumeMounts: []corev1.VolumeMount{
 					{Name: "creds", MountPath: "/etc/creds", ReadOnly: true},
 					{Name: "scratch", MountPath: "/data/scratch"},

@@ -175,7 +175,7 @@ func (c *container) run(ctx context.Context) {
 		case ex = <-exited:
 		case <-c.stopCh:
 			stopping = true
-			ex = terminate(pid, c.grace, exited)
+			ex = terminate(pid, c.preStop(ctx, c.grace), exited)
 		case <-ctx.Done():
 			stopping = true
 			ex = terminate(pid, min(specGrace(c.pod), MaxShutdownGrace), exited)
@@ -223,6 +223,31 @@ func (c *container) restarts(code int32) bool {
 		return code != 0
 	}
 	return !c.isInit || code != 0
+}
+
+// preStop runs the container's preStop hook, as a kubelet does before SIGTERM,
+// within the grace period, and returns what is left of it.
+func (c *container) preStop(ctx context.Context, grace time.Duration) time.Duration {
+	h := c.spec.Lifecycle
+	if h == nil || h.PreStop == nil {
+		return grace
+	}
+	start := time.Now()
+	ctx, cancel := context.WithTimeout(ctx, grace)
+	defer cancel()
+	var err error
+	switch ps := h.PreStop; {
+	case ps.Sleep != nil:
+		sleepCtx(ctx, time.Duration(ps.Sleep.Seconds)*time.Second)
+	case ps.HTTPGet != nil || ps.Exec != nil || ps.TCPSocket != nil:
+		p := &corev1.Probe{TimeoutSeconds: int32(max(grace/time.Second, 1)), ProbeHandler: corev1.ProbeHandler{
+			HTTPGet: ps.HTTPGet, Exec: ps.Exec, TCPSocket: ps.TCPSocket}}
+		err = c.probeOnce(ctx, p)
+	}
+	if err != nil {
+		c.w.a.log.Info("preStop hook failed", "pod", c.w.key, "container", c.spec.Name, "err", err)
+	}
+	return max(grace-time.Since(start), 0)
 }
 
 // terminate sends SIGTERM to the container's process group, SIGKILL after grace.

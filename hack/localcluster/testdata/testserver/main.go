@@ -53,6 +53,9 @@ func main() {
 		}
 		fmt.Fprintln(w, "ok")
 	})
+	mux.HandleFunc("/log", func(w http.ResponseWriter, r *http.Request) {
+		fmt.Println(r.URL.Query().Get("msg"))
+	})
 	mux.HandleFunc("/remove", func(w http.ResponseWriter, r *http.Request) {
 		if err := os.Remove(r.URL.Query().Get("path")); err != nil {
 			http.Error(w, err.Error(), http.StatusInternalServerError)
