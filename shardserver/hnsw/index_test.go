@@ -466,3 +466,34 @@ func TestUpsertChurn(t *testing.T) {
 		}
 	}
 }
+
+// TestAddAmongTombstones: a vector added when every other node is a tombstone
+// (too few for a Vacuum) is still found.
+func TestAddAmongTombstones(t *testing.T) {
+	data := clustered(41, 60, 8, 3)
+	x := build(t, Config{Dim: 8, M: 4}, data[:50])
+	for k := range 50 {
+		if err := x.Delete(uint64(k)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for k := 50; k < 60; k++ {
+		if err := x.Add(uint64(k), data[k]); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for k := 50; k < 60; k++ {
+		res, err := x.Search(data[k], 10, SearchOptions{})
+		if err != nil || len(res) != 10 || res[0].Key != uint64(k) {
+			t.Fatalf("key %d: %v, %v", k, res, err)
+		}
+	}
+	checkInvariants(t, x, false)
+	x.Vacuum()
+	checkInvariants(t, x, true)
+	for k := 50; k < 60; k++ {
+		if res, err := x.Search(data[k], 10, SearchOptions{}); err != nil || len(res) != 10 || res[0].Key != uint64(k) {
+			t.Fatalf("after Vacuum, key %d: %v, %v", k, res, err)
+		}
+	}
+}

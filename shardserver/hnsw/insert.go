@@ -95,7 +95,10 @@ func (x *Index) insert(s *searcher, id uint32, v []float32, level int) {
 	for l := min(level, top); l >= 0; l-- {
 		x.searchLayer(s, v, ep, x.cfg.EfConstruction, l, collectNotDead, nil)
 		if len(s.res) == 0 {
-			continue // every node met is a tombstone: keep descending from ep
+			// Only tombstones in reach (say, everything was deleted and not yet
+			// vacuumed): link to them rather than to nothing, or the new node
+			// would be unreachable. Vacuum later rewires it.
+			x.searchLayer(s, v, ep, x.cfg.EfConstruction, l, collectAny, nil)
 		}
 		s.tmp = s.res.drainAscending(s.tmp)
 		ep = s.tmp[0]
@@ -191,7 +194,7 @@ func (x *Index) setLinks(s *searcher, id uint32, l, maxM int, links []pair) {
 }
 
 // addBackLink adds a link nb -> id on layer l, pruning nb's list with the
-// heuristic when it is full.
+// heuristic (tombstones dropped first) when it is full.
 func (x *Index) addBackLink(s *searcher, nb, id uint32, l, maxM int) {
 	mu := &s.chunkOf(x, nb).locks[nb&chunkMask]
 	mu.Lock()
@@ -213,6 +216,11 @@ func (x *Index) addBackLink(s *searcher, nb, id uint32, l, maxM int) {
 	cands = append(cands, pair{x.dist(nv, x.vecIn(s.tbl, id)), id})
 	for i := 1; i <= n; i++ {
 		o := w[base+i]
+		// Tombstones give up their place: new nodes never link to them, so a
+		// live node pruned in favour of one could be left with no way in.
+		if x.flagsIn(s.tbl, o)&flagDeleted != 0 {
+			continue
+		}
 		cands = append(cands, pair{x.dist(nv, x.vecIn(s.tbl, o)), o})
 	}
 	sortPairs(cands)

@@ -134,6 +134,7 @@ func (x *Index) greedy(s *searcher, q []float32, ep pair, l int) pair {
 const (
 	collectLive    = iota // search: live nodes that pass the filter
 	collectNotDead        // construction: any node that is not a tombstone
+	collectAny            // construction when only tombstones are in reach
 )
 
 // searchLayer is the paper's SEARCH-LAYER with hnswlib's refinements: it starts
@@ -218,8 +219,11 @@ func (x *Index) collectable(s *searcher, id uint32, mode int, filter func(uint64
 	c := s.chunkOf(x, id)
 	base := int(id&chunkMask) * x.stride
 	flags := atomic.LoadUint32(&c.words[base+x.flagOff])
-	if mode == collectNotDead {
+	switch mode {
+	case collectNotDead:
 		return flags&(flagDeleted|flagFree) == 0
+	case collectAny:
+		return flags&flagFree == 0
 	}
 	if flags != 0 {
 		return false
