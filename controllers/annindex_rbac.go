@@ -40,13 +40,14 @@ func serviceAccount(idx *annv1alpha1.AnnIndex, component string) *corev1.Service
 	}
 }
 
-// componentRole is what a component's pods may read: routers watch the routing ConfigMap
-// and the shard pods (discovery goes through pods, never DNS or EndpointSlices); shards
-// read only the routing ConfigMap, to learn the slots they own.
+// componentRole is what a component's pods may read: the routing ConfigMap (routers route
+// by it, shards learn the slots they own) and pods, because discovery goes through pods,
+// never DNS or EndpointSlices: routers watch the shard pods, a read replica watches its
+// shard's primary pod for its address.
 func componentRole(idx *annv1alpha1.AnnIndex, component string) *rbacv1.Role {
-	rules := []rbacv1.PolicyRule{{APIGroups: []string{""}, Resources: []string{"configmaps"}, Verbs: readVerbs}}
-	if component == componentRouter {
-		rules = append(rules, rbacv1.PolicyRule{APIGroups: []string{""}, Resources: []string{"pods"}, Verbs: readVerbs})
+	rules := []rbacv1.PolicyRule{
+		{APIGroups: []string{""}, Resources: []string{"configmaps"}, Verbs: readVerbs},
+		{APIGroups: []string{""}, Resources: []string{"pods"}, Verbs: readVerbs},
 	}
 	return &rbacv1.Role{
 		ObjectMeta: metav1.ObjectMeta{

@@ -22,13 +22,13 @@ import (
 	rbacv1 "k8s.io/api/rbac/v1"
 )
 
-// TestComponentRoles checks least privilege: read-only, namespaced, pods for routers only.
+// TestComponentRoles checks least privilege: read-only and namespaced.
 func TestComponentRoles(t *testing.T) {
 	tests := []struct {
 		component string
 		want      []string // resources
 	}{
-		{componentShard, []string{"configmaps"}},
+		{componentShard, []string{"configmaps", "pods"}},
 		{componentRouter, []string{"configmaps", "pods"}},
 	}
 	for _, tt := range tests {

@@ -18,7 +18,6 @@ package controllers
 
 import (
 	"context"
-	"fmt"
 	"strconv"
 
 	appsv1 "k8s.io/api/apps/v1"
@@ -56,7 +55,7 @@ func routerConfigHash(idx *annv1alpha1.AnnIndex) string {
 func routerArgs(idx *annv1alpha1.AnnIndex) []string {
 	r := idx.Spec.Router
 	return []string{
-		fmt.Sprintf("--listen=:%d", httpPort),
+		listenArg(),
 		"--index=" + idx.Name,
 		"--namespace=" + idx.Namespace,
 		"--policy=" + string(r.LoadBalancing),

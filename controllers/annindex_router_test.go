@@ -37,12 +37,12 @@ func TestRouterArgs(t *testing.T) {
 		want string
 	}{
 		{"defaults", func(*annv1alpha1.RouterSpec) {},
-			"--listen=:8080 --index=products --namespace=search --policy=Adaptive --hedge-percentile=95 --cache-entries=10000 --token-file=/etc/annshard/token/token"},
+			"--listen=$(POD_IP):8080 --index=products --namespace=search --policy=Adaptive --hedge-percentile=95 --cache-entries=10000 --token-file=/etc/annshard/token/token"},
 		{"hedging and cache off", func(r *annv1alpha1.RouterSpec) {
 			r.HedgeAfterPercentile, r.CacheEntries, r.LoadBalancing = ptr.To[int32](0), ptr.To[int32](0), annv1alpha1.LoadBalancingPowerOfTwoChoices
-		}, "--listen=:8080 --index=products --namespace=search --policy=PowerOfTwoChoices --hedge-percentile=0 --cache-entries=0 --token-file=/etc/annshard/token/token"},
+		}, "--listen=$(POD_IP):8080 --index=products --namespace=search --policy=PowerOfTwoChoices --hedge-percentile=0 --cache-entries=0 --token-file=/etc/annshard/token/token"},
 		{"unset pointers take the schema defaults", func(r *annv1alpha1.RouterSpec) { r.HedgeAfterPercentile, r.CacheEntries = nil, nil },
-			"--listen=:8080 --index=products --namespace=search --policy=Adaptive --hedge-percentile=95 --cache-entries=10000 --token-file=/etc/annshard/token/token"},
+			"--listen=$(POD_IP):8080 --index=products --namespace=search --policy=Adaptive --hedge-percentile=95 --cache-entries=10000 --token-file=/etc/annshard/token/token"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

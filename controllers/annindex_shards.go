@@ -86,11 +86,12 @@ func shardConfigHash(idx *annv1alpha1.AnnIndex) string {
 }
 
 // shardArgs are the flags of `shardserver serve` for shard k. --index, --namespace and
-// --shard let the pod find its routing ConfigMap and the slots it owns.
+// --shard-index let the pod find its routing ConfigMap and the slots it owns; --pod-name
+// tells it its ordinal (0 is the primary) and lets a replica find the primary's pod.
 func shardArgs(idx *annv1alpha1.AnnIndex, k int32) []string {
 	h := idx.Spec.HNSW
 	return []string{
-		fmt.Sprintf("--listen=:%d", httpPort),
+		listenArg(),
 		"--data-dir=" + dataDir,
 		"--dimension=" + strconv.Itoa(int(idx.Spec.Dimension)),
 		"--metric=" + string(idx.Spec.Metric),
@@ -101,9 +102,16 @@ func shardArgs(idx *annv1alpha1.AnnIndex, k int32) []string {
 		"--token-file=" + tokenDir + "/" + tokenKey,
 		"--index=" + idx.Name,
 		"--namespace=" + idx.Namespace,
-		"--shard=" + strconv.Itoa(int(k)),
+		"--shard-index=" + strconv.Itoa(int(k)),
+		"--pod-name=$(POD_NAME)",
 	}
 }
+
+// listenArg binds the pod's own IP rather than every address: pods that share one network
+// namespace (the local cluster runs each pod as a process on its own loopback IP) would
+// otherwise collide on the port, and a pod network serves only the pod IP anyway.
+// $(POD_IP) is expanded by the kubelet from podIdentityEnv.
+func listenArg() string { return fmt.Sprintf("--listen=$(POD_IP):%d", httpPort) }
 
 // podIdentityEnv gives a pod its own name, namespace and IP, which it reports to peers.
 func podIdentityEnv() []corev1.EnvVar {

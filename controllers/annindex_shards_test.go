@@ -179,7 +179,7 @@ func TestShardStatefulSetShape(t *testing.T) {
 		{"shard label", sts.Labels[labelShard] == "3" && sts.Spec.Template.Labels[labelShard] == "3"},
 		{"command", strings.Join(c.Command, " ") == "shardserver serve"},
 		{"token flag", contains(c.Args, "--token-file=/etc/annshard/token/token")},
-		{"identity flags", contains(c.Args, "--index=products") && contains(c.Args, "--namespace=search") && contains(c.Args, "--shard=3")},
+		{"identity flags", contains(c.Args, "--index=products") && contains(c.Args, "--namespace=search") && contains(c.Args, "--shard-index=3") && contains(c.Args, "--pod-name=$(POD_NAME)") && contains(c.Args, "--listen=$(POD_IP):8080")},
 		{"env", len(c.Env) == 3 && c.Env[2].Name == "POD_IP" && c.Env[2].ValueFrom.FieldRef.FieldPath == "status.podIP"},
 		{"probes", c.ReadinessProbe.HTTPGet.Path == "/readyz" && c.LivenessProbe.HTTPGet.Path == "/healthz" && c.StartupProbe != nil},
 		{"retention", sts.Spec.PersistentVolumeClaimRetentionPolicy.WhenDeleted == appsv1.DeletePersistentVolumeClaimRetentionPolicyType &&

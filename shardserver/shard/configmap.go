@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"log/slog"
+	"net"
 	"os"
 	"strings"
 
@@ -82,4 +83,48 @@ func (s *Server) watchRoutingConfigMap(ctx context.Context, cs kubernetes.Interf
 	slog.Info("Watching the routing ConfigMap", "namespace", namespace, "configMap", name, "shard", s.cfg.ShardIndex)
 	<-ctx.Done()
 	return nil
+}
+
+// watchPrimaryPod keeps a read replica pointed at its shard's primary pod (<sts>-0): the
+// pod's IP from the Kubernetes API, never DNS, so a restarted primary with a new IP is
+// followed at once. The port is this server's own: every replica of a shard listens on
+// the same one.
+func (s *Server) watchPrimaryPod(ctx context.Context, cs kubernetes.Interface, namespace string, self net.Addr) error {
+	name := s.cfg.PrimaryPod
+	_, port, err := net.SplitHostPort(self.String())
+	if err != nil {
+		return fmt.Errorf("own listen address %s: %w", self, err)
+	}
+	factory := informers.NewSharedInformerFactoryWithOptions(cs, 0, informers.WithNamespace(namespace),
+		informers.WithTweakListOptions(func(o *metav1.ListOptions) { o.FieldSelector = "metadata.name=" + name }))
+	defer factory.Shutdown()
+	on := func(obj any) {
+		pod, ok := obj.(*corev1.Pod)
+		if !ok || pod.Name != name {
+			return
+		}
+		url := primaryURLOf(pod, port)
+		if url != s.repl.primaryURL() {
+			slog.Info("Primary address", "pod", name, "url", url)
+			s.repl.setPrimary(url)
+		}
+	}
+	if _, err := factory.Core().V1().Pods().Informer().AddEventHandler(cache.ResourceEventHandlerFuncs{
+		AddFunc:    on,
+		UpdateFunc: func(_, obj any) { on(obj) },
+		DeleteFunc: func(any) { s.repl.setPrimary("") },
+	}); err != nil {
+		return fmt.Errorf("watching pod %s: %w", name, err)
+	}
+	factory.Start(ctx.Done())
+	<-ctx.Done()
+	return nil
+}
+
+// primaryURLOf is the base URL of a primary pod, "" while it has no IP or is going away.
+func primaryURLOf(pod *corev1.Pod, port string) string {
+	if pod.Status.PodIP == "" || pod.DeletionTimestamp != nil {
+		return ""
+	}
+	return "http://" + net.JoinHostPort(pod.Status.PodIP, port)
 }

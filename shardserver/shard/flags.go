@@ -33,8 +33,12 @@ type Config struct {
 
 	// Token is the bearer token for writes and internal endpoints; empty turns auth off.
 	Token string
-	// Primary is the base URL of the primary; empty means this server is the primary.
+	// Primary is the base URL of the primary; empty (with PrimaryPod empty too) means this
+	// server is the primary.
 	Primary string
+	// PrimaryPod is the name of the primary's pod in Kubernetes mode (--index with a
+	// replica's --pod-name): a replica watches that pod for its IP instead of using DNS.
+	PrimaryPod string
 
 	Limits
 	SnapshotInterval time.Duration
@@ -143,7 +147,11 @@ func parseFlags(args []string, env func(string) string, out io.Writer) (Config, 
 		}
 	}
 	c.Primary = primary
-	if primary == "" && podName != "" {
+	if primary == "" && podName != "" && c.Index != "" {
+		if c.PrimaryPod, err = PrimaryPod(podName); err != nil {
+			return Config{}, err
+		}
+	} else if primary == "" && podName != "" {
 		_, port, err := net.SplitHostPort(c.Listen)
 		if err != nil {
 			return Config{}, fmt.Errorf("--listen: %w", err)
@@ -155,11 +163,10 @@ func parseFlags(args []string, env func(string) string, out io.Writer) (Config, 
 	return c, nil
 }
 
-// DerivePrimary returns the primary's base URL for a StatefulSet pod, or "" when the pod
-// is the primary itself (ordinal 0). The StatefulSet name is the pod name without its
-// "-<ordinal>" suffix; the primary is <sts>-0, reached through the headless Service
-// (which defaults to the StatefulSet's own name).
-func DerivePrimary(podName, service, namespace, port string) (string, error) {
+// PrimaryPod returns the name of the primary's pod for a StatefulSet pod, or "" when the
+// pod is the primary itself (ordinal 0). The StatefulSet name is the pod name without its
+// "-<ordinal>" suffix; the primary is <sts>-0.
+func PrimaryPod(podName string) (string, error) {
 	cut := strings.LastIndexByte(podName, '-')
 	if cut <= 0 || cut == len(podName)-1 || podName[cut-1] == '-' {
 		return "", fmt.Errorf("pod name %q is not <statefulset>-<ordinal>", podName)
@@ -172,6 +179,18 @@ func DerivePrimary(podName, service, namespace, port string) (string, error) {
 	if ord == 0 {
 		return "", nil
 	}
+	return sts + "-0", nil
+}
+
+// DerivePrimary returns the primary's base URL for a StatefulSet pod outside Kubernetes
+// mode, or "" when the pod is the primary itself: the primary's pod reached through the
+// headless Service (which defaults to the StatefulSet's own name).
+func DerivePrimary(podName, service, namespace, port string) (string, error) {
+	pod, err := PrimaryPod(podName)
+	if err != nil || pod == "" {
+		return "", err
+	}
+	sts := strings.TrimSuffix(pod, "-0")
 	if service == "" {
 		service = sts
 	}

@@ -102,3 +102,34 @@ func TestParseFlags(t *testing.T) {
 		}
 	})
 }
+
+func TestPrimaryPod(t *testing.T) {
+	tests := []struct {
+		pod, want string
+		wantErr   bool
+	}{
+		{"idx-shard-1-0", "", false},
+		{"idx-shard-1-2", "idx-shard-1-0", false},
+		{"idx-shard-1-x", "", true},
+		{"noordinal", "", true},
+	}
+	for _, tt := range tests {
+		t.Run(tt.pod, func(t *testing.T) {
+			got, err := PrimaryPod(tt.pod)
+			if got != tt.want || (err != nil) != tt.wantErr {
+				t.Fatalf("PrimaryPod(%q) = %q, %v; want %q (error %v)", tt.pod, got, err, tt.want, tt.wantErr)
+			}
+		})
+	}
+}
+
+func TestKubernetesModeReplicaWatchesThePrimaryPod(t *testing.T) {
+	cfg, err := parseFlags([]string{"--dimension=4", "--data-dir=" + t.TempDir(), "--index=idx",
+		"--namespace=ns", "--pod-name=idx-shard-0-1"}, func(string) string { return "" }, io.Discard)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if cfg.PrimaryPod != "idx-shard-0-0" || cfg.Primary != "" {
+		t.Fatalf("PrimaryPod %q Primary %q: a replica in Kubernetes mode must find its primary through the API, not DNS", cfg.PrimaryPod, cfg.Primary)
+	}
+}

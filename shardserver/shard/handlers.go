@@ -77,8 +77,8 @@ func writeError(w http.ResponseWriter, err error) {
 func (s *Server) primaryOnly(h http.HandlerFunc) http.HandlerFunc {
 	return func(w http.ResponseWriter, r *http.Request) {
 		if s.repl != nil {
-			writeError(w, &client.APIError{Code: client.CodeNotPrimary, Primary: s.cfg.Primary,
-				Message: "this replica is read-only; write to the primary " + s.cfg.Primary})
+			writeError(w, &client.APIError{Code: client.CodeNotPrimary, Primary: s.primaryURL(),
+				Message: "this replica is read-only; write to the primary " + s.primaryURL()})
 			return
 		}
 		h(w, r)

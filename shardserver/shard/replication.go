@@ -170,7 +170,7 @@ func (s *Server) handleReplWAL(w http.ResponseWriter, r *http.Request) {
 // replicator makes a read replica follow its primary: bootstrap from the snapshot when
 // needed, then apply the WAL stream in order, reconnecting with backoff.
 type replicator struct {
-	primary     *client.Client
+	primary     atomic.Pointer[string] // base URL; "" until known (Kubernetes mode)
 	token       string
 	store       *Store
 	maxLag      uint64
@@ -183,9 +183,17 @@ type replicator struct {
 
 func newReplicator(primaryURL, token string, store *Store, maxLag uint64) *replicator {
 	hc := &http.Client{Transport: &http.Transport{ResponseHeaderTimeout: 30 * time.Second, IdleConnTimeout: time.Minute}}
-	return &replicator{primary: client.New(primaryURL, client.WithToken(token), client.WithHTTPClient(hc)),
-		token: token, store: store, maxLag: maxLag, hc: hc}
+	rp := &replicator{token: token, store: store, maxLag: maxLag, hc: hc}
+	rp.setPrimary(primaryURL)
+	return rp
 }
+
+// setPrimary points the replica at a new primary address; a stream open to the old one
+// ends on its own when that pod goes away.
+func (rp *replicator) setPrimary(url string) { rp.primary.Store(&url) }
+
+// primaryURL is the primary's base URL, "" while it is not known.
+func (rp *replicator) primaryURL() string { return *rp.primary.Load() }
 
 func (rp *replicator) lag() uint64 {
 	last, applied := rp.primaryLast.Load(), rp.store.Applied()
@@ -201,7 +209,7 @@ func (rp *replicator) status() string {
 	rp.mu.Lock()
 	defer rp.mu.Unlock()
 	if !rp.live.Load() {
-		return fmt.Sprintf("not streaming from the primary %s (last error: %v)", rp.primary.BaseURL(), rp.lastErr)
+		return fmt.Sprintf("not streaming from the primary %s (last error: %v)", rp.primaryURL(), rp.lastErr)
 	}
 	return fmt.Sprintf("%d records behind the primary, the bound is %d", rp.lag(), rp.maxLag)
 }
@@ -214,7 +222,7 @@ func (rp *replicator) run(ctx context.Context) {
 		err := rp.follow(ctx)
 		rp.live.Store(false)
 		if errors.Is(err, errNeedBootstrap) {
-			slog.Info("Bootstrapping from the primary", "primary", rp.primary.BaseURL(), "applied", rp.store.Applied())
+			slog.Info("Bootstrapping from the primary", "primary", rp.primaryURL(), "applied", rp.store.Applied())
 			err = rp.bootstrap(ctx)
 			if err == nil {
 				continue
@@ -240,7 +248,11 @@ func (rp *replicator) run(ctx context.Context) {
 }
 
 func (rp *replicator) get(ctx context.Context, path string) (*http.Response, error) {
-	req, err := http.NewRequestWithContext(ctx, http.MethodGet, rp.primary.BaseURL()+path, nil)
+	base := rp.primaryURL()
+	if base == "" {
+		return nil, errors.New("the primary's address is not known yet")
+	}
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, base+path, nil)
 	if err != nil {
 		return nil, fmt.Errorf("building request: %w", err)
 	}

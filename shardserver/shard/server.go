@@ -66,7 +66,7 @@ func New(cfg Config) (*Server, error) {
 		searchSem: make(chan struct{}, runtime.GOMAXPROCS(0)),
 	}
 	s.streams, s.stopStreams = context.WithCancel(context.Background())
-	if cfg.Primary != "" {
+	if cfg.Primary != "" || cfg.PrimaryPod != "" {
 		s.repl = newReplicator(cfg.Primary, cfg.Token, store, cfg.MaxLag)
 	}
 	if cfg.Index != "" {
@@ -78,6 +78,14 @@ func New(cfg Config) (*Server, error) {
 	s.metrics = newMetrics(s)
 	s.routes()
 	return s, nil
+}
+
+// primaryURL is the primary's base URL as this server knows it; "" on the primary.
+func (s *Server) primaryURL() string {
+	if s.repl == nil {
+		return ""
+	}
+	return s.repl.primaryURL()
 }
 
 // Handler is the server's HTTP API.
@@ -115,12 +123,19 @@ func (s *Server) Run(ctx context.Context, ln net.Listener) error {
 				slog.Error("Routing ConfigMap watch failed", "err", err)
 			}
 		})
+		if s.repl != nil && s.cfg.PrimaryPod != "" {
+			start(func(ctx context.Context) {
+				if err := s.watchPrimaryPod(ctx, s.kube, s.kubeNamespace, ln.Addr()); err != nil {
+					slog.Error("Primary pod watch failed", "err", err)
+				}
+			})
+		}
 	}
 	serveErr := make(chan error, 1)
 	go func() { serveErr <- hs.Serve(ln) }()
 	s.started.Store(true)
 	slog.Info("Shard server serving", "addr", ln.Addr().String(), "vectors", s.store.Len(),
-		"seq", s.store.Applied(), "primary", s.cfg.Primary)
+		"seq", s.store.Applied(), "primary", s.primaryURL())
 
 	var err error
 	select {
