@@ -36,9 +36,12 @@ func readShard[T any](ctx context.Context, r *Router, s *shardSet, hedge bool, o
 	}()
 	launched := 0
 	launch := func(i int, budget time.Duration) {
-		actx, cancel := context.WithCancel(ctx)
+		var actx context.Context
+		var cancel context.CancelFunc
 		if budget > 0 {
 			actx, cancel = context.WithTimeout(ctx, budget)
+		} else {
+			actx, cancel = context.WithCancel(ctx)
 		}
 		cancels[launched] = cancel
 		launched++

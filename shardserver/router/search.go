@@ -2,7 +2,6 @@ package router
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"slices"
 	"strings"
@@ -175,18 +174,11 @@ func (r *Router) BatchSearch(ctx context.Context, req *client.BatchSearchRequest
 		})
 	}
 	wg.Wait()
-	if err := errors.Join(errs...); err != nil {
-		return nil, firstAPIError(errs)
-	}
-	return out, nil
-}
-
-// firstAPIError returns the first non-nil error, keeping its API code for the answer.
-func firstAPIError(errs []error) error {
+	// The first failed query decides the answer; its error keeps its API code.
 	for _, err := range errs {
 		if err != nil {
-			return err
+			return nil, err
 		}
 	}
-	return nil
+	return out, nil
 }
