@@ -53,8 +53,8 @@ test: ## Run every test tier that can run here (installs what it needs).
 	@for t in $(TEST_TARGETS); do echo "=== make $$t"; $(MAKE) --no-print-directory $$t || exit 1; done
 
 .PHONY: test-unit
-test-unit: ## Unit tests of every package.
-	$(GO) test -count=1 $(shell $(GO) list ./... | grep -v /test/e2e)
+test-unit: ## Unit tests of every package (the e2e suite and the local cluster have their own tiers).
+	$(GO) test -count=1 $(shell $(GO) list ./... | grep -v -e /test/e2e -e /hack/localcluster)
 
 .PHONY: test-race
 test-race: ## Tests under the race detector where concurrency lives.
