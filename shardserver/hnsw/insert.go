@@ -88,7 +88,7 @@ func (x *Index) insert(s *searcher, id uint32, v []float32, level int) {
 	}
 	top := int(e>>32) - 1
 	epID := uint32(e)
-	ep := pair{x.dist(v, x.vecIn(s.tbl, epID)), epID}
+	ep := pair{x.dist(v, s.vecOf(x, epID)), epID}
 	for l := top; l > level; l-- {
 		ep = x.greedy(s, v, ep, l)
 	}
@@ -135,10 +135,10 @@ func (x *Index) heuristic(s *searcher, cands []pair, m int, kept []pair) []pair 
 		if len(kept) >= m {
 			break
 		}
-		cv := x.vecIn(s.tbl, c.id)
+		cv := s.vecOf(x, c.id)
 		good := true
 		for _, r := range kept {
-			if x.dist(cv, x.vecIn(s.tbl, r.id)) < c.d {
+			if x.dist(cv, s.vecOf(x, r.id)) < c.d {
 				good = false
 				break
 			}
@@ -171,12 +171,12 @@ func (x *Index) setLinks(s *searcher, id uint32, l, maxM int, links []pair) {
 	defer mu.Unlock()
 	w, base := x.listOf(s, id, l)
 	if n := int(w[base]); n > 0 {
-		v := x.vecIn(s.tbl, id)
+		v := s.vecOf(x, id)
 		merged := append(s.back[:0], links...)
 		for i := 1; i <= n; i++ {
 			o := w[base+i]
 			if !slices.ContainsFunc(merged, func(p pair) bool { return p.id == o }) {
-				merged = append(merged, pair{x.dist(v, x.vecIn(s.tbl, o)), o})
+				merged = append(merged, pair{x.dist(v, s.vecOf(x, o)), o})
 			}
 		}
 		s.back = merged
@@ -211,17 +211,17 @@ func (x *Index) addBackLink(s *searcher, nb, id uint32, l, maxM int) {
 		atomic.StoreUint32(&w[base], uint32(n+1))
 		return
 	}
-	nv := x.vecIn(s.tbl, nb)
+	nv := s.vecOf(x, nb)
 	cands := s.out[:0]
-	cands = append(cands, pair{x.dist(nv, x.vecIn(s.tbl, id)), id})
+	cands = append(cands, pair{x.dist(nv, s.vecOf(x, id)), id})
 	for i := 1; i <= n; i++ {
 		o := w[base+i]
 		// Tombstones give up their place: new nodes never link to them, so a
 		// live node pruned in favour of one could be left with no way in.
-		if x.flagsIn(s.tbl, o)&flagDeleted != 0 {
+		if s.flagsOf(x, o)&flagDeleted != 0 {
 			continue
 		}
-		cands = append(cands, pair{x.dist(nv, x.vecIn(s.tbl, o)), o})
+		cands = append(cands, pair{x.dist(nv, s.vecOf(x, o)), o})
 	}
 	sortPairs(cands)
 	kept := x.heuristic(s, cands, maxM, s.tmp[:0])

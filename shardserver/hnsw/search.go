@@ -56,6 +56,11 @@ func (s *searcher) vecOf(x *Index, id uint32) []float32 {
 	return s.chunkOf(x, id).vecs[vb : vb+x.dim : vb+x.dim]
 }
 
+// flagsOf returns id's flags.
+func (s *searcher) flagsOf(x *Index, id uint32) uint32 {
+	return atomic.LoadUint32(&s.chunkOf(x, id).words[int(id&chunkMask)*x.stride+x.flagOff])
+}
+
 // upperOf returns the words and index of id's list on layer l >= 1.
 func (s *searcher) upperOf(x *Index, id uint32) (uint32, []uint32) {
 	c := s.chunkOf(x, id)
@@ -274,7 +279,7 @@ func (x *Index) SearchInto(dst []Result, q []float32, k int, o SearchOptions) ([
 	}
 	top := int(e>>32) - 1
 	epID := uint32(e)
-	ep := pair{x.dist(q, x.vecIn(s.tbl, epID)), epID}
+	ep := pair{x.dist(q, s.vecOf(x, epID)), epID}
 	for l := top; l > 0; l-- {
 		ep = x.greedy(s, q, ep, l)
 	}
