@@ -1,5 +1,5 @@
 # The annshard operator image (main.go at the repository root).
-#   docker build -t annshard/operator:v0.1.0 .
+#   docker build -t annshard/annshard-operator:v0.1.0 .
 FROM golang:1.26 AS build
 WORKDIR /src
 # Dependencies first, so editing code does not re-download modules.

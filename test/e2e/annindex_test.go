@@ -37,7 +37,7 @@ var _ = Describe("AnnIndex", Ordered, func() {
 	BeforeAll(func(ctx SpecContext) {
 		By("creating a 2 shards x 2 replicas index")
 		Expect(cluster.Client.Create(ctx, newIndex(name, dim))).To(Succeed())
-		_, err := cluster.WaitAvailable(ctx, objKey(namespace, name), availableTimeout, func(s string) {
+		_, err := cluster.WaitHealthy(ctx, objKey(namespace, name), availableTimeout, func(s string) {
 			GinkgoWriter.Printf("%s %s\n", time.Now().Format(time.TimeOnly), s)
 		})
 		Expect(err).NotTo(HaveOccurred())
@@ -166,7 +166,7 @@ var _ = Describe("AnnIndex", Ordered, func() {
 			Expect(cluster.Client.Delete(ctx, &corev1.Pod{ObjectMeta: metav1.ObjectMeta{Name: victim, Namespace: namespace}})).To(Succeed())
 			waitPodReplaced(ctx, victim, old, 3*time.Minute)
 		}
-		_, err = cluster.WaitAvailable(ctx, objKey(namespace, name), availableTimeout, nil)
+		_, err = cluster.WaitHealthy(ctx, objKey(namespace, name), availableTimeout, nil)
 		Expect(err).NotTo(HaveOccurred())
 
 		By("reading back every acknowledged write")
@@ -208,7 +208,7 @@ var _ = Describe("AnnIndex", Ordered, func() {
 				g.Expect(rnow).NotTo(HaveKey(pod), "router pod %s not replaced", pod)
 			}
 		}).WithContext(ctx).WithTimeout(5 * time.Minute).WithPolling(time.Second).Should(Succeed())
-		_, err := cluster.WaitAvailable(ctx, objKey(namespace, name), availableTimeout, nil)
+		_, err := cluster.WaitHealthy(ctx, objKey(namespace, name), availableTimeout, nil)
 		Expect(err).NotTo(HaveOccurred())
 		Expect(routers.Refresh(ctx)).To(Succeed())
 		time.Sleep(2 * time.Second)

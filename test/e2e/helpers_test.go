@@ -11,6 +11,7 @@ import (
 	"k8s.io/apimachinery/pkg/api/resource"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/types"
+	"k8s.io/utils/ptr"
 	ctrlclient "sigs.k8s.io/controller-runtime/pkg/client"
 
 	annv1alpha1 "github.com/annshard/annshard/api/v1alpha1"
@@ -36,7 +37,7 @@ func newIndex(name string, dim int32) *annv1alpha1.AnnIndex {
 			HNSW:      annv1alpha1.HNSWSpec{M: 16, EfConstruction: 100, EfSearch: 64},
 			ShardServer: annv1alpha1.ShardServerSpec{
 				Image:   shardImage,
-				Storage: annv1alpha1.StorageSpec{Size: resource.MustParse("1Gi")},
+				Storage: annv1alpha1.StorageSpec{Size: ptr.To(resource.MustParse("1Gi"))},
 				WALSync: "Always",
 			},
 			Router: annv1alpha1.RouterSpec{Replicas: 1, LoadBalancing: "Adaptive"},

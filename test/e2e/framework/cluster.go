@@ -120,6 +120,15 @@ func Describe(idx *annv1alpha1.AnnIndex) string {
 // WaitAvailable polls until the index is Available and observed at its generation, calling
 // progress (if not nil) whenever the summary changes.
 func (c *Cluster) WaitAvailable(ctx context.Context, key types.NamespacedName, timeout time.Duration, progress func(string)) (*annv1alpha1.AnnIndex, error) {
+	return c.waitFor(ctx, key, timeout, progress, false)
+}
+
+// WaitHealthy is WaitAvailable plus Degraded=False: every replica of every shard ready.
+func (c *Cluster) WaitHealthy(ctx context.Context, key types.NamespacedName, timeout time.Duration, progress func(string)) (*annv1alpha1.AnnIndex, error) {
+	return c.waitFor(ctx, key, timeout, progress, true)
+}
+
+func (c *Cluster) waitFor(ctx context.Context, key types.NamespacedName, timeout time.Duration, progress func(string), healthy bool) (*annv1alpha1.AnnIndex, error) {
 	ctx, cancel := context.WithTimeout(ctx, timeout)
 	defer cancel()
 	last := ""
@@ -131,8 +140,8 @@ func (c *Cluster) WaitAvailable(ctx context.Context, key types.NamespacedName, t
 				progress(s)
 				last = s
 			}
-			if cond := Condition(idx, annv1alpha1.ConditionAvailable); cond != nil && cond.Status == metav1.ConditionTrue &&
-				idx.Status.ObservedGeneration == idx.Generation {
+			if isTrue(idx, annv1alpha1.ConditionAvailable) && idx.Status.ObservedGeneration == idx.Generation &&
+				(!healthy || isFalse(idx, annv1alpha1.ConditionDegraded)) {
 				return idx, nil
 			}
 		} else if !apierrors.IsNotFound(err) && ctx.Err() == nil {
@@ -140,10 +149,20 @@ func (c *Cluster) WaitAvailable(ctx context.Context, key types.NamespacedName, t
 		}
 		select {
 		case <-ctx.Done():
-			return nil, fmt.Errorf("waiting for %s to become Available: %w (last: %s)", key, ctx.Err(), last)
+			return nil, fmt.Errorf("waiting for %s: %w (last: %s)", key, ctx.Err(), last)
 		case <-time.After(500 * time.Millisecond):
 		}
 	}
+}
+
+func isTrue(idx *annv1alpha1.AnnIndex, t string) bool {
+	cond := Condition(idx, t)
+	return cond != nil && cond.Status == metav1.ConditionTrue
+}
+
+func isFalse(idx *annv1alpha1.AnnIndex, t string) bool {
+	cond := Condition(idx, t)
+	return cond != nil && cond.Status == metav1.ConditionFalse
 }
 
 // Pods lists the running, ready pods of one component ("shard" or "router") of an index;
@@ -341,12 +360,18 @@ func (c *Cluster) Events(ctx context.Context, ns string) string {
 	if err := c.Client.List(ctx, &list, ctrlclient.InNamespace(ns)); err != nil {
 		return "listing events: " + err.Error()
 	}
-	sort.Slice(list.Items, func(i, j int) bool {
-		return list.Items[i].LastTimestamp.Before(&list.Items[j].LastTimestamp)
-	})
+	// Events from the events.k8s.io API carry EventTime, older ones LastTimestamp.
+	when := func(e *corev1.Event) time.Time {
+		if !e.LastTimestamp.IsZero() {
+			return e.LastTimestamp.Time
+		}
+		return e.EventTime.Time
+	}
+	sort.Slice(list.Items, func(i, j int) bool { return when(&list.Items[i]).Before(when(&list.Items[j])) })
 	var b strings.Builder
-	for _, e := range list.Items {
-		fmt.Fprintf(&b, "%s %s %s/%s %s: %s\n", e.LastTimestamp.Format(time.RFC3339), e.Type,
+	for i := range list.Items {
+		e := &list.Items[i]
+		fmt.Fprintf(&b, "%s %s %s/%s %s: %s\n", when(e).Format(time.RFC3339), e.Type,
 			e.InvolvedObject.Kind, e.InvolvedObject.Name, e.Reason, e.Message)
 	}
 	return b.String()
