@@ -23,6 +23,6 @@ ip route replace "$pod_cidr" via "$node_ip"
 kubeconfig=$(mktemp)
 trap 'rm -f "$kubeconfig"' EXIT
 kind get kubeconfig --name "$cluster" > "$kubeconfig"
-KUBECONFIG=$kubeconfig E2E_HELM=$HELM E2E_ACCESS=direct \
+KUBECONFIG=$kubeconfig E2E_HELM=$HELM \
 	E2E_OPERATOR_IMAGE=annshard/annshard-operator:$tag E2E_SHARD_IMAGE=annshard/shardserver:$tag \
 	go test ./test/e2e/ -count=1 -timeout 30m -v -ginkgo.v ${GINKGO_ARGS:-}

@@ -21,5 +21,5 @@ t0=$(date +%s)
 "$root/bin/localcluster" up "${flags[@]}" "${up_flags[@]}"
 echo "local cluster up in $(( $(date +%s) - t0 ))s"
 
-KUBECONFIG=$state/kubeconfig E2E_HELM=$HELM E2E_LOG_DIR=$state/logs/pods E2E_ACCESS=direct \
+KUBECONFIG=$state/kubeconfig E2E_HELM=$HELM E2E_LOG_DIR=$state/logs/pods \
 	go test ./test/e2e/ -count=1 -timeout 25m -v -ginkgo.v ${GINKGO_ARGS:-}

@@ -40,14 +40,13 @@ func run(ctx context.Context, args []string) error {
 	k := fs.Int("k", 10, "neighbours per query")
 	partitions := fs.Int("partitions", 8, "spread the vectors over this many partitions (0: none)")
 	wait := fs.Duration("wait", 5*time.Minute, "how long to wait for the index to become Available")
-	access := fs.String("access", string(framework.AccessDirect), "how to reach pods: direct (pod IPs) or portforward")
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
 	if *index == "" {
 		return fmt.Errorf("-index is required")
 	}
-	c, err := framework.Connect(*kubeconfig, framework.Access(*access))
+	c, err := framework.Connect(*kubeconfig)
 	if err != nil {
 		return err
 	}

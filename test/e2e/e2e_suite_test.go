@@ -5,7 +5,6 @@
 // Environment:
 //
 //	KUBECONFIG          the cluster (required)
-//	E2E_ACCESS          direct (dial pod IPs; the local cluster) or portforward (kind)
 //	E2E_HELM            helm binary (default: helm on PATH)
 //	E2E_CHART           chart directory (default: ../../charts/annshard)
 //	E2E_OPERATOR_IMAGE  operator image, repository:tag (default annshard/annshard-operator:dev)
@@ -59,7 +58,7 @@ func env(name, def string) string {
 
 var _ = BeforeSuite(func(ctx SpecContext) {
 	var err error
-	cluster, err = framework.Connect("", framework.Access(env("E2E_ACCESS", string(framework.AccessDirect))))
+	cluster, err = framework.Connect("")
 	Expect(err).NotTo(HaveOccurred())
 	cluster.LogDir = os.Getenv("E2E_LOG_DIR")
 	shardImage = env("E2E_SHARD_IMAGE", "annshard/shardserver:dev")

@@ -2,6 +2,7 @@ package framework
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"net/http"
 	"os"
@@ -28,17 +29,6 @@ import (
 	"github.com/annshard/annshard/shardserver/client"
 )
 
-// Access says how the test process reaches pods.
-type Access string
-
-const (
-	// AccessDirect dials pod IPs: the local cluster, where pods are processes on loopback IPs.
-	AccessDirect Access = "direct"
-	// AccessPortForward tunnels through the apiserver: kind and any cluster whose pod
-	// network the test machine cannot reach.
-	AccessPortForward Access = "portforward"
-)
-
 // Port is where both shardserver roles listen inside their pods.
 const Port = 8080
 
@@ -47,13 +37,9 @@ type Cluster struct {
 	Config *rest.Config
 	Client ctrlclient.Client
 	Kube   kubernetes.Interface
-	Access Access
 	// LogDir, when set, is where the local cluster keeps container logs
 	// (<ns>_<pod>_<container>.log); used when the apiserver cannot serve logs.
 	LogDir string
-
-	mu       sync.Mutex
-	forwards map[string]*forward // pod UID -> open tunnel
 }
 
 // Scheme knows the core types and AnnIndex.
@@ -65,7 +51,7 @@ func Scheme() *runtime.Scheme {
 }
 
 // Connect builds a Cluster from a kubeconfig path (empty: $KUBECONFIG, then in-cluster).
-func Connect(kubeconfig string, access Access) (*Cluster, error) {
+func Connect(kubeconfig string) (*Cluster, error) {
 	if kubeconfig == "" {
 		kubeconfig = os.Getenv("KUBECONFIG")
 	}
@@ -82,21 +68,11 @@ func Connect(kubeconfig string, access Access) (*Cluster, error) {
 	if err != nil {
 		return nil, fmt.Errorf("building clientset: %w", err)
 	}
-	if access == "" {
-		access = AccessDirect
-	}
-	return &Cluster{Config: cfg, Client: c, Kube: kube, Access: access, forwards: map[string]*forward{}}, nil
+	return &Cluster{Config: cfg, Client: c, Kube: kube}, nil
 }
 
-// Close ends every port-forward the cluster opened.
-func (c *Cluster) Close() {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	for uid, f := range c.forwards {
-		f.close()
-		delete(c.forwards, uid)
-	}
-}
+// Close releases what the cluster holds; nothing today, kept so callers need not change.
+func (c *Cluster) Close() {}
 
 // Condition returns the index's condition of type t, or nil.
 func Condition(idx *annv1alpha1.AnnIndex, t string) *metav1.Condition {
@@ -203,12 +179,12 @@ func PodReady(p *corev1.Pod) bool {
 	return false
 }
 
-// PodURL returns a base URL that reaches the pod's port 8080 from this process.
-func (c *Cluster) PodURL(ctx context.Context, p *corev1.Pod) (string, error) {
-	if c.Access != AccessPortForward {
-		return fmt.Sprintf("http://%s:%d", p.Status.PodIP, Port), nil
-	}
-	return c.portForward(ctx, p)
+// PodURL returns a base URL that reaches the pod's port 8080 from this process: its pod
+// IP, since pods bind their pod IP (port-forwarding, which dials localhost inside the pod,
+// cannot reach them). The local cluster's pod IPs are loopback addresses; on kind, the e2e
+// script routes the pod CIDR through the kind node.
+func (c *Cluster) PodURL(_ context.Context, p *corev1.Pod) (string, error) {
+	return fmt.Sprintf("http://%s:%d", p.Status.PodIP, Port), nil
 }
 
 // Token reads the index's bearer token from its Secret.
@@ -299,7 +275,7 @@ func (r *Routers) Do(ctx context.Context, call func(*client.Client) error) error
 
 func isAPIError(err error) bool {
 	var apiErr *client.APIError
-	return errorsAs(err, &apiErr)
+	return errors.As(err, &apiErr)
 }
 
 // ShardLoad fetches /v1/load of every ready pod of one shard.
