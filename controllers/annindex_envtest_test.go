@@ -234,7 +234,7 @@ var _ = Describe("AnnIndex reconciler", func() {
 		sts := &appsv1.StatefulSet{}
 		Expect(k8sClient.Get(ctx, client.ObjectKey{Namespace: ns, Name: "products-shard-1"}, sts)).To(Succeed())
 		Expect(sts.Labels).To(HaveKeyWithValue(labelShard, "1"))
-		Expect(sts.Spec.Template.Spec.Containers[0].Args).To(ContainElements("--shard=1", "--dimension=16", "--metric=L2", "--ef-search=64"))
+		Expect(sts.Spec.Template.Spec.Containers[0].Args).To(ContainElements("--shard-index=1", "--pod-name=$(POD_NAME)", "--dimension=16", "--metric=L2", "--ef-search=64"))
 		Expect(*sts.Spec.Replicas).To(Equal(int32(1)))
 
 		Eventually(func() []metav1.Condition { return getIndex(ctx, idx).Status.Conditions }, timeout, interval).
@@ -575,7 +575,7 @@ var _ = Describe("AnnIndex reconciler", func() {
 		Expect(err).NotTo(HaveOccurred(), out)
 		var got annv1alpha1.AnnIndex
 		Expect(json.Unmarshal([]byte(out), &got)).To(Succeed())
-		Expect(got.Spec.Shards).To(Equal(int32(4)))
+		Expect(got.Spec.Shards).To(Equal(int32(2)))
 
 		out, err = run(ns, "get", "annidx", "products")
 		Expect(err).NotTo(HaveOccurred(), out)
