@@ -85,10 +85,21 @@ func (r *Router) search(ctx context.Context, v *view, vec []float32, req *client
 	answers := make([]*client.SearchResponse, len(targets))
 	errs := make([]error, len(targets))
 	one := func(i int) {
-		answers[i], errs[i] = readShard(ctx, r, v.shard(targets[i]), true, "search",
+		s := v.shard(targets[i])
+		answers[i], errs[i] = readShard(ctx, r, s, true, "search",
 			func(ctx context.Context, rep *replica) (*client.SearchResponse, error) {
 				return r.callSearch(ctx, rep, sreq)
 			})
+		// Read your writes: a replica that answered from before a write this router knows
+		// of (one it acknowledged, or a newer sequence a load report showed) is lagging;
+		// the primary has applied every acknowledged write, so it answers instead. If the
+		// primary cannot, the replica's answer stands rather than failing the query.
+		if errs[i] == nil && answers[i].Seq < seqs[i] && s != nil && s.primary != nil {
+			if a, err := r.callSearch(ctx, s.primary, sreq); err == nil {
+				answers[i] = a
+				r.m.retries.WithLabelValues("search_on_primary").Inc()
+			}
+		}
 	}
 	if len(targets) == 1 {
 		one(0)
