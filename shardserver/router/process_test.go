@@ -3,19 +3,17 @@ package router
 import (
 	"context"
 	"fmt"
-	"net"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"slices"
 	"strconv"
 	"strings"
 	"sync"
-	"syscall"
 	"testing"
 	"time"
 
 	"github.com/annshard/annshard/shardserver/client"
+	"github.com/annshard/annshard/shardserver/proctest"
 	"github.com/annshard/annshard/shardserver/slots"
 )
 
@@ -44,108 +42,36 @@ func needBinary(t *testing.T) {
 		if binDir, binErr = os.MkdirTemp("", "routerbin"); binErr != nil {
 			return
 		}
-		binPath = filepath.Join(binDir, "shardserver")
-		out, err := exec.Command("go", "build", "-o", binPath, "github.com/annshard/annshard/shardserver").CombinedOutput()
-		if err != nil {
-			binErr = fmt.Errorf("building shardserver: %w\n%s", err, out)
-		}
+		binPath, binErr = proctest.Build(binDir)
 	})
 	if binErr != nil {
 		t.Fatal(binErr)
 	}
 }
 
-func freeAddr(t *testing.T) string {
-	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ln.Close()
-	return ln.Addr().String()
-}
-
 // proc is one shardserver process (serve or route).
-type proc struct {
-	t    *testing.T
-	addr string
-	log  string
-	cmd  *exec.Cmd
-	done chan error
-}
+type proc struct{ p *proctest.Process }
 
-func (p *proc) url() string { return "http://" + p.addr }
+func (p *proc) url() string { return p.p.URL() }
 
 // startProc runs `shardserver <role> --listen addr args...` and waits for /healthz.
 func startProc(t *testing.T, role string, env []string, args ...string) *proc {
 	t.Helper()
-	p := &proc{t: t, addr: freeAddr(t), log: filepath.Join(t.TempDir(), role+".log")}
-	logf, err := os.Create(p.log)
+	sp, err := proctest.Start(context.Background(), proctest.Spec{Bin: binPath, Role: role, Args: args,
+		Env: append([]string{"GOMAXPROCS=2"}, env...), LogPath: filepath.Join(t.TempDir(), role+".log")})
 	if err != nil {
 		t.Fatal(err)
 	}
-	p.cmd = exec.Command(binPath, append([]string{role, "--listen", p.addr}, args...)...)
-	p.cmd.Stdout, p.cmd.Stderr = logf, logf
-	p.cmd.Env = append(append(os.Environ(), "GOMAXPROCS=2"), env...)
-	if err := p.cmd.Start(); err != nil {
-		logf.Close()
-		t.Fatal(err)
-	}
-	p.done = make(chan error, 1)
-	go func() { p.done <- p.cmd.Wait(); logf.Close() }()
+	p := &proc{p: sp}
 	t.Cleanup(p.stop)
-	c := client.New(p.url())
-	deadline := time.Now().Add(20 * time.Second)
-	for {
-		ctx, cancel := context.WithTimeout(context.Background(), time.Second)
-		err := c.Health(ctx)
-		cancel()
-		if err == nil {
-			return p
-		}
-		select {
-		case err := <-p.done:
-			p.done <- err
-			p.fail("exited during start-up: %v", err)
-		default:
-		}
-		if time.Now().After(deadline) {
-			p.fail("not healthy after 20s: %v", err)
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
-}
-
-func (p *proc) fail(format string, args ...any) {
-	p.t.Helper()
-	b, _ := os.ReadFile(p.log)
-	p.t.Fatalf("%s: %s\nlog:\n%s", p.addr, fmt.Sprintf(format, args...), b)
+	return p
 }
 
 // stop sends SIGTERM, then SIGKILL after 10s; a process already gone is fine.
-func (p *proc) stop() {
-	if p.cmd == nil {
-		return
-	}
-	_ = p.cmd.Process.Signal(syscall.SIGTERM)
-	select {
-	case <-p.done:
-	case <-time.After(10 * time.Second):
-		_ = p.cmd.Process.Kill()
-		<-p.done
-	}
-	p.cmd = nil
-}
+func (p *proc) stop() { _ = p.p.Stop(10 * time.Second) }
 
 // kill ends the process at once, like a crash.
-func (p *proc) kill() {
-	if p.cmd == nil {
-		return
-	}
-	_ = p.cmd.Process.Kill()
-	<-p.done
-	p.cmd = nil
-}
+func (p *proc) kill() { p.p.Kill() }
 
 // TestAgainstRealShards runs `shardserver route` in front of 2 shards x 2 replicas of
 // real `shardserver serve` processes (replicas streaming from their primary) on

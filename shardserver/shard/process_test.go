@@ -4,20 +4,18 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"net"
 	"net/http"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
-	"syscall"
 	"testing"
 	"time"
 
 	"github.com/annshard/annshard/shardserver/client"
+	"github.com/annshard/annshard/shardserver/proctest"
 )
 
 // binPath is the shardserver binary the process tests run, built once on first use.
@@ -47,41 +45,31 @@ func needProcesses(t *testing.T) {
 		if binDir, binErr = os.MkdirTemp("", "shardbin"); binErr != nil {
 			return
 		}
-		binPath = filepath.Join(binDir, "shardserver")
-		out, err := exec.Command("go", "build", "-o", binPath, "github.com/annshard/annshard/shardserver").CombinedOutput()
-		if err != nil {
-			binErr = fmt.Errorf("building shardserver: %w\n%s", err, out)
-		}
+		binPath, binErr = proctest.Build(binDir)
 	})
 	if binErr != nil {
 		t.Fatal(binErr)
 	}
 }
 
-// freeAddr returns a loopback address with a port nobody listens on right now.
-func freeAddr(t *testing.T) string {
-	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ln.Close()
-	return ln.Addr().String()
-}
-
-// proc is one shardserver serve process.
+// proc is one shardserver serve process, restartable on the same address, data
+// directory and log.
 type proc struct {
 	t    *testing.T
 	addr string
 	dir  string
 	args []string
 	log  string
-	cmd  *exec.Cmd
-	done chan error
+	p    *proctest.Process // nil when not running
 }
 
 func newProc(t *testing.T, dir string, args ...string) *proc {
-	return &proc{t: t, addr: freeAddr(t), dir: dir, args: args, log: filepath.Join(t.TempDir(), "server.log")}
+	t.Helper()
+	addr, err := proctest.FreeAddr()
+	if err != nil {
+		t.Fatal(err)
+	}
+	return &proc{t: t, addr: addr, dir: dir, args: args, log: filepath.Join(t.TempDir(), "server.log")}
 }
 
 func (p *proc) url() string { return "http://" + p.addr }
@@ -89,43 +77,15 @@ func (p *proc) url() string { return "http://" + p.addr }
 // start runs the process and waits until /healthz answers.
 func (p *proc) start() {
 	p.t.Helper()
-	logf, err := os.OpenFile(p.log, os.O_CREATE|os.O_APPEND|os.O_WRONLY, 0o644)
+	args := append([]string{"--data-dir", p.dir, "--dimension", strconv.Itoa(testDim),
+		"--m", "8", "--ef-construction", "48", "--drain-timeout", "5s"}, p.args...)
+	sp, err := proctest.Start(context.Background(), proctest.Spec{Bin: binPath, Role: "serve", Addr: p.addr, Args: args,
+		Env: []string{"GOMAXPROCS=2"}, LogPath: p.log})
 	if err != nil {
 		p.t.Fatal(err)
 	}
-	args := append([]string{"serve", "--listen", p.addr, "--data-dir", p.dir, "--dimension", strconv.Itoa(testDim),
-		"--m", "8", "--ef-construction", "48", "--drain-timeout", "5s"}, p.args...)
-	p.cmd = exec.Command(binPath, args...)
-	p.cmd.Stdout, p.cmd.Stderr = logf, logf
-	p.cmd.Env = append(os.Environ(), "GOMAXPROCS=2")
-	dieWithParent(p.cmd)
-	if err := p.cmd.Start(); err != nil {
-		logf.Close()
-		p.t.Fatal(err)
-	}
-	p.done = make(chan error, 1)
-	go func() { p.done <- p.cmd.Wait(); logf.Close() }()
-	p.t.Cleanup(func() { p.kill() })
-	c := client.New(p.url())
-	deadline := time.Now().Add(20 * time.Second)
-	for {
-		ctx, cancel := context.WithTimeout(context.Background(), time.Second)
-		err := c.Health(ctx)
-		cancel()
-		if err == nil {
-			return
-		}
-		select {
-		case err := <-p.done:
-			p.done <- err
-			p.fail("exited during start-up: %v", err)
-		default:
-		}
-		if time.Now().After(deadline) {
-			p.fail("not healthy after 20s: %v", err)
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
+	p.p = sp
+	p.t.Cleanup(sp.Kill)
 }
 
 func (p *proc) fail(format string, args ...any) {
@@ -136,30 +96,22 @@ func (p *proc) fail(format string, args ...any) {
 
 // kill sends SIGKILL and waits; a process already gone is fine.
 func (p *proc) kill() {
-	if p.cmd == nil || p.cmd.Process == nil {
+	if p.p == nil {
 		return
 	}
-	_ = p.cmd.Process.Signal(syscall.SIGKILL)
-	<-p.done
-	p.done <- nil
-	p.cmd = nil
+	p.p.Kill()
+	p.p = nil
 }
 
 // term sends SIGTERM and returns the exit error (nil for exit 0).
 func (p *proc) term() error {
 	p.t.Helper()
-	if err := p.cmd.Process.Signal(syscall.SIGTERM); err != nil {
-		p.t.Fatal(err)
-	}
-	select {
-	case err := <-p.done:
-		p.done <- err
-		p.cmd = nil
-		return err
-	case <-time.After(30 * time.Second):
+	err := p.p.Stop(30 * time.Second)
+	p.p = nil
+	if errors.Is(err, proctest.ErrKilled) {
 		p.fail("did not exit 30s after SIGTERM")
 	}
-	return nil
+	return err
 }
 
 // model tracks one writer's view of its own ids: the state after every acknowledged

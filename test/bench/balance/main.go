@@ -39,18 +39,17 @@ import (
 	"net"
 	"net/http"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"slices"
 	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
-	"syscall"
 	"time"
 
 	"github.com/annshard/annshard/shardserver/balance"
 	"github.com/annshard/annshard/shardserver/client"
+	"github.com/annshard/annshard/shardserver/proctest"
 )
 
 const (
@@ -127,7 +126,7 @@ type bench struct {
 	dir     string
 	bin     string
 	token   string
-	procs   []*proc
+	procs   []*proctest.Process
 	proxies [numShards][numReplicas]*proxy
 	direct  [numShards][numReplicas]string // replica URLs without proxy
 	queries []string                       // vector_b64
@@ -143,10 +142,9 @@ func run(ctx context.Context, o options) error {
 	b := &bench{o: o, dir: dir, bin: o.bin, token: "bench-token", out: os.Stdout}
 	defer b.stopAll()
 	if b.bin == "" {
-		b.bin = filepath.Join(dir, "shardserver")
 		b.logf("building shardserver")
-		if out, err := exec.Command("go", "build", "-o", b.bin, "github.com/annshard/annshard/shardserver").CombinedOutput(); err != nil {
-			return fmt.Errorf("building shardserver: %w\n%s", err, out)
+		if b.bin, err = proctest.Build(dir); err != nil {
+			return err
 		}
 	}
 	if err := b.startShards(ctx); err != nil {
@@ -305,16 +303,16 @@ func (b *bench) startShards(ctx context.Context) error {
 			if r > 0 {
 				args = append(args, "--primary", primary)
 			}
-			p, err := startProc(ctx, b.bin, "serve", filepath.Join(b.dir, fmt.Sprintf("s%d-%d.log", k, r)), nil, args...)
+			p, err := b.startProc(ctx, "serve", filepath.Join(b.dir, fmt.Sprintf("s%d-%d.log", k, r)), nil, args...)
 			if err != nil {
 				return err
 			}
 			b.procs = append(b.procs, p)
 			if r == 0 {
-				primary = p.url()
+				primary = p.URL()
 			}
-			b.direct[k][r] = p.url()
-			px, err := newProxy(p.url())
+			b.direct[k][r] = p.URL()
+			px, err := newProxy(p.URL())
 			if err != nil {
 				return err
 			}
@@ -327,7 +325,7 @@ func (b *bench) startShards(ctx context.Context) error {
 
 func (b *bench) stopAll() {
 	for _, p := range b.procs {
-		p.stop()
+		stopProc(p)
 	}
 	for k := range b.proxies {
 		for _, px := range b.proxies[k] {
@@ -351,8 +349,13 @@ func (b *bench) shardSpec() string {
 	return strings.Join(parts, ";")
 }
 
-func (b *bench) startRouter(ctx context.Context, policy balance.Policy, spec string, extra ...string) (*proc, error) {
-	return startProc(ctx, b.bin, "route", filepath.Join(b.dir, "router-"+string(policy)+".log"), []string{"ANNSHARD_TOKEN=" + b.token},
+// startProc starts `shardserver <role>` with its log in logPath and waits for /healthz.
+func (b *bench) startProc(ctx context.Context, role, logPath string, env []string, args ...string) (*proctest.Process, error) {
+	return proctest.Start(ctx, proctest.Spec{Bin: b.bin, Role: role, Args: args, Env: env, LogPath: logPath, StartTimeout: 30 * time.Second})
+}
+
+func (b *bench) startRouter(ctx context.Context, policy balance.Policy, spec string, extra ...string) (*proctest.Process, error) {
+	return b.startProc(ctx, "route", filepath.Join(b.dir, "router-"+string(policy)+".log"), []string{"ANNSHARD_TOKEN=" + b.token},
 		append([]string{"--shards", spec, "--policy", string(policy), "--cache-entries", "0", "--hedge-percentile", "0",
 			"--timeout", "5s", "--load-interval", "500ms"}, extra...)...)
 }
@@ -363,9 +366,9 @@ func (b *bench) load(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	defer rt.stop()
+	defer stopProc(rt)
 	rng := rand.New(rand.NewPCG(b.o.seed, 1))
-	c := client.New(rt.url(), client.WithToken(b.token))
+	c := client.New(rt.URL(), client.WithToken(b.token))
 	const batch = 500
 	for i := 0; i < b.o.n; i += batch {
 		req := &client.UpsertRequest{}
@@ -499,13 +502,13 @@ func (b *bench) runOne(ctx context.Context, sc string, p balance.Policy, unit, d
 	if err != nil {
 		return nil, 0, err
 	}
-	defer rt.stop()
+	defer stopProc(rt)
 	undo, err := b.scenario(sc, unit)
 	if err != nil {
 		return nil, 0, err
 	}
 	defer undo()
-	c := client.New(rt.url(), client.WithHTTPClient(newHTTPClient()))
+	c := client.New(rt.URL(), client.WithHTTPClient(newHTTPClient()))
 	_, _ = openLoop(ctx, c, b.queries, b.o.k, b.o.qps, b.o.warmup)
 	lats, errs := openLoop(ctx, c, b.queries, b.o.k, b.o.qps, d)
 	return lats, errs, ctx.Err()
@@ -596,13 +599,13 @@ func (b *bench) closedLoop(ctx context.Context, conc int, d time.Duration, extra
 	if err != nil {
 		return stats{}, err
 	}
-	defer rt.stop()
+	defer stopProc(rt)
 	undo, err := b.scenario("healthy", 0)
 	if err != nil {
 		return stats{}, err
 	}
 	defer undo()
-	c := client.New(rt.url(), client.WithHTTPClient(newHTTPClient()))
+	c := client.New(rt.URL(), client.WithHTTPClient(newHTTPClient()))
 	var mu sync.Mutex
 	var lats []time.Duration
 	var errs atomic.Int64
@@ -640,10 +643,10 @@ func (b *bench) routerOverhead(ctx context.Context) (overhead, error) {
 	if err != nil {
 		return overhead{}, err
 	}
-	defer rt.stop()
+	defer stopProc(rt)
 	hc := newHTTPClient()
 	direct := client.New(b.direct[0][0], client.WithHTTPClient(hc))
-	routed := client.New(rt.url(), client.WithHTTPClient(hc))
+	routed := client.New(rt.URL(), client.WithHTTPClient(hc))
 	var dl, rl []time.Duration
 	for i := range b.o.overheadN + 100 {
 		q := &client.SearchRequest{VectorB64: b.queries[i%len(b.queries)], K: b.o.k}
@@ -784,72 +787,5 @@ func (l *link) transfer(ctx context.Context, n int) bool {
 	return sleepCtx(ctx, time.Until(end))
 }
 
-// proc is one shardserver process.
-type proc struct {
-	addr string
-	log  string
-	cmd  *exec.Cmd
-	done chan error
-}
-
-func (p *proc) url() string { return "http://" + p.addr }
-
-func startProc(ctx context.Context, bin, role, logPath string, env []string, args ...string) (*proc, error) {
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		return nil, err
-	}
-	addr := ln.Addr().String()
-	ln.Close()
-	logf, err := os.Create(logPath)
-	if err != nil {
-		return nil, err
-	}
-	p := &proc{addr: addr, log: logPath, done: make(chan error, 1)}
-	p.cmd = exec.Command(bin, append([]string{role, "--listen", addr}, args...)...)
-	p.cmd.Stdout, p.cmd.Stderr = logf, logf
-	p.cmd.Env = append(os.Environ(), env...)
-	if err := p.cmd.Start(); err != nil {
-		logf.Close()
-		return nil, err
-	}
-	go func() { p.done <- p.cmd.Wait(); logf.Close() }()
-	c := client.New(p.url())
-	deadline := time.Now().Add(30 * time.Second)
-	for {
-		hctx, cancel := context.WithTimeout(ctx, time.Second)
-		err := c.Health(hctx)
-		cancel()
-		if err == nil {
-			return p, nil
-		}
-		select {
-		case err := <-p.done:
-			p.done <- err
-			p.cmd = nil
-			b, _ := os.ReadFile(logPath)
-			return nil, fmt.Errorf("%s %s exited during start-up: %v\n%s", role, addr, err, b)
-		default:
-		}
-		if time.Now().After(deadline) || ctx.Err() != nil {
-			p.stop()
-			return nil, fmt.Errorf("%s %s not healthy: %v", role, addr, err)
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
-}
-
-// stop sends SIGTERM and waits, killing after 10s.
-func (p *proc) stop() {
-	if p.cmd == nil {
-		return
-	}
-	_ = p.cmd.Process.Signal(syscall.SIGTERM)
-	select {
-	case <-p.done:
-	case <-time.After(10 * time.Second):
-		_ = p.cmd.Process.Kill()
-		<-p.done
-	}
-	p.cmd = nil
-}
+// stopProc sends SIGTERM and waits, killing after 10s.
+func stopProc(p *proctest.Process) { _ = p.Stop(10 * time.Second) }

@@ -20,10 +20,8 @@ import (
 	"io"
 	"math"
 	"math/rand/v2"
-	"net"
 	"net/http"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"runtime"
 	"slices"
@@ -35,6 +33,7 @@ import (
 
 	"github.com/annshard/annshard/shardserver/client"
 	"github.com/annshard/annshard/shardserver/hnsw"
+	"github.com/annshard/annshard/shardserver/proctest"
 )
 
 type options struct {
@@ -130,9 +129,8 @@ func run(ctx context.Context, o options) error {
 			return err
 		}
 		defer os.RemoveAll(dir)
-		bin = filepath.Join(dir, "shardserver")
-		if out, err := exec.Command("go", "build", "-o", bin, "github.com/annshard/annshard/shardserver").CombinedOutput(); err != nil {
-			return fmt.Errorf("building shardserver: %w\n%s", err, out)
+		if bin, err = proctest.Build(dir); err != nil {
+			return err
 		}
 	}
 	if !o.json {
@@ -267,33 +265,28 @@ func (t *tally) qps() float64    { return float64(len(t.lats)) / t.elapsed.Secon
 func (t *tally) perCPU() float64 { return float64(len(t.lats)) / t.cpu }
 
 type server struct {
-	cmd    *exec.Cmd
+	proc   *proctest.Process
 	url    string
 	dir    string
 	client *client.Client
 }
 
+// startServer starts a server with its data and log in a new temporary directory and
+// waits until it is ready.
 func startServer(ctx context.Context, bin string, o options, mode string) (*server, error) {
 	dir, err := os.MkdirTemp("", "shardbench-data")
 	if err != nil {
 		return nil, err
 	}
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	p, err := proctest.Start(ctx, proctest.Spec{Bin: bin, Role: "serve", LogPath: filepath.Join(dir, "server.log"),
+		Args: []string{"--data-dir", filepath.Join(dir, "data"), "--dimension", strconv.Itoa(o.dim),
+			"--m", strconv.Itoa(o.m), "--ef-construction", strconv.Itoa(o.efc), "--ef-search", strconv.Itoa(o.ef),
+			"--wal-sync", mode, "--snapshot-interval", "1h", "--snapshot-records", "1000000000"}})
 	if err != nil {
-		return nil, err
-	}
-	addr := ln.Addr().String()
-	ln.Close()
-	cmd := exec.Command(bin, "serve", "--listen", addr, "--data-dir", dir, "--dimension", strconv.Itoa(o.dim),
-		"--m", strconv.Itoa(o.m), "--ef-construction", strconv.Itoa(o.efc), "--ef-search", strconv.Itoa(o.ef),
-		"--wal-sync", mode, "--snapshot-interval", "1h", "--snapshot-records", "1000000000")
-	cmd.Stderr = io.Discard
-	dieWithParent(cmd)
-	if err := cmd.Start(); err != nil {
 		os.RemoveAll(dir)
 		return nil, err
 	}
-	s := &server{cmd: cmd, url: "http://" + addr, dir: dir, client: client.New("http://" + addr)}
+	s := &server{proc: p, url: p.URL(), dir: dir, client: client.New(p.URL())}
 	deadline := time.Now().Add(20 * time.Second)
 	for s.client.Ready(ctx) != nil {
 		if time.Now().After(deadline) {
@@ -306,19 +299,11 @@ func startServer(ctx context.Context, bin string, o options, mode string) (*serv
 }
 
 func (s *server) stop() {
-	if s.cmd == nil {
+	if s.proc == nil {
 		return
 	}
-	_ = s.cmd.Process.Signal(syscall.SIGTERM)
-	done := make(chan struct{})
-	go func() { _ = s.cmd.Wait(); close(done) }()
-	select {
-	case <-done:
-	case <-time.After(30 * time.Second):
-		_ = s.cmd.Process.Kill()
-		<-done
-	}
-	s.cmd = nil
+	_ = s.proc.Stop(30 * time.Second)
+	s.proc = nil
 	os.RemoveAll(s.dir)
 }
 

@@ -1,6 +1,6 @@
 //go:build !linux
 
-package shard
+package proctest
 
 import "os/exec"
 
