@@ -1,5 +1,7 @@
 package hnsw
 
+import "math"
+
 // The distance kernels. l2 and dot are the only two the hot loops call; each is a
 // small wrapper the compiler inlines, which branches on a bool fixed at init and then
 // makes a direct call into the assembly kernel (or the scalar one). Direct calls
@@ -114,4 +116,26 @@ func distPf(dotMetric bool, a, b []float32, next *float32) float32 {
 		return 1 - dot(a, b)
 	}
 	return l2(a, b)
+}
+
+// DistanceFunc returns the metric's distance on vectors as the index stores them, using
+// the same kernels as the index (SIMD where the CPU has it): squared L2, or 1 - dot for
+// InnerProduct and Cosine (Cosine expects both vectors already normalised). It is for
+// exact scans beside the index, such as a brute-force baseline. Vectors of different
+// lengths give NaN rather than a distance over part of them.
+func DistanceFunc(m Metric) func(a, b []float32) float32 {
+	if m == L2 {
+		return func(a, b []float32) float32 {
+			if len(a) != len(b) {
+				return float32(math.NaN())
+			}
+			return l2(a, b)
+		}
+	}
+	return func(a, b []float32) float32 {
+		if len(a) != len(b) {
+			return float32(math.NaN())
+		}
+		return 1 - dot(a, b)
+	}
 }

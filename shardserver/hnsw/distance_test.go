@@ -152,3 +152,26 @@ func TestPrefetchSameResults(t *testing.T) {
 		}
 	}
 }
+
+func TestDistanceFunc(t *testing.T) {
+	a, b := []float32{1, 2, 3, 4, 5}, []float32{2, 2, 1, 0, 5}
+	tests := []struct {
+		m    Metric
+		want float32
+	}{
+		{L2, 1 + 0 + 4 + 16 + 0},
+		{InnerProduct, 1 - (2 + 4 + 3 + 0 + 25)},
+		{Cosine, 1 - (2 + 4 + 3 + 0 + 25)},
+	}
+	for _, tt := range tests {
+		t.Run(tt.m.String(), func(t *testing.T) {
+			f := DistanceFunc(tt.m)
+			if got := f(a, b); got != tt.want {
+				t.Fatalf("distance = %v, want %v", got, tt.want)
+			}
+			if got := f(a, b[:4]); !math.IsNaN(float64(got)) {
+				t.Fatalf("lengths 5 and 4 gave %v, want NaN", got)
+			}
+		})
+	}
+}
