@@ -91,8 +91,8 @@ func (m metric) prepare(v *vectors) *vectors {
 	return out
 }
 
-// squaredL2 is unrolled by four with independent accumulators so the brute-force baseline
-// is a fair scalar scan rather than a strawman; b must be at least as long as a.
+// squaredL2 is unrolled by four with independent accumulators so the exact ground truth
+// is a reasonably fast scalar scan independent of the index; b must be at least as long as a.
 func squaredL2(a, b []float32) float32 {
 	b = b[:len(a)]
 	var s0, s1, s2, s3 float32
