@@ -9,6 +9,7 @@ import (
 	"io"
 	"net/http"
 	"net/url"
+	"strconv"
 	"strings"
 )
 
@@ -59,6 +60,22 @@ func (c *Client) Get(ctx context.Context, id, partition string) (*Vector, error)
 		return nil, err
 	}
 	return &out, nil
+}
+
+// GetSeq is Get that also returns the shard's applied WAL sequence number when it looked
+// the id up (SeqHeader; 0 when the server did not send one), also on a not_found answer:
+// a router uses it to tell a lagging replica's answer from a current one.
+func (c *Client) GetSeq(ctx context.Context, id, partition string) (*Vector, uint64, error) {
+	var out Vector
+	h, err := c.do(ctx, http.MethodGet, vectorPath(id, partition), nil, &out)
+	var seq uint64
+	if h != nil {
+		seq, _ = strconv.ParseUint(h.Get(SeqHeader), 10, 64)
+	}
+	if err != nil {
+		return nil, seq, err
+	}
+	return &out, seq, nil
 }
 
 // Delete removes one vector by id; Deleted is false when it did not exist.
@@ -160,17 +177,23 @@ func vectorPath(id, partition string) string {
 // nil). A non-2xx answer becomes an *APIError; an answer without an error body still
 // gets one, with a code derived from the status.
 func (c *Client) Do(ctx context.Context, method, path string, in, out any) error {
+	_, err := c.do(ctx, method, path, in, out)
+	return err
+}
+
+// do is Do that also returns the answer's headers (nil when no answer came).
+func (c *Client) do(ctx context.Context, method, path string, in, out any) (http.Header, error) {
 	var body io.Reader
 	if in != nil {
 		buf, err := json.Marshal(in)
 		if err != nil {
-			return fmt.Errorf("encoding %s %s: %w", method, path, err)
+			return nil, fmt.Errorf("encoding %s %s: %w", method, path, err)
 		}
 		body = bytes.NewReader(buf)
 	}
 	req, err := http.NewRequestWithContext(ctx, method, c.base+path, body)
 	if err != nil {
-		return fmt.Errorf("building %s %s: %w", method, path, err)
+		return nil, fmt.Errorf("building %s %s: %w", method, path, err)
 	}
 	if in != nil {
 		req.Header.Set("Content-Type", "application/json")
@@ -180,20 +203,20 @@ func (c *Client) Do(ctx context.Context, method, path string, in, out any) error
 	}
 	resp, err := c.hc.Do(req)
 	if err != nil {
-		return fmt.Errorf("%s %s: %w", method, path, err)
+		return nil, fmt.Errorf("%s %s: %w", method, path, err)
 	}
 	defer resp.Body.Close()
 	if resp.StatusCode/100 != 2 {
-		return decodeError(resp)
+		return resp.Header, decodeError(resp)
 	}
 	if out == nil {
 		_, _ = io.Copy(io.Discard, resp.Body)
-		return nil
+		return resp.Header, nil
 	}
 	if err := json.NewDecoder(resp.Body).Decode(out); err != nil {
-		return fmt.Errorf("decoding answer of %s %s: %w", method, path, err)
+		return resp.Header, fmt.Errorf("decoding answer of %s %s: %w", method, path, err)
 	}
-	return nil
+	return resp.Header, nil
 }
 
 func decodeError(resp *http.Response) error {

@@ -8,6 +8,10 @@ import (
 	"math"
 )
 
+// SeqHeader carries, on answers to GET /v1/vectors/{id}, the shard's applied WAL sequence
+// number as of the lookup.
+const SeqHeader = "Annshard-Seq"
+
 // Vector is one stored vector. Exactly one of Vector and VectorB64 is set on the wire.
 type Vector struct {
 	ID        string    `json:"id"`

@@ -6,6 +6,7 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"slices"
+	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -30,6 +31,7 @@ type fakeShard struct {
 	batches        atomic.Int64
 	refusedBatches atomic.Int64
 	writes         atomic.Int64
+	gets           atomic.Int64
 	cancelled      atomic.Int64 // searches whose context ended before their delay did
 	gotToken       atomic.Value // string: last Authorization header of a write
 }
@@ -243,8 +245,10 @@ func (f *fakeShard) get(w http.ResponseWriter, r *http.Request) {
 	if f.failing(w) {
 		return
 	}
+	f.gets.Add(1)
 	f.mu.Lock()
 	defer f.mu.Unlock()
+	w.Header().Set(client.SeqHeader, strconv.FormatUint(f.seq, 10))
 	v, ok := f.vecs[r.PathValue("id")]
 	if !ok {
 		writeErr(w, &client.APIError{Code: client.CodeNotFound, Message: "no such id"})

@@ -21,10 +21,12 @@ func (r *Router) Get(ctx context.Context, id, partition string) (*client.Vector,
 	}
 	ctx, cancel := context.WithTimeout(ctx, r.cfg.Timeout)
 	defer cancel()
-	get := func(ctx context.Context, rep *replica) (*client.Vector, error) { return rep.c.Get(ctx, id, partition) }
+	getFrom := func(k int) func(context.Context, *replica) (*client.Vector, error) {
+		return r.getter(v.shard(k), k, id, partition)
+	}
 	if partition != "" {
 		k := v.table.ShardOfKey(partition)
-		vec, err := readShard(ctx, r, v.shard(k), false, "get", get)
+		vec, err := readShard(ctx, r, v.shard(k), false, "get", getFrom(k))
 		if err != nil && !callerFault(err) {
 			return nil, fmt.Errorf("shard %d: %w", k, err)
 		}
@@ -36,7 +38,7 @@ func (r *Router) Get(ctx context.Context, id, partition string) (*client.Vector,
 	var wg sync.WaitGroup
 	for k := range n {
 		wg.Go(func() {
-			vec, err := readShard(ctx, r, v.shard(k), false, "get", get)
+			vec, err := readShard(ctx, r, v.shard(k), false, "get", getFrom(k))
 			if err == nil {
 				found <- vec
 				cancel() // the others need not finish
@@ -61,4 +63,26 @@ func (r *Router) Get(ctx context.Context, id, partition string) (*client.Vector,
 		return nil, apiErr(client.CodeUnavailable, "vector %q not found on the shards that answered; %s", id, strings.Join(why, "; "))
 	}
 	return nil, apiErr(client.CodeNotFound, "vector %q not found", id)
+}
+
+// getter reads id from a replica of shard k with read-your-writes: an answer (found or
+// not_found) given from before a write this router knows of comes from a lagging replica,
+// so the primary, which has applied every acknowledged write, answers instead. If the
+// primary cannot, the replica's answer stands.
+func (r *Router) getter(s *shardSet, k int, id, partition string) func(context.Context, *replica) (*client.Vector, error) {
+	known := uint64(0)
+	if k >= 0 && k < len(r.seqs) {
+		known = r.seqs[k].Load()
+	}
+	return func(ctx context.Context, rep *replica) (*client.Vector, error) {
+		vec, seq, err := rep.c.GetSeq(ctx, id, partition)
+		stale := (err == nil || client.IsCode(err, client.CodeNotFound)) && seq < known
+		if stale && s != nil && s.primary != nil && rep != s.primary {
+			if pv, _, perr := s.primary.c.GetSeq(ctx, id, partition); perr == nil || client.IsCode(perr, client.CodeNotFound) {
+				r.m.retries.WithLabelValues("get_on_primary").Inc()
+				return pv, perr
+			}
+		}
+		return vec, err
+	}
 }

@@ -126,6 +126,8 @@ func (s *Server) handleGet(w http.ResponseWriter, r *http.Request) {
 		writeError(w, err)
 		return
 	}
+	// The applied seq is read before the lookup, so the answer reflects at least it.
+	w.Header().Set(client.SeqHeader, strconv.FormatUint(s.store.Applied(), 10))
 	v, ok := s.store.Get(id, partition)
 	if !ok {
 		writeError(w, &client.APIError{Code: client.CodeNotFound, Message: "no vector with id " + id})

@@ -44,6 +44,13 @@ func TestAPIRoundTrip(t *testing.T) {
 		if _, err := c.Get(ctx, vecs[1].ID, "even"); !client.IsCode(err, client.CodeNotFound) {
 			t.Fatalf("Get in the wrong partition: %v", err)
 		}
+		// Both answers carry the applied seq, so a router can tell a lagging replica.
+		if _, seq, err := c.GetSeq(ctx, vecs[1].ID, ""); err != nil || seq != 1 {
+			t.Fatalf("GetSeq = seq %d, %v; want seq 1", seq, err)
+		}
+		if _, seq, err := c.GetSeq(ctx, "missing", ""); !client.IsCode(err, client.CodeNotFound) || seq != 1 {
+			t.Fatalf("GetSeq of a missing id = seq %d, %v; want not_found at seq 1", seq, err)
+		}
 	})
 	t.Run("search finds itself", func(t *testing.T) {
 		res, err := c.Search(ctx, &client.SearchRequest{Vector: vecs[3].Vector, K: 3})
