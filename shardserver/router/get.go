@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"strings"
 	"sync"
+	"time"
 
 	"github.com/annshard/annshard/shardserver/client"
 )
@@ -76,13 +77,53 @@ func (r *Router) getter(s *shardSet, k int, id, partition string) func(context.C
 	}
 	return func(ctx context.Context, rep *replica) (*client.Vector, error) {
 		vec, seq, err := rep.c.GetSeq(ctx, id, partition)
-		stale := (err == nil || client.IsCode(err, client.CodeNotFound)) && seq < known
-		if stale && s != nil && s.primary != nil && rep != s.primary {
-			if pv, _, perr := s.primary.c.GetSeq(ctx, id, partition); perr == nil || client.IsCode(perr, client.CodeNotFound) {
+		if (err == nil || client.IsCode(err, client.CodeNotFound)) && seq < known {
+			if pv, ok, perr := fromPrimary(ctx, s, known, func(ctx context.Context, p *replica) (*client.Vector, uint64, error) {
+				return p.c.GetSeq(ctx, id, partition)
+			}); ok {
 				r.m.retries.WithLabelValues("get_on_primary").Inc()
 				return pv, perr
 			}
 		}
 		return vec, err
 	}
+}
+
+// freshRounds bounds fromPrimary: the first call to the primary normally suffices.
+const freshRounds = 3
+
+// fromPrimary finds an answer (a result or not_found) given as of at least seq known: the
+// primary first, since it has applied every acknowledged write, then the other ready
+// replicas (the router may still take a replica for the primary, say after a failover,
+// while the real one sits among the replicas), for a few rounds with short pauses. ok is
+// false when no such answer came; the caller keeps the answer it had.
+func fromPrimary[T any](ctx context.Context, s *shardSet, known uint64, call func(context.Context, *replica) (T, uint64, error)) (res T, ok bool, err error) {
+	if s == nil {
+		return res, false, nil
+	}
+	order := make([]*replica, 0, len(s.replicas)+1)
+	if s.primary != nil {
+		order = append(order, s.primary)
+	}
+	for _, rep := range s.replicas {
+		if rep != s.primary {
+			order = append(order, rep)
+		}
+	}
+	for round := range freshRounds {
+		if round > 0 {
+			select {
+			case <-ctx.Done():
+				return res, false, nil
+			case <-time.After(time.Duration(2<<round) * time.Millisecond):
+			}
+		}
+		for _, rep := range order {
+			got, seq, err := call(ctx, rep)
+			if (err == nil || client.IsCode(err, client.CodeNotFound)) && seq >= known {
+				return got, true, err
+			}
+		}
+	}
+	return res, false, nil
 }

@@ -76,3 +76,35 @@ func TestGetReadsYourWrites(t *testing.T) {
 		t.Fatal("the lagging replica was never asked; the test proves nothing")
 	}
 }
+
+// TestReadsYourWritesWithAMisnamedPrimary: the router takes a lagging replica for the
+// primary (its writes are redirected to the real one by not_primary). A fresh answer must
+// still be found, among the other replicas.
+func TestReadsYourWritesWithAMisnamedPrimary(t *testing.T) {
+	cl := newCluster(t, 1, 2, Config{Policy: balance.RoundRobin})
+	cl.load(20, nil)
+	misnamed, real := cl.shards[0][0], cl.shards[0][1]
+	stale := newFakeStore()
+	real.mu.Lock()
+	maps.Copy(stale.vecs, real.vecs)
+	stale.seq = real.seq
+	real.mu.Unlock()
+	misnamed.fakeStore = stale
+	misnamed.writeErr.Store(func() *client.APIError {
+		return &client.APIError{Code: client.CodeNotPrimary, Message: "read replica", Primary: real.url()}
+	})
+
+	ctx := context.Background()
+	if del, err := cl.c.Delete(ctx, "v3", ""); err != nil || !del.Deleted {
+		t.Fatalf("delete v3: %+v, %v", del, err)
+	}
+	for i := range 6 {
+		resp, err := cl.c.Search(ctx, &client.SearchRequest{Vector: vec(3), K: 1})
+		if err != nil || len(resp.Results) != 1 || resp.Results[0].ID == "v3" {
+			t.Fatalf("search %d after deleting v3: %+v, %v", i, resp, err)
+		}
+		if v, err := cl.c.Get(ctx, "v3", ""); !client.IsCode(err, client.CodeNotFound) {
+			t.Fatalf("get %d of deleted v3: %+v, %v", i, v, err)
+		}
+	}
+}

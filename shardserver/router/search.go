@@ -90,12 +90,17 @@ func (r *Router) search(ctx context.Context, v *view, vec []float32, req *client
 			func(ctx context.Context, rep *replica) (*client.SearchResponse, error) {
 				return r.callSearch(ctx, rep, sreq)
 			})
-		// Read your writes: a replica that answered from before a write this router knows
-		// of (one it acknowledged, or a newer sequence a load report showed) is lagging;
-		// the primary has applied every acknowledged write, so it answers instead. If the
-		// primary cannot, the replica's answer stands rather than failing the query.
-		if errs[i] == nil && answers[i].Seq < seqs[i] && s != nil && s.primary != nil {
-			if a, err := r.callSearch(ctx, s.primary, sreq); err == nil {
+		// Read your writes: an answer given from before a write this router knows of
+		// (one it acknowledged, or a newer sequence a load report showed) comes from a
+		// lagging replica; the primary answers instead. If it cannot, the answer stands.
+		if errs[i] == nil && answers[i].Seq < seqs[i] {
+			if a, ok, err := fromPrimary(ctx, s, seqs[i], func(ctx context.Context, rep *replica) (*client.SearchResponse, uint64, error) {
+				a, err := r.callSearch(ctx, rep, sreq)
+				if err != nil {
+					return nil, 0, err
+				}
+				return a, a.Seq, nil
+			}); ok && err == nil {
 				answers[i] = a
 				r.m.retries.WithLabelValues("search_on_primary").Inc()
 			}
