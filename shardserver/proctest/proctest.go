@@ -10,6 +10,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"sync"
 	"syscall"
 	"time"
 )
@@ -29,6 +30,33 @@ func Build(dir string) (string, error) {
 		return "", fmt.Errorf("building shardserver: %w\n%s", err, out)
 	}
 	return bin, nil
+}
+
+// Binary is the shardserver binary of a test package, built once on first use into a
+// temporary directory. The zero value is ready; Path is safe for concurrent use.
+type Binary struct {
+	once sync.Once
+	dir  string
+	path string
+	err  error
+}
+
+// Path builds the binary on the first call and returns its path (or the build error).
+func (b *Binary) Path() (string, error) {
+	b.once.Do(func() {
+		if b.dir, b.err = os.MkdirTemp("", "shardserver-bin"); b.err != nil {
+			return
+		}
+		b.path, b.err = Build(b.dir)
+	})
+	return b.path, b.err
+}
+
+// Remove deletes the build directory; call it from TestMain once the tests have run.
+func (b *Binary) Remove() {
+	if b.dir != "" {
+		os.RemoveAll(b.dir)
+	}
 }
 
 // FreeAddr returns a loopback address with a port nobody listens on right now.

@@ -236,3 +236,26 @@ func TestSpecRequired(t *testing.T) {
 		t.Fatal("Start without Bin succeeded")
 	}
 }
+
+func TestBinaryBuildsOnceAndRemoves(t *testing.T) {
+	var b Binary
+	p1, err := b.Path()
+	if err != nil {
+		t.Fatal(err)
+	}
+	info1, err := os.Stat(p1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	p2, err := b.Path()
+	if err != nil || p2 != p1 {
+		t.Fatalf("second Path = %q, %v; want %q", p2, err, p1)
+	}
+	if info2, err := os.Stat(p2); err != nil || !info2.ModTime().Equal(info1.ModTime()) {
+		t.Fatalf("the binary was rebuilt: %v", err)
+	}
+	b.Remove()
+	if _, err := os.Stat(p1); !os.IsNotExist(err) {
+		t.Fatalf("after Remove the binary is still there: %v", err)
+	}
+}

@@ -8,7 +8,6 @@ import (
 	"slices"
 	"strconv"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -17,18 +16,15 @@ import (
 	"github.com/annshard/annshard/shardserver/slots"
 )
 
+// bin is the shardserver binary the process tests run, built once on first use.
 var (
+	bin     proctest.Binary
 	binPath string
-	binDir  string
-	binErr  error
-	binOnce sync.Once
 )
 
 func TestMain(m *testing.M) {
 	code := m.Run()
-	if binDir != "" {
-		os.RemoveAll(binDir)
-	}
+	bin.Remove()
 	os.Exit(code)
 }
 
@@ -38,15 +34,11 @@ func needBinary(t *testing.T) {
 	if raceEnabled || testing.Short() {
 		t.Skip("real-process test: runs in the non-race, non-short pass")
 	}
-	binOnce.Do(func() {
-		if binDir, binErr = os.MkdirTemp("", "routerbin"); binErr != nil {
-			return
-		}
-		binPath, binErr = proctest.Build(binDir)
-	})
-	if binErr != nil {
-		t.Fatal(binErr)
+	path, err := bin.Path()
+	if err != nil {
+		t.Fatal(err)
 	}
+	binPath = path
 }
 
 // proc is one shardserver process (serve or route).

@@ -16,13 +16,7 @@ func TestSearchReadsYourWrites(t *testing.T) {
 	cl.load(20, nil)
 	primary, replica := cl.shards[0][0], cl.shards[0][1]
 
-	// The replica stops replicating: it keeps a copy of the data as of now.
-	stale := newFakeStore()
-	primary.mu.Lock()
-	maps.Copy(stale.vecs, primary.vecs)
-	stale.seq = primary.seq
-	primary.mu.Unlock()
-	replica.fakeStore = stale
+	freeze(replica, primary)
 
 	ctx := context.Background()
 	if del, err := cl.c.Delete(ctx, "v3", ""); err != nil || !del.Deleted {
@@ -49,12 +43,7 @@ func TestGetReadsYourWrites(t *testing.T) {
 	cl := newCluster(t, 1, 2, Config{Policy: balance.RoundRobin})
 	cl.load(20, nil)
 	primary, replica := cl.shards[0][0], cl.shards[0][1]
-	stale := newFakeStore()
-	primary.mu.Lock()
-	maps.Copy(stale.vecs, primary.vecs)
-	stale.seq = primary.seq
-	primary.mu.Unlock()
-	replica.fakeStore = stale
+	freeze(replica, primary)
 
 	ctx := context.Background()
 	if _, err := cl.c.Delete(ctx, "v3", ""); err != nil {
@@ -84,12 +73,7 @@ func TestReadsYourWritesWithAMisnamedPrimary(t *testing.T) {
 	cl := newCluster(t, 1, 2, Config{Policy: balance.RoundRobin})
 	cl.load(20, nil)
 	misnamed, real := cl.shards[0][0], cl.shards[0][1]
-	stale := newFakeStore()
-	real.mu.Lock()
-	maps.Copy(stale.vecs, real.vecs)
-	stale.seq = real.seq
-	real.mu.Unlock()
-	misnamed.fakeStore = stale
+	freeze(misnamed, real)
 	misnamed.writeErr.Store(func() *client.APIError {
 		return &client.APIError{Code: client.CodeNotPrimary, Message: "read replica", Primary: real.url()}
 	})
@@ -107,4 +91,15 @@ func TestReadsYourWritesWithAMisnamedPrimary(t *testing.T) {
 			t.Fatalf("get %d of deleted v3: %+v, %v", i, v, err)
 		}
 	}
+}
+
+// freeze makes f stop replicating: from now on it serves a copy of from's data as of now.
+// Call it before any request is in flight to f.
+func freeze(f, from *fakeShard) {
+	stale := newFakeStore()
+	from.mu.Lock()
+	maps.Copy(stale.vecs, from.vecs)
+	stale.seq = from.seq
+	from.mu.Unlock()
+	f.fakeStore = stale
 }
