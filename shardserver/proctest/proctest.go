@@ -12,6 +12,7 @@ import (
 	"path/filepath"
 	"sync"
 	"syscall"
+	"testing"
 	"time"
 )
 
@@ -50,6 +51,21 @@ func (b *Binary) Path() (string, error) {
 		b.path, b.err = Build(b.dir)
 	})
 	return b.path, b.err
+}
+
+// Need is for tests that run real processes: it skips t under -race (the detector sees
+// nothing of another process, and the plain pass runs these tests) and under -short, and
+// otherwise returns the binary's path, failing t if it does not build.
+func (b *Binary) Need(t testing.TB) string {
+	t.Helper()
+	if raceEnabled || testing.Short() {
+		t.Skip("real-process test: runs in the non-race, non-short pass")
+	}
+	path, err := b.Path()
+	if err != nil {
+		t.Fatal(err)
+	}
+	return path
 }
 
 // Remove deletes the build directory; call it from TestMain once the tests have run.

@@ -31,14 +31,7 @@ func TestMain(m *testing.M) {
 // needBinary builds ./shardserver once per test binary, or skips under -race and -short.
 func needBinary(t *testing.T) {
 	t.Helper()
-	if raceEnabled || testing.Short() {
-		t.Skip("real-process test: runs in the non-race, non-short pass")
-	}
-	path, err := bin.Path()
-	if err != nil {
-		t.Fatal(err)
-	}
-	binPath = path
+	binPath = bin.Need(t)
 }
 
 // proc is one shardserver process (serve or route).

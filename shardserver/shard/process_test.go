@@ -34,14 +34,7 @@ func TestMain(m *testing.M) {
 // nothing of another process; the plain pass runs these) and under -short.
 func needProcesses(t *testing.T) {
 	t.Helper()
-	if raceEnabled || testing.Short() {
-		t.Skip("real-process test: runs in the non-race, non-short pass")
-	}
-	path, err := bin.Path()
-	if err != nil {
-		t.Fatal(err)
-	}
-	binPath = path
+	binPath = bin.Need(t)
 }
 
 // proc is one shardserver serve process, restartable on the same address, data
