@@ -44,6 +44,9 @@ type Config struct {
 	SnapshotInterval time.Duration
 	SnapshotRecords  int64
 	MaxLag           uint64
+	// PrimaryLossGrace is how long a replica that was caught up stays ready after losing
+	// its primary's stream.
+	PrimaryLossGrace time.Duration
 	DrainTimeout     time.Duration
 	RoutingFile      string
 	ShardIndex       int
@@ -94,6 +97,7 @@ func parseFlags(args []string, env func(string) string, out io.Writer) (Config, 
 	fs.DurationVar(&c.SnapshotInterval, "snapshot-interval", 5*time.Minute, "write a snapshot this often when there were writes")
 	fs.Int64Var(&c.SnapshotRecords, "snapshot-records", 100000, "also write a snapshot after this many WAL records")
 	fs.Uint64Var(&c.MaxLag, "max-lag", 1000, "a replica is ready only when at most this many records behind")
+	fs.DurationVar(&c.PrimaryLossGrace, "primary-loss-grace", 30*time.Second, "a caught-up replica stays ready this long after losing its primary, so reads survive a primary restart")
 	fs.DurationVar(&c.DrainTimeout, "drain-timeout", 20*time.Second, "how long SIGTERM waits for in-flight requests")
 	fs.StringVar(&c.RoutingFile, "routing-file", "", "routing table file (the routing ConfigMap mounted); re-read on change to set owned slots and epoch")
 	fs.IntVar(&c.ShardIndex, "shard-index", 0, "this shard's number in the routing table (--routing-file or --index)")

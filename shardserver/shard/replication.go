@@ -176,14 +176,16 @@ type replicator struct {
 	maxLag      uint64
 	hc          *http.Client
 	primaryLast atomic.Uint64
-	live        atomic.Bool // a stream is open and has delivered a heartbeat
+	live        atomic.Bool  // a stream is open and has delivered a heartbeat
+	lostAt      atomic.Int64 // unix ns when a live stream last ended; 0 before any
+	lossGrace   time.Duration
 	mu          sync.Mutex
 	lastErr     error
 }
 
-func newReplicator(primaryURL, token string, store *Store, maxLag uint64) *replicator {
+func newReplicator(primaryURL, token string, store *Store, maxLag uint64, lossGrace time.Duration) *replicator {
 	hc := &http.Client{Transport: &http.Transport{ResponseHeaderTimeout: 30 * time.Second, IdleConnTimeout: time.Minute}}
-	rp := &replicator{token: token, store: store, maxLag: maxLag, hc: hc}
+	rp := &replicator{token: token, store: store, maxLag: maxLag, lossGrace: lossGrace, hc: hc}
 	rp.setPrimary(primaryURL)
 	return rp
 }
@@ -203,7 +205,21 @@ func (rp *replicator) lag() uint64 {
 	return 0
 }
 
-func (rp *replicator) ready() bool { return rp.live.Load() && rp.lag() <= rp.maxLag }
+// ready: streaming and within maxLag of the primary, or, for lossGrace after a live
+// stream ended, within maxLag of where the primary was. A primary restart (a rolling
+// update, a pod deletion) would otherwise take every replica of the shard out of service
+// at once, and reads with it, though their data is as fresh as anything can be while
+// the primary is away.
+func (rp *replicator) ready() bool {
+	if rp.lag() > rp.maxLag {
+		return false
+	}
+	if rp.live.Load() {
+		return true
+	}
+	lost := rp.lostAt.Load()
+	return lost != 0 && time.Since(time.Unix(0, lost)) < rp.lossGrace
+}
 
 func (rp *replicator) status() string {
 	rp.mu.Lock()
@@ -220,7 +236,9 @@ func (rp *replicator) run(ctx context.Context) {
 	for ctx.Err() == nil {
 		before := rp.store.Applied()
 		err := rp.follow(ctx)
-		rp.live.Store(false)
+		if rp.live.Swap(false) {
+			rp.lostAt.Store(time.Now().UnixNano())
+		}
 		if errors.Is(err, errNeedBootstrap) {
 			slog.Info("Bootstrapping from the primary", "primary", rp.primaryURL(), "applied", rp.store.Applied())
 			err = rp.bootstrap(ctx)

@@ -111,3 +111,54 @@ func TestReplicationInProcess(t *testing.T) {
 		t.Fatal("re-bootstrapped replica differs from the primary")
 	}
 }
+
+// TestReplicaStaysReadyThroughAPrimaryRestart: a caught-up replica that loses its primary
+// stays ready for PrimaryLossGrace (reads survive a primary restart), then is not ready.
+func TestReplicaStaysReadyThroughAPrimaryRestart(t *testing.T) {
+	for _, tt := range []struct {
+		name      string
+		grace     time.Duration
+		wantReady bool
+	}{
+		{"within the grace", time.Hour, true},
+		{"no grace", 0, false},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			pcfg := testConfig(t.TempDir())
+			pcfg.Token = "tok"
+			primary, phs := newTestServer(t, pcfg)
+			rcfg := testConfig(t.TempDir())
+			rcfg.Token, rcfg.Primary, rcfg.PrimaryLossGrace = "tok", phs.URL, tt.grace
+			replica, _ := newTestServer(t, rcfg)
+			ctx, cancel := context.WithCancel(context.Background())
+			done := make(chan struct{})
+			go func() { replica.repl.run(ctx); close(done) }()
+			defer func() { cancel(); <-done }()
+
+			c := client.New(phs.URL, client.WithToken("tok"))
+			r := rand.New(rand.NewPCG(1, 2))
+			if _, err := c.Upsert(ctx, &client.UpsertRequest{Vectors: []client.Vector{{ID: "a", Vector: randVec(r, testDim)}}}); err != nil {
+				t.Fatal(err)
+			}
+			deadline := time.Now().Add(10 * time.Second)
+			for replica.store.Applied() != primary.store.Applied() || !replica.ready() {
+				if time.Now().After(deadline) {
+					t.Fatalf("replica never caught up: %s", replica.repl.status())
+				}
+				time.Sleep(10 * time.Millisecond)
+			}
+			phs.CloseClientConnections()
+			phs.Close() // the primary goes away
+			deadline = time.Now().Add(10 * time.Second)
+			for replica.repl.live.Load() {
+				if time.Now().After(deadline) {
+					t.Fatal("the replica did not notice its primary was gone")
+				}
+				time.Sleep(10 * time.Millisecond)
+			}
+			if got := replica.ready(); got != tt.wantReady {
+				t.Fatalf("ready after losing the primary = %v, want %v (%s)", got, tt.wantReady, replica.repl.status())
+			}
+		})
+	}
+}

@@ -67,7 +67,7 @@ func New(cfg Config) (*Server, error) {
 	}
 	s.streams, s.stopStreams = context.WithCancel(context.Background())
 	if cfg.Primary != "" || cfg.PrimaryPod != "" {
-		s.repl = newReplicator(cfg.Primary, cfg.Token, store, cfg.MaxLag)
+		s.repl = newReplicator(cfg.Primary, cfg.Token, store, cfg.MaxLag, cfg.PrimaryLossGrace)
 	}
 	if cfg.Index != "" {
 		if s.kube, s.kubeNamespace, err = kubeClient(cfg.Kubeconfig, cfg.Namespace); err != nil {
