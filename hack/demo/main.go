@@ -50,7 +50,6 @@ func run(ctx context.Context, args []string) error {
 	if err != nil {
 		return err
 	}
-	defer c.Close()
 
 	start := time.Now()
 	fmt.Printf("waiting for AnnIndex %s/%s to become Available\n", *namespace, *index)

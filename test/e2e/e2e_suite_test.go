@@ -83,21 +83,22 @@ var _ = BeforeSuite(func(ctx SpecContext) {
 }, NodeTimeout(5*time.Minute))
 
 var _ = AfterSuite(func(ctx SpecContext) {
-	if cluster == nil {
-		return
-	}
-	if namespace != "" && !CurrentSpecReport().Failed() {
+	// A failed run keeps its namespace for a look (on kind; the local cluster goes anyway).
+	if cluster != nil && namespace != "" && !suiteFailed {
 		_ = cluster.Client.Delete(ctx, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: namespace}})
 	}
-	cluster.Close()
 }, NodeTimeout(time.Minute))
 
-// On failure, print what a person debugging it would look at first: the index, events,
-// and the tail of every pod's log in the test and operator namespaces.
+// suiteFailed is set by the first failed spec.
+var suiteFailed bool
+
+// On failure, print what a person debugging it would look at first: the events, and each
+// pod's state and the tail of its log, in the test and operator namespaces.
 var _ = ReportAfterEach(func(ctx SpecContext, report SpecReport) {
 	if !report.Failed() || cluster == nil {
 		return
 	}
+	suiteFailed = true
 	var b strings.Builder
 	for _, ns := range []string{namespace, releaseNamespace} {
 		fmt.Fprintf(&b, "===== events in %s\n%s", ns, cluster.Events(ctx, ns))

@@ -71,9 +71,6 @@ func Connect(kubeconfig string) (*Cluster, error) {
 	return &Cluster{Config: cfg, Client: c, Kube: kube}, nil
 }
 
-// Close releases what the cluster holds; nothing today, kept so callers need not change.
-func (c *Cluster) Close() {}
-
 // Condition returns the index's condition of type t, or nil.
 func Condition(idx *annv1alpha1.AnnIndex, t string) *metav1.Condition {
 	return meta.FindStatusCondition(idx.Status.Conditions, t)
@@ -141,8 +138,8 @@ func isFalse(idx *annv1alpha1.AnnIndex, t string) bool {
 	return cond != nil && cond.Status == metav1.ConditionFalse
 }
 
-// Pods lists the running, ready pods of one component ("shard" or "router") of an index;
-// for shards, shard >= 0 narrows to one shard. Sorted by name.
+// Pods lists the pods of one component ("shard" or "router") of an index, only the ready
+// ones with readyOnly; for shards, shard >= 0 narrows to one shard. Sorted by name.
 func (c *Cluster) Pods(ctx context.Context, ns, index, component string, shard int, readyOnly bool) ([]corev1.Pod, error) {
 	labels := ctrlclient.MatchingLabels{
 		"app.kubernetes.io/instance":  index,
@@ -183,8 +180,8 @@ func PodReady(p *corev1.Pod) bool {
 // IP, since pods bind their pod IP (port-forwarding, which dials localhost inside the pod,
 // cannot reach them). The local cluster's pod IPs are loopback addresses; on kind, the e2e
 // script routes the pod CIDR through the kind node.
-func (c *Cluster) PodURL(_ context.Context, p *corev1.Pod) (string, error) {
-	return fmt.Sprintf("http://%s:%d", p.Status.PodIP, Port), nil
+func PodURL(p *corev1.Pod) string {
+	return fmt.Sprintf("http://%s:%d", p.Status.PodIP, Port)
 }
 
 // Token reads the index's bearer token from its Secret.
@@ -238,20 +235,13 @@ func (r *Routers) Refresh(ctx context.Context) error {
 	hc := &http.Client{Timeout: 10 * time.Second}
 	var clients []*client.Client
 	for i := range pods {
-		u, err := r.cluster.PodURL(ctx, &pods[i])
-		if err != nil {
-			return err
-		}
-		clients = append(clients, client.New(u, client.WithToken(r.token), client.WithHTTPClient(hc)))
+		clients = append(clients, client.New(PodURL(&pods[i]), client.WithToken(r.token), client.WithHTTPClient(hc)))
 	}
 	r.mu.Lock()
 	r.clients = clients
 	r.mu.Unlock()
 	return nil
 }
-
-// Token is the index's bearer token.
-func (r *Routers) Token() string { return r.token }
 
 func (r *Routers) pick() *client.Client {
 	r.mu.Lock()
@@ -286,11 +276,7 @@ func (c *Cluster) ShardLoad(ctx context.Context, ns, index string, shard int) (m
 	}
 	out := map[string]*client.LoadReport{}
 	for i := range pods {
-		u, err := c.PodURL(ctx, &pods[i])
-		if err != nil {
-			return nil, err
-		}
-		rep, err := client.New(u).Load(ctx)
+		rep, err := client.New(PodURL(&pods[i])).Load(ctx)
 		if err != nil {
 			return nil, fmt.Errorf("load of %s: %w", pods[i].Name, err)
 		}

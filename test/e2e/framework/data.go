@@ -125,8 +125,8 @@ func Recall(got []client.Hit, want []string) float64 {
 	return float64(hit) / float64(len(want))
 }
 
-// MeasureRecall runs every query through the routers and returns the mean recall@k and
-// the mean latency-free answer count, failing on the first error.
+// MeasureRecall runs every query through the routers and returns the mean recall@k
+// against exact search, failing on the first error.
 func (d *Dataset) MeasureRecall(ctx context.Context, r *Routers, k int) (float64, error) {
 	var sum float64
 	for _, q := range d.Queries {
