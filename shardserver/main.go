@@ -10,6 +10,9 @@ import (
 	"os"
 	"os/signal"
 	"syscall"
+
+	"github.com/annshard/annshard/shardserver/router"
+	"github.com/annshard/annshard/shardserver/shard"
 )
 
 const usage = `usage: shardserver <command> [flags]
@@ -22,7 +25,10 @@ Run "shardserver <command> -h" for the flags of a command.
 `
 
 // roles maps a subcommand to its entry point; each parses its own flags.
-var roles = map[string]func(ctx context.Context, args []string) error{}
+var roles = map[string]func(ctx context.Context, args []string) error{
+	"serve": shard.Main,
+	"route": router.Main,
+}
 
 func main() {
 	if len(os.Args) < 2 || roles[os.Args[1]] == nil {
