@@ -323,10 +323,8 @@ func primaryReadiness(idx *annv1alpha1.AnnIndex, pods []corev1.Pod) map[int32]bo
 		if err != nil || p.Name != shardName(idx, int32(k))+"-0" || p.DeletionTimestamp != nil {
 			continue
 		}
-		for _, c := range p.Status.Conditions {
-			if c.Type == corev1.PodReady && c.Status == corev1.ConditionTrue {
-				out[int32(k)] = true
-			}
+		if podReady(p) {
+			out[int32(k)] = true
 		}
 	}
 	return out
