@@ -142,7 +142,7 @@ func (r *Router) rebuildLocked() {
 	nv := &view{table: r.table, shards: make([]*shardSet, n)}
 	for k := range n {
 		eps := r.endpoints[k]
-		if prev := old.shard(k); prev.sameEndpoints(eps) && prev != nil {
+		if prev := old.shard(k); prev.sameEndpoints(eps) {
 			nv.shards[k] = prev
 			continue
 		}
@@ -168,10 +168,9 @@ func (r *Router) newShardSet(k int, eps []Endpoint) *shardSet {
 	label := strconv.Itoa(k)
 	for _, ep := range eps {
 		rep := &replica{
-			ep:    ep,
-			c:     client.New(ep.URL, client.WithToken(r.cfg.Token), client.WithHTTPClient(r.cfg.HTTPClient)),
-			shard: label,
-			obs:   r.m.forReplica(label, ep.Name),
+			ep:  ep,
+			c:   client.New(ep.URL, client.WithToken(r.cfg.Token), client.WithHTTPClient(r.cfg.HTTPClient)),
+			obs: r.m.forReplica(label, ep.Name),
 		}
 		if r.cfg.BatchMax >= 2 {
 			rep.batch = newBatcher(rep.c, r.cfg.BatchMax, r.cfg.BatchWait, r.cfg.Timeout, r.m)
@@ -276,7 +275,6 @@ func (r *Router) pollLoad(ctx context.Context) {
 					return
 				}
 				rep.down.Store(!lr.Ready)
-				rep.loaded.Store(true)
 				s.bal.Report(i, loadOf(lr))
 				r.bumpSeq(s.id, lr.WALSeq)
 			})

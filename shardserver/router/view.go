@@ -52,13 +52,11 @@ type shardSet struct {
 
 // replica is one endpoint with its client and metric handles.
 type replica struct {
-	ep     Endpoint
-	c      *client.Client
-	down   atomic.Bool // the last load poll failed; reads avoid it while others exist
-	batch  *batcher    // nil when micro-batching is off
-	shard  string      // shard number as a label value
-	obs    *replicaMetrics
-	loaded atomic.Bool // a load report arrived at least once
+	ep    Endpoint
+	c     *client.Client
+	down  atomic.Bool // the last load poll failed or said not ready; reads avoid it while others exist
+	batch *batcher    // nil when micro-batching is off
+	obs   *replicaMetrics
 }
 
 // sameEndpoints reports whether a shard set already serves exactly eps.
