@@ -58,8 +58,9 @@ func classifyWrite(ctx context.Context, err error) writeOutcome {
 type shardWrite struct {
 	shard int
 	call  writeCall
-	// keys are the routing keys (partition or id) of the write, to re-split it when the
-	// table changes; nil for a write that goes to every shard.
+	// keys are what plan gets back as pending when this part must be retried: the
+	// indexes of the items it carries (an upsert's vectors, re-split by the new table),
+	// or, for planByPartition, the part's own index in the plan that made it.
 	keys []int
 }
 
