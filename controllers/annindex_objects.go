@@ -65,9 +65,11 @@ const (
 	httpPort = 8080
 )
 
-func shardName(idx *annv1alpha1.AnnIndex, k int32) string {
-	return fmt.Sprintf("%s-shard-%d", idx.Name, k)
-}
+func shardName(idx *annv1alpha1.AnnIndex, k int32) string { return shardSetName(idx.Name, k) }
+
+// shardSetName is the name of shard k's StatefulSet (and Service, PDB) of the index
+// named index; its pods are this name plus "-<ordinal>".
+func shardSetName(index string, k int32) string        { return fmt.Sprintf("%s-shard-%d", index, k) }
 func routerName(idx *annv1alpha1.AnnIndex) string      { return idx.Name + "-router" }
 func tokenSecretName(idx *annv1alpha1.AnnIndex) string { return idx.Name + "-token" }
 func routingName(idx *annv1alpha1.AnnIndex) string     { return slots.ConfigMapName(idx.Name) }

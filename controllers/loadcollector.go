@@ -149,7 +149,7 @@ func scrapeTargets(pods []corev1.Pod) []loadTarget {
 		if err != nil || p.Labels[labelInstance] == "" || p.Status.PodIP == "" || p.DeletionTimestamp != nil || !podReady(p) {
 			continue
 		}
-		stsName := p.Labels[labelInstance] + "-shard-" + strconv.Itoa(k)
+		stsName := shardSetName(p.Labels[labelInstance], int32(k))
 		ord, err := strconv.Atoi(strings.TrimPrefix(p.Name, stsName+"-"))
 		if err != nil || !strings.HasPrefix(p.Name, stsName+"-") {
 			continue
