@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"math"
+	"math/bits"
 	"strings"
 	"sync/atomic"
 	"time"
@@ -265,6 +266,6 @@ func (r *rng) next() uint64 {
 // intn returns a number in [0, n), n > 0, without modulo bias worth caring about for
 // tiny n (Lemire's multiply-shift).
 func (r *rng) intn(n int) int {
-	hi, _ := mulHi(r.next(), uint64(n))
+	hi, _ := bits.Mul64(r.next(), uint64(n))
 	return int(hi)
 }

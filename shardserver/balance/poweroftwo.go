@@ -1,9 +1,6 @@
 package balance
 
-import (
-	"math"
-	"math/bits"
-)
+import "math"
 
 // powerOfTwo samples two distinct replicas at random and takes the less loaded one
 // (in flight from this router plus the replica's reported queue). It avoids the herd
@@ -49,5 +46,3 @@ func (p *powerOfTwo) load(i int) float64 {
 	r := &p.reps[i]
 	return float64(r.inflight.Load()) + math.Float64frombits(r.queue.Load())
 }
-
-func mulHi(a, b uint64) (uint64, uint64) { return bits.Mul64(a, b) }
