@@ -34,7 +34,6 @@ type podWorker struct {
 	gone   bool
 	signal chan struct{}
 	dirty  chan struct{}
-	done   chan struct{}
 
 	// initial is the pod as first seen: containers read its spec, which is immutable
 	// apart from fields the agent does not act on.
@@ -59,7 +58,7 @@ type podWorker struct {
 func newPodWorker(a *Agent, pod *corev1.Pod) *podWorker {
 	dir := filepath.Join(a.cfg.PodsDir(), string(pod.UID))
 	return &podWorker{a: a, key: pod.Namespace + "/" + pod.Name, latest: pod, pod: pod, initial: pod,
-		signal: make(chan struct{}, 1), dirty: make(chan struct{}, 1), done: make(chan struct{}),
+		signal: make(chan struct{}, 1), dirty: make(chan struct{}, 1),
 		dir: dir, vols: podVolumes{dir: filepath.Join(dir, "volumes")},
 		transitions: map[corev1.PodConditionType]corev1.PodCondition{}}
 }
@@ -112,7 +111,6 @@ func terminal(p corev1.PodPhase) bool { return p == corev1.PodSucceeded || p == 
 
 // run drives the pod from setup to final deletion.
 func (w *podWorker) run(ctx context.Context) {
-	defer close(w.done)
 	w.startTime = metav1.Now()
 	if w.pod.Status.StartTime != nil {
 		w.startTime = *w.pod.Status.StartTime
