@@ -123,22 +123,28 @@ func (f *frameWriter) write(seq uint64, data []byte, flush bool) error {
 	return f.rc.Flush()
 }
 
-// heartbeats writes a heartbeat now and every heartbeatEvery until ctx ends; a failed
-// write cancels the stream.
-func heartbeats(ctx context.Context, cancel context.CancelFunc, fw *frameWriter, last func() uint64) {
-	t := time.NewTicker(heartbeatEvery)
-	defer t.Stop()
-	for {
-		if err := fw.write(last(), nil, true); err != nil {
-			cancel()
-			return
+// startHeartbeats calls beat now and every heartbeatEvery until ctx ends; a failed
+// beat cancels the stream. The returned stop cancels and waits for the goroutine: a
+// streaming handler calls it before returning, as the ResponseWriter is dead after that.
+func startHeartbeats(ctx context.Context, cancel context.CancelFunc, beat func() error) (stop func()) {
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		t := time.NewTicker(heartbeatEvery)
+		defer t.Stop()
+		for {
+			if err := beat(); err != nil {
+				cancel()
+				return
+			}
+			select {
+			case <-ctx.Done():
+				return
+			case <-t.C:
+			}
 		}
-		select {
-		case <-ctx.Done():
-			return
-		case <-t.C:
-		}
-	}
+	}()
+	return func() { cancel(); <-done }
 }
 
 func (s *Server) handleReplWAL(w http.ResponseWriter, r *http.Request) {
@@ -153,11 +159,7 @@ func (s *Server) handleReplWAL(w http.ResponseWriter, r *http.Request) {
 	w.Header().Set(SeqHeader, strconv.FormatUint(log.LastSeq(), 10))
 	w.WriteHeader(http.StatusOK)
 	fw := newFrameWriter(w)
-	// The heartbeat goroutine must be gone before the handler returns: the
-	// ResponseWriter is dead after that.
-	hbDone := make(chan struct{})
-	go func() { heartbeats(ctx, cancel, fw, log.LastSeq); close(hbDone) }()
-	defer func() { cancel(); <-hbDone }()
+	defer startHeartbeats(ctx, cancel, func() error { return fw.write(log.LastSeq(), nil, true) })()
 	err := log.Follow(ctx, from, func(rec wal.Record) error {
 		// Flush when caught up, so a burst goes out in big writes and a lone record at once.
 		return fw.write(rec.Seq, rec.Data, rec.Seq >= log.LastSeq())

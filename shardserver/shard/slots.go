@@ -334,24 +334,7 @@ func (s *Server) handleSlotsWAL(w http.ResponseWriter, r *http.Request) {
 		return rc.Flush()
 	}
 	if until == 0 {
-		hbDone := make(chan struct{})
-		defer func() { cancel(); <-hbDone }() // the writer is dead once the handler returns
-		go func() {
-			defer close(hbDone)
-			t := time.NewTicker(heartbeatEvery)
-			defer t.Stop()
-			for {
-				if emit(client.SlotRecord{Seq: log.LastSeq()}) != nil {
-					cancel()
-					return
-				}
-				select {
-				case <-ctx.Done():
-					return
-				case <-t.C:
-				}
-			}
-		}()
+		defer startHeartbeats(ctx, cancel, func() error { return emit(client.SlotRecord{Seq: log.LastSeq()}) })()
 	} else if until < from {
 		_ = emit(client.SlotRecord{Seq: until}) // nothing to send: just the end marker
 		return
