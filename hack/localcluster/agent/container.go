@@ -494,7 +494,8 @@ var probeTransport = &http.Transport{
 	DisableKeepAlives: true,
 }
 
-// probeOnce runs one HTTP or TCP probe against the pod's IP.
+// probeOnce runs one HTTP, TCP or exec probe (HTTP and TCP against the pod's IP
+// unless the probe names a host; exec inside the container's namespaces).
 func (c *container) probeOnce(ctx context.Context, p *corev1.Probe) error {
 	timeout := time.Duration(max(p.TimeoutSeconds, 1)) * time.Second
 	ctx, cancel := context.WithTimeout(ctx, timeout)

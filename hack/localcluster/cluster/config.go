@@ -21,7 +21,7 @@ type Config struct {
 	K8sBinDir string `json:"k8sBinDir"`
 	// NodeName is the name of the one Node the agent registers.
 	NodeName string `json:"nodeName"`
-	// EtcdPort is etcd's client port; the peer and metrics ports are the next two.
+	// EtcdPort is etcd's client port; the peer and metrics ports are EtcdPort+10 and +20.
 	EtcdPort              int `json:"etcdPort"`
 	APIServerPort         int `json:"apiServerPort"`
 	ControllerManagerPort int `json:"controllerManagerPort"`

@@ -383,7 +383,7 @@ func Down(c Config, out io.Writer) error {
 	return errors.Join(errs...)
 }
 
-// Status describes each component and, when the apiserver answers, the node and pods.
+// Status describes each component and, when any is running, lists the pods.
 func Status(ctx context.Context, c Config, out io.Writer) error {
 	up := 0
 	for _, comp := range c.components("") {

@@ -6,7 +6,7 @@
 // Nothing it does is visible on the host: / is made recursively private first, and
 // the container sees a new root, a tmpfs mirroring the host's / entry by entry, so
 // a mountPath that does not exist on the host (/data, /var/run/secrets/...) is
-// created on a tmpfs, never in a system directory. Run executes in a single process
+// created on a tmpfs, never in a system directory. Main executes in a single process
 // with nothing else running; it is not for concurrent use.
 package podinit
 
