@@ -160,22 +160,7 @@ func (x *Index) repair(s *searcher, id uint32, l int, dead func(uint32) bool) {
 		}
 	}
 	sortPairs(cands)
-	for _, c := range cands {
-		if len(kept) >= maxM {
-			break
-		}
-		cv := x.vecIn(s.tbl, c.id)
-		good := true
-		for _, r := range kept {
-			if x.dist(cv, x.vecIn(s.tbl, r.id)) < c.d {
-				good = false
-				break
-			}
-		}
-		if good {
-			kept = append(kept, c)
-		}
-	}
+	kept = x.heuristic(s, cands, maxM, kept)
 	for i, p := range kept {
 		atomic.StoreUint32(&w[base+1+i], p.id)
 	}
