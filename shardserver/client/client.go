@@ -191,15 +191,12 @@ func (c *Client) do(ctx context.Context, method, path string, in, out any) (http
 		}
 		body = bytes.NewReader(buf)
 	}
-	req, err := http.NewRequestWithContext(ctx, method, c.base+path, body)
+	req, err := c.newRequest(ctx, method, path, body)
 	if err != nil {
-		return nil, fmt.Errorf("building %s %s: %w", method, path, err)
+		return nil, err
 	}
 	if in != nil {
 		req.Header.Set("Content-Type", "application/json")
-	}
-	if c.token != "" {
-		req.Header.Set("Authorization", "Bearer "+c.token)
 	}
 	resp, err := c.hc.Do(req)
 	if err != nil {
@@ -217,6 +214,18 @@ func (c *Client) do(ctx context.Context, method, path string, in, out any) (http
 		return resp.Header, fmt.Errorf("decoding answer of %s %s: %w", method, path, err)
 	}
 	return resp.Header, nil
+}
+
+// newRequest builds a request to path on the client's server, with its token.
+func (c *Client) newRequest(ctx context.Context, method, path string, body io.Reader) (*http.Request, error) {
+	req, err := http.NewRequestWithContext(ctx, method, c.base+path, body)
+	if err != nil {
+		return nil, fmt.Errorf("building %s %s: %w", method, path, err)
+	}
+	if c.token != "" {
+		req.Header.Set("Authorization", "Bearer "+c.token)
+	}
+	return req, nil
 }
 
 func decodeError(resp *http.Response) error {

@@ -49,12 +49,9 @@ var errStreamCut = errors.New("slot stream ended early")
 // stream reads a newline-delimited SlotRecord stream; a stream cut before its final
 // line (a marker whose Seq closes it) is an error, so a partial export never looks whole.
 func (c *Client) stream(ctx context.Context, path string, fn func(SlotRecord) error) error {
-	req, err := http.NewRequestWithContext(ctx, http.MethodGet, c.base+path, nil)
+	req, err := c.newRequest(ctx, http.MethodGet, path, nil)
 	if err != nil {
-		return fmt.Errorf("building GET %s: %w", path, err)
-	}
-	if c.token != "" {
-		req.Header.Set("Authorization", "Bearer "+c.token)
+		return err
 	}
 	resp, err := c.hc.Do(req)
 	if err != nil {
