@@ -39,12 +39,14 @@ import (
 	"net"
 	"net/http"
 	"os"
+	"os/signal"
 	"path/filepath"
 	"slices"
 	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"time"
 
 	"github.com/annshard/annshard/shardserver/balance"
@@ -99,26 +101,13 @@ func main() {
 	flag.StringVar(&o.scenarios, "scenarios", "", "comma-separated scenarios (default: all)")
 	flag.Uint64Var(&o.seed, "seed", 1, "data and query seed")
 	flag.Parse()
-	ctx, stop := signalContext()
+	// SIGINT and SIGTERM cancel the run, so an interrupted run still stops its shard processes.
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
 	if err := run(ctx, o); err != nil {
 		fmt.Fprintln(os.Stderr, "balance bench:", err)
 		os.Exit(1)
 	}
-}
-
-func signalContext() (context.Context, func()) {
-	ctx, cancel := context.WithCancel(context.Background())
-	ch := make(chan os.Signal, 1)
-	signalNotify(ch)
-	go func() {
-		select {
-		case <-ch:
-			cancel()
-		case <-ctx.Done():
-		}
-	}()
-	return ctx, cancel
 }
 
 type bench struct {
