@@ -15,8 +15,9 @@
 // and p50/p99/p99.9. Runs are interleaved in -rounds shuffled rounds and every figure is
 // the median over rounds: on a shared machine a stall caused by other work lands in one
 // round of one cell and would otherwise decide that cell's tail.
-// It also compares closed-loop throughput with the router's micro-batching off and on. It also measures the router's own overhead: the same single-shard
-// query sent straight to a replica and through a router, alternately.
+// It also compares closed-loop throughput with the router's micro-batching off and on,
+// and measures the router's own overhead: the same single-shard query sent straight to a
+// replica and through a router, alternately.
 //
 // "5x slower" is relative to a service-time unit: the healthy p50 of a direct search,
 // floored at -min-base (5ms, a search on a shard of millions of vectors; on this small
@@ -581,8 +582,9 @@ func openLoop(ctx context.Context, c *client.Client, queries []string, k, qps in
 	return out, int(errs.Load())
 }
 
-// closedLoop measures the throughput of conc clients searching back to back through a
-// router (healthy replicas) started with extra flags, over several alternating rounds.
+// closedLoop measures the throughput of conc clients searching back to back for d,
+// after a warm-up, through a router (healthy replicas) started with extra flags. The
+// caller alternates the modes over rounds.
 func (b *bench) closedLoop(ctx context.Context, conc int, d time.Duration, extra ...string) (stats, error) {
 	rt, err := b.startRouter(ctx, balance.Adaptive, b.shardSpec(), extra...)
 	if err != nil {
