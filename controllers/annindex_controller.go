@@ -77,9 +77,8 @@ type scope struct {
 	table *slots.Table
 	// shardSets are the shard StatefulSets by shard number, as the API server returned
 	// them; it includes StatefulSets of shards no longer in the table (never deleted).
+	// Their spec.replicas is each shard's desired replica count.
 	shardSets map[int32]*appsv1.StatefulSet
-	// desiredReplicas is the replica count applied to each shard's StatefulSet.
-	desiredReplicas map[int32]int32
 	// primaryReady says whether ordinal 0 of each shard is Ready.
 	primaryReady map[int32]bool
 	// router is the router Deployment as the API server returned it; nil if not applied.
@@ -94,10 +93,9 @@ type scope struct {
 
 func newScope(idx *annv1alpha1.AnnIndex) *scope {
 	return &scope{
-		index:           idx,
-		shardSets:       map[int32]*appsv1.StatefulSet{},
-		desiredReplicas: map[int32]int32{},
-		primaryReady:    map[int32]bool{},
+		index:        idx,
+		shardSets:    map[int32]*appsv1.StatefulSet{},
+		primaryReady: map[int32]bool{},
 	}
 }
 

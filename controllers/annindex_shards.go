@@ -285,7 +285,6 @@ func (r *AnnIndexReconciler) reconcileShards(ctx context.Context, s *scope) erro
 			return err
 		}
 		s.shardSets[k] = sts
-		s.desiredReplicas[k] = *sts.Spec.Replicas
 		if err := r.apply(ctx, s.index, shardPDB(s.index, k)); err != nil {
 			return err
 		}
@@ -302,7 +301,6 @@ func (r *AnnIndexReconciler) reconcileShards(ctx context.Context, s *scope) erro
 		}
 		if _, ok := s.shardSets[int32(k)]; !ok {
 			s.shardSets[int32(k)] = sts
-			s.desiredReplicas[int32(k)] = ptr.Deref(sts.Spec.Replicas, 1)
 		}
 	}
 	var pods corev1.PodList

@@ -82,7 +82,7 @@ func shardStatuses(s *scope) []annv1alpha1.ShardStatus {
 		sts := s.shardSets[k]
 		sh := prev[k]
 		sh.Shard = k
-		sh.Replicas = s.desiredReplicas[k]
+		sh.Replicas = ptr.Deref(sts.Spec.Replicas, 1)
 		sh.ReadyReplicas = sts.Status.ReadyReplicas
 		if s.loadKnown {
 			l := s.load[k]
@@ -188,7 +188,8 @@ func degradedCondition(s *scope) metav1.Condition {
 	}
 	var short []string
 	for _, k := range sortedShards(s) {
-		want, ready := s.desiredReplicas[k], s.shardSets[k].Status.ReadyReplicas
+		sts := s.shardSets[k]
+		want, ready := ptr.Deref(sts.Spec.Replicas, 1), sts.Status.ReadyReplicas
 		if ready < want {
 			short = append(short, fmt.Sprintf("shard %d: %d/%d replicas ready", k, ready, want))
 		}

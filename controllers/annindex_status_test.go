@@ -57,7 +57,6 @@ func healthyScope() *scope {
 	s.table = &t
 	for k := range int32(2) {
 		s.shardSets[k] = sts(2, 2, 2, true)
-		s.desiredReplicas[k] = 2
 		s.primaryReady[k] = true
 	}
 	s.router = deploy(2, 2)
