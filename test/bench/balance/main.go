@@ -538,9 +538,13 @@ func summarize(lats []time.Duration, errs int, d time.Duration) stats {
 	}
 	lats = slices.Clone(lats)
 	slices.Sort(lats)
-	q := func(p float64) float64 { return ms(lats[min(len(lats)-1, int(p*float64(len(lats))))]) }
-	st.p50, st.p99, st.p999 = q(0.50), q(0.99), q(0.999)
+	st.p50, st.p99, st.p999 = quantile(lats, 0.50), quantile(lats, 0.99), quantile(lats, 0.999)
 	return st
+}
+
+// quantile returns the p-quantile of sorted (not empty) latencies, in milliseconds.
+func quantile(sorted []time.Duration, p float64) float64 {
+	return ms(sorted[min(len(sorted)-1, int(p*float64(len(sorted))))])
 }
 
 // openLoop sends searches at a fixed rate for d, each on its own goroutine, and returns
@@ -661,10 +665,9 @@ func (b *bench) routerOverhead(ctx context.Context) (overhead, error) {
 	}
 	slices.Sort(dl)
 	slices.Sort(rl)
-	q := func(l []time.Duration, p float64) float64 { return ms(l[min(len(l)-1, int(p*float64(len(l))))]) }
 	return overhead{
-		p50: q(rl, .5) - q(dl, .5), p99: q(rl, .99) - q(dl, .99),
-		directP99: q(dl, .99), routedP99: q(rl, .99),
+		p50: quantile(rl, .5) - quantile(dl, .5), p99: quantile(rl, .99) - quantile(dl, .99),
+		directP99: quantile(dl, .99), routedP99: quantile(rl, .99),
 	}, nil
 }
 
