@@ -316,7 +316,7 @@ func (s *Store) applyUpsert(items []upsertItem) int {
 			s.st.ids[it.id] = key
 			s.st.live++
 		}
-		s.st.entries[key] = entry{id: it.id, part: s.internLocked(it.partition), slot: uint16(it.slot), live: true}
+		s.st.entries[key] = entry{id: it.id, part: s.st.intern(it.partition), slot: uint16(it.slot), live: true}
 		keys[i] = key
 		s.slotWrites[it.slot].Add(1)
 	}
@@ -353,13 +353,15 @@ func (s *Store) applyUpsert(items []upsertItem) int {
 	return len(items)
 }
 
-func (s *Store) internLocked(partition string) uint32 {
-	if p, ok := s.st.partIdx[partition]; ok {
+// intern returns the index of partition in st.parts, adding it if new. For the
+// Store's live state the caller holds Store.mu.
+func (st *state) intern(partition string) uint32 {
+	if p, ok := st.partIdx[partition]; ok {
 		return p
 	}
-	p := uint32(len(s.st.parts))
-	s.st.parts = append(s.st.parts, partition)
-	s.st.partIdx[partition] = p
+	p := uint32(len(st.parts))
+	st.parts = append(st.parts, partition)
+	st.partIdx[partition] = p
 	return p
 }
 
@@ -629,13 +631,7 @@ func readState(r io.Reader, cfg hnsw.Config) (state, error) {
 		if key >= nextKey || st.entries[key].live {
 			return state{}, fmt.Errorf("%w: bad key %d in id map", hnsw.ErrCorrupt, key)
 		}
-		p, ok := st.partIdx[part]
-		if !ok {
-			p = uint32(len(st.parts))
-			st.parts = append(st.parts, part)
-			st.partIdx[part] = p
-		}
-		st.entries[key] = entry{id: id, part: p, slot: uint16(slots.Of(slots.KeyOf(id, part))), live: true}
+		st.entries[key] = entry{id: id, part: st.intern(part), slot: uint16(slots.Of(slots.KeyOf(id, part))), live: true}
 		st.ids[id] = key
 	}
 	idx, err := hnsw.Read(br)
