@@ -70,6 +70,9 @@ func (c Config) CACert() string         { return filepath.Join(c.PKIDir(), caCer
 func (c Config) configFile() string     { return filepath.Join(c.StateDir, "cluster.json") }
 func (c Config) APIServerURL() string   { return fmt.Sprintf("https://127.0.0.1:%d", c.APIServerPort) }
 
+func (c Config) etcdPeerPort() int    { return c.EtcdPort + 10 }
+func (c Config) etcdMetricsPort() int { return c.EtcdPort + 20 }
+
 // PodLogPath is where the agent writes a container's stdout and stderr.
 func (c Config) PodLogPath(namespace, pod, container string) string {
 	return filepath.Join(c.PodLogDir(), fmt.Sprintf("%s_%s_%s.log", namespace, pod, container))
@@ -81,7 +84,7 @@ var ErrNoCluster = errors.New("no local cluster in this state directory (run `lo
 // Load reads the configuration `up` saved in stateDir.
 func Load(stateDir string) (Config, error) {
 	var c Config
-	data, err := os.ReadFile(filepath.Join(stateDir, "cluster.json"))
+	data, err := os.ReadFile(Config{StateDir: stateDir}.configFile())
 	if errors.Is(err, os.ErrNotExist) {
 		return c, fmt.Errorf("%s: %w", stateDir, ErrNoCluster)
 	}

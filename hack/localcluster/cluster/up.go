@@ -44,14 +44,14 @@ type component struct {
 func (c Config) components(self string) []component {
 	d, pki, bin := c.StateDir, c.PKIDir(), c.K8sBinDir
 	etcdURL := fmt.Sprintf("http://127.0.0.1:%d", c.EtcdPort)
-	peerURL := fmt.Sprintf("http://127.0.0.1:%d", c.EtcdPort+10)
+	peerURL := fmt.Sprintf("http://127.0.0.1:%d", c.etcdPeerPort())
 	return []component{
 		{name: "etcd", grace: 10 * time.Second, argv: []string{filepath.Join(bin, "etcd"),
 			"--name", "lcp", "--data-dir", filepath.Join(d, "etcd"),
 			"--listen-client-urls", etcdURL, "--advertise-client-urls", etcdURL,
 			"--listen-peer-urls", peerURL, "--initial-advertise-peer-urls", peerURL,
 			"--initial-cluster", "lcp=" + peerURL,
-			"--listen-metrics-urls", fmt.Sprintf("http://127.0.0.1:%d", c.EtcdPort+20),
+			"--listen-metrics-urls", fmt.Sprintf("http://127.0.0.1:%d", c.etcdMetricsPort()),
 			"--unsafe-no-fsync", "--log-level", "warn"}},
 		{name: "kube-apiserver", grace: 20 * time.Second, argv: []string{filepath.Join(bin, "kube-apiserver"),
 			"--etcd-servers=" + etcdURL, "--bind-address=127.0.0.1", "--advertise-address=127.0.0.1",
@@ -110,7 +110,7 @@ func Up(ctx context.Context, c Config, out io.Writer) error {
 			return fmt.Errorf("missing %s in %s (run `make k8s-bins`): %w", b, c.K8sBinDir, err)
 		}
 	}
-	for _, p := range []int{c.EtcdPort, c.EtcdPort + 10, c.EtcdPort + 20, c.APIServerPort, c.ControllerManagerPort, c.SchedulerPort} {
+	for _, p := range []int{c.EtcdPort, c.etcdPeerPort(), c.etcdMetricsPort(), c.APIServerPort, c.ControllerManagerPort, c.SchedulerPort} {
 		l, err := net.Listen("tcp", net.JoinHostPort("127.0.0.1", strconv.Itoa(p)))
 		if err != nil {
 			return fmt.Errorf("port %d is taken (another cluster? pick other ports): %w", p, err)
