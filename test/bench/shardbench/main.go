@@ -313,9 +313,7 @@ func upsertAll(ctx context.Context, c *client.Client, data [][]float32, o option
 	errc := make(chan error, o.writers)
 	start := time.Now()
 	for range o.writers {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
+		wg.Go(func() {
 			for {
 				from := int(next.Add(int64(o.batch))) - o.batch
 				if from >= len(data) {
@@ -330,7 +328,7 @@ func upsertAll(ctx context.Context, c *client.Client, data [][]float32, o option
 					return
 				}
 			}
-		}()
+		})
 	}
 	wg.Wait()
 	select {
@@ -351,9 +349,7 @@ func searchHTTP(ctx context.Context, url string, bodies [][]byte, c int, d time.
 	var wg sync.WaitGroup
 	start := time.Now()
 	for g := range c {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
+		wg.Go(func() {
 			for i := g; time.Now().Before(stopAt); i += c {
 				t0 := time.Now()
 				req, _ := http.NewRequestWithContext(ctx, http.MethodPost, url, bytes.NewReader(bodies[i%len(bodies)]))
@@ -371,7 +367,7 @@ func searchHTTP(ctx context.Context, url string, bodies [][]byte, c int, d time.
 				}
 				lats[g] = append(lats[g], time.Since(t0))
 			}
-		}()
+		})
 	}
 	wg.Wait()
 	t.elapsed += time.Since(start)
@@ -396,22 +392,18 @@ func addParallel(idx *hnsw.Index, data [][]float32) error {
 	var wg sync.WaitGroup
 	var failed atomic.Value
 	for range runtime.GOMAXPROCS(0) {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
+		wg.Go(func() {
 			for i := int(next.Add(1)) - 1; i < len(data); i = int(next.Add(1)) - 1 {
 				if err := idx.Add(uint64(i), data[i]); err != nil {
 					failed.Store(err)
 					return
 				}
 			}
-		}()
+		})
 	}
 	wg.Wait()
-	if err, _ := failed.Load().(error); err != nil {
-		return err
-	}
-	return nil
+	err, _ := failed.Load().(error)
+	return err
 }
 
 // searchInProcess runs the queries on one goroutine (one core) for d and adds them to t.
