@@ -107,6 +107,18 @@ func resourceVersions(ctx context.Context, objs []client.Object) map[string]stri
 	return out
 }
 
+// awaitObjects waits until every object exists and reads it into o.
+func awaitObjects(ctx context.Context, objs []client.Object) {
+	EventuallyWithOffset(1, func() error {
+		for _, o := range objs {
+			if err := k8sClient.Get(ctx, key(o), o); err != nil {
+				return err
+			}
+		}
+		return nil
+	}, timeout, interval).Should(Succeed())
+}
+
 func getIndex(ctx context.Context, idx *annv1alpha1.AnnIndex) *annv1alpha1.AnnIndex {
 	out := &annv1alpha1.AnnIndex{}
 	ExpectWithOffset(1, k8sClient.Get(ctx, key(idx), out)).To(Succeed())
@@ -169,14 +181,7 @@ func markRouterReady(ctx context.Context, idx *annv1alpha1.AnnIndex) {
 func createReady(ctx context.Context, idx *annv1alpha1.AnnIndex) {
 	Expect(k8sClient.Create(ctx, idx)).To(Succeed())
 	objs := expectedObjects(idx, idx.Spec.Shards)
-	Eventually(func() error {
-		for _, o := range objs {
-			if err := k8sClient.Get(ctx, key(o), o); err != nil {
-				return err
-			}
-		}
-		return nil
-	}, timeout, interval).Should(Succeed())
+	awaitObjects(ctx, objs)
 	for k := range idx.Spec.Shards {
 		markShardReady(ctx, idx, k, max(idx.Spec.Replicas.Min, 1))
 	}
@@ -205,14 +210,7 @@ var _ = Describe("AnnIndex reconciler", func() {
 		idx := newIndex(ns, "products", 2)
 		Expect(k8sClient.Create(ctx, idx)).To(Succeed())
 		objs := expectedObjects(idx, 2)
-		Eventually(func() error {
-			for _, o := range objs {
-				if err := k8sClient.Get(ctx, key(o), o); err != nil {
-					return err
-				}
-			}
-			return nil
-		}, timeout, interval).Should(Succeed())
+		awaitObjects(ctx, objs)
 		idx = getIndex(ctx, idx)
 		for _, o := range objs {
 			Expect(metav1.IsControlledBy(o, idx)).To(BeTrue(), "%T %s has no controller reference to the index", o, o.GetName())
