@@ -1,7 +1,6 @@
 package shard
 
 import (
-	"bytes"
 	"encoding/json"
 	"errors"
 	"log/slog"
@@ -255,15 +254,12 @@ func (s *Server) handleBatchSearch(w http.ResponseWriter, r *http.Request) {
 
 // writeRaw sends the JSON document fill appends, from a pooled buffer, with a length.
 func writeRaw(w http.ResponseWriter, fill func([]byte) []byte) {
-	buf := bodyPool.Get().(*bytes.Buffer)
-	buf.Reset()
+	buf := getBody()
 	buf.Write(fill(buf.AvailableBuffer()))
 	w.Header().Set("Content-Type", "application/json")
 	w.Header().Set("Content-Length", strconv.Itoa(buf.Len()))
 	_, _ = w.Write(buf.Bytes())
-	if buf.Cap() <= 1<<20 {
-		bodyPool.Put(buf)
-	}
+	putBody(buf)
 }
 
 func (s *Server) handleReady(w http.ResponseWriter, r *http.Request) {

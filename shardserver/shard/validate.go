@@ -200,15 +200,25 @@ func (sc *schema) checkQuery(what string, req *client.SearchRequest) (query, err
 
 var bodyPool = sync.Pool{New: func() any { return new(bytes.Buffer) }}
 
-// readBody reads a whole body into a pooled buffer; release returns it.
-func readBody(body io.Reader) (b []byte, release func(), err error) {
+// getBody returns an empty buffer from bodyPool.
+func getBody() *bytes.Buffer {
 	buf := bodyPool.Get().(*bytes.Buffer)
 	buf.Reset()
-	release = func() {
-		if buf.Cap() <= 1<<20 {
-			bodyPool.Put(buf)
-		}
+	return buf
+}
+
+// putBody returns buf to bodyPool, unless it grew past 1 MiB: the pool would keep the
+// memory of one outsized body alive.
+func putBody(buf *bytes.Buffer) {
+	if buf.Cap() <= 1<<20 {
+		bodyPool.Put(buf)
 	}
+}
+
+// readBody reads a whole body into a pooled buffer; release returns it.
+func readBody(body io.Reader) (b []byte, release func(), err error) {
+	buf := getBody()
+	release = func() { putBody(buf) }
 	if _, err := buf.ReadFrom(body); err != nil {
 		release()
 		return nil, nil, jsonError(err)
