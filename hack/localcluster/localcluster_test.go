@@ -23,6 +23,7 @@ import (
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	"k8s.io/apimachinery/pkg/api/resource"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/apimachinery/pkg/util/intstr"
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/tools/clientcmd"
@@ -278,6 +279,12 @@ func TestLocalCluster(t *testing.T) {
 			t.Run(tc.pod.Name, func(t *testing.T) {
 				mustCreate(t, func() error { _, err := cs.CoreV1().Pods(ns).Create(ctx, tc.pod, metav1.CreateOptions{}); return err })
 				var last []corev1.ContainerStatus
+				// Deferred: waitFor fails with t.Fatalf, which ends this function.
+				defer func() {
+					if t.Failed() {
+						t.Logf("last container status: %+v", last)
+					}
+				}()
 				waitFor(ctx, t, "status of "+tc.pod.Name, func() (bool, error) {
 					p, err := cs.CoreV1().Pods(ns).Get(ctx, tc.pod.Name, metav1.GetOptions{})
 					if err != nil {
@@ -286,9 +293,6 @@ func TestLocalCluster(t *testing.T) {
 					last = p.Status.ContainerStatuses
 					return len(last) == 1 && tc.want(last[0]), nil
 				})
-				if t.Failed() {
-					t.Logf("last container status: %+v", last)
-				}
 			})
 		}
 	})
@@ -345,9 +349,6 @@ func TestLocalCluster(t *testing.T) {
 				p = cur
 				return cur.UID != old.UID && hasCondition(cur, corev1.PodReady), nil
 			})
-			if p == nil {
-				return
-			}
 			if got := httpGet(t, p.Status.PodIP, "/file?path=/var/lib/db/value"); got != "kept" {
 				t.Errorf("after %s: data = %q, want %q", s.name, got, "kept")
 			}
@@ -362,8 +363,10 @@ func TestLocalCluster(t *testing.T) {
 		if left := processesMentioning(t, state, server); len(left) > 0 {
 			t.Errorf("processes still running after down:\n%s", strings.Join(left, "\n"))
 		}
-		if pids, _ := filepath.Glob(filepath.Join(state, "pids", "*.pid")); len(pids) > 0 {
-			t.Errorf("pid files left: %v", pids)
+		pids, _ := filepath.Glob(filepath.Join(state, "pids", "*.pid"))
+		podPIDs, _ := filepath.Glob(filepath.Join(state, "pids", "pods", "*.pid"))
+		if left := append(pids, podPIDs...); len(left) > 0 {
+			t.Errorf("pid files left: %v", left)
 		}
 		if out := runLC(t, lc, "status", "--state-dir", state); strings.Contains(out, "running") {
 			t.Errorf("status after down:\n%s", out)
@@ -521,7 +524,7 @@ func waitReady(ctx context.Context, t *testing.T, cs kubernetes.Interface, ns, n
 }
 
 // waitGone waits until the pod is gone (or, with uid set, replaced by another).
-func waitGone(ctx context.Context, t *testing.T, cs kubernetes.Interface, ns, name string, uid any) {
+func waitGone(ctx context.Context, t *testing.T, cs kubernetes.Interface, ns, name string, uid types.UID) {
 	t.Helper()
 	waitFor(ctx, t, "pod "+name+" gone", func() (bool, error) {
 		cur, err := cs.CoreV1().Pods(ns).Get(ctx, name, metav1.GetOptions{})
@@ -531,7 +534,7 @@ func waitGone(ctx context.Context, t *testing.T, cs kubernetes.Interface, ns, na
 		if err != nil {
 			return false, err
 		}
-		return uid != "" && fmt.Sprint(cur.UID) != fmt.Sprint(uid), nil
+		return uid != "" && cur.UID != uid, nil
 	})
 }
 
