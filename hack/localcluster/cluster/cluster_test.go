@@ -102,8 +102,8 @@ func TestPIDFiles(t *testing.T) {
 					t.Fatal(err)
 				}
 			}
-			if _, ok := ReadPIDFile(p); ok != tc.wantOK {
-				t.Errorf("ReadPIDFile ok = %v, want %v", ok, tc.wantOK)
+			if pid, ok := ReadPIDFile(p); ok != tc.wantOK || (ok && pid != cmd.Process.Pid) {
+				t.Errorf("ReadPIDFile = %d, %v; want %d, %v", pid, ok, cmd.Process.Pid, tc.wantOK)
 			}
 		})
 	}
