@@ -46,14 +46,20 @@ func kubeClient(kubeconfig, namespace string) (kubernetes.Interface, string, err
 	return cs, namespace, nil
 }
 
+// namedInformers is an informer factory for the objects of namespace called name,
+// filtered by the API server.
+func namedInformers(cs kubernetes.Interface, namespace, name string) informers.SharedInformerFactory {
+	return informers.NewSharedInformerFactoryWithOptions(cs, 0, informers.WithNamespace(namespace),
+		informers.WithTweakListOptions(func(o *metav1.ListOptions) { o.FieldSelector = "metadata.name=" + name }))
+}
+
 // watchRoutingConfigMap adopts this shard's slots from the index's routing ConfigMap
 // (<index>-routing) whenever a newer epoch appears, until ctx ends. The informer is
 // filtered to that one object, so the pod's RBAC needs only get/list/watch on
 // ConfigMaps in its namespace.
 func (s *Server) watchRoutingConfigMap(ctx context.Context, cs kubernetes.Interface, namespace string) error {
 	name := slots.ConfigMapName(s.cfg.Index)
-	factory := informers.NewSharedInformerFactoryWithOptions(cs, 0, informers.WithNamespace(namespace),
-		informers.WithTweakListOptions(func(o *metav1.ListOptions) { o.FieldSelector = "metadata.name=" + name }))
+	factory := namedInformers(cs, namespace, name)
 	defer factory.Shutdown()
 	on := func(obj any) {
 		cm, ok := obj.(*corev1.ConfigMap)
@@ -95,8 +101,7 @@ func (s *Server) watchPrimaryPod(ctx context.Context, cs kubernetes.Interface, n
 	if err != nil {
 		return fmt.Errorf("own listen address %s: %w", self, err)
 	}
-	factory := informers.NewSharedInformerFactoryWithOptions(cs, 0, informers.WithNamespace(namespace),
-		informers.WithTweakListOptions(func(o *metav1.ListOptions) { o.FieldSelector = "metadata.name=" + name }))
+	factory := namedInformers(cs, namespace, name)
 	defer factory.Shutdown()
 	on := func(obj any) {
 		pod, ok := obj.(*corev1.Pod)
