@@ -17,6 +17,7 @@ limitations under the License.
 package controllers
 
 import (
+	"cmp"
 	"fmt"
 	"slices"
 	"strings"
@@ -132,6 +133,16 @@ func stsRolling(sts *appsv1.StatefulSet) (string, bool) {
 	return "", false
 }
 
+// stsScaling says whether shard k's StatefulSet runs fewer (dir > 0) or more (dir < 0)
+// pods than it wants; msg gives both counts.
+func stsScaling(k int32, sts *appsv1.StatefulSet) (msg string, dir int) {
+	want, have := ptr.Deref(sts.Spec.Replicas, 1), sts.Status.Replicas
+	if have == want {
+		return "", 0
+	}
+	return fmt.Sprintf("shard %d: %d -> %d replicas", k, have, want), cmp.Compare(want, have)
+}
+
 func deployRolling(d *appsv1.Deployment) (string, bool) {
 	want := ptr.Deref(d.Spec.Replicas, 1)
 	switch {
@@ -154,8 +165,8 @@ func progressingCondition(s *scope) metav1.Condition {
 		if msg, ok := stsRolling(sts); ok {
 			rolling = append(rolling, fmt.Sprintf("shard %d: %s", k, msg))
 		}
-		if want := ptr.Deref(sts.Spec.Replicas, 1); sts.Status.Replicas != want {
-			scaling = append(scaling, fmt.Sprintf("shard %d: %d -> %d replicas", k, sts.Status.Replicas, want))
+		if msg, dir := stsScaling(k, sts); dir != 0 {
+			scaling = append(scaling, msg)
 		}
 	}
 	if d := s.router; d != nil {
@@ -213,13 +224,11 @@ func degradedCondition(s *scope) metav1.Condition {
 func scalingCondition(s *scope) metav1.Condition {
 	var up, down []string
 	for _, k := range sortedShards(s) {
-		sts := s.shardSets[k]
-		want, have := ptr.Deref(sts.Spec.Replicas, 1), sts.Status.Replicas
-		switch {
-		case have < want:
-			up = append(up, fmt.Sprintf("shard %d: %d -> %d replicas", k, have, want))
-		case have > want:
-			down = append(down, fmt.Sprintf("shard %d: %d -> %d replicas", k, have, want))
+		switch msg, dir := stsScaling(k, s.shardSets[k]); {
+		case dir > 0:
+			up = append(up, msg)
+		case dir < 0:
+			down = append(down, msg)
 		}
 	}
 	switch {
