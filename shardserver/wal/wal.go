@@ -325,15 +325,20 @@ func (l *Log) append(ctx context.Context, seq uint64, data []byte) (uint64, erro
 	l.pending = appendFrame(l.pending, seq, data, dataCRC)
 	b := l.cur
 	l.mu.Unlock()
+	if err := l.await(b); err != nil {
+		return 0, err
+	}
+	return seq, nil
+}
+
+// await wakes the writer and waits until it has written b.
+func (l *Log) await(b *batch) error {
 	select {
 	case l.kick <- struct{}{}:
 	default:
 	}
 	<-b.done
-	if b.err != nil {
-		return 0, b.err
-	}
-	return seq, nil
+	return b.err
 }
 
 // run is the writer goroutine: it flushes whatever is queued when kicked, and in
@@ -535,12 +540,7 @@ func (l *Log) Sync() error {
 	l.wantSync = true
 	b := l.cur
 	l.mu.Unlock()
-	select {
-	case l.kick <- struct{}{}:
-	default:
-	}
-	<-b.done
-	return b.err
+	return l.await(b)
 }
 
 // TrimBefore removes the sealed segments whose records all have seq < seq. After
