@@ -6,11 +6,29 @@ import (
 	"github.com/annshard/annshard/shardserver/hnsw"
 )
 
+// hnswMetric maps the benchmark's metric to the index's, by name.
+func hnswMetric(m metric) (hnsw.Metric, error) {
+	hm, err := hnsw.ParseMetric(m.String())
+	if err != nil {
+		return 0, fmt.Errorf("map metric: %w", err)
+	}
+	return hm, nil
+}
+
+// hnswDistance is the index's own distance kernel for m, for the exact-scan baseline.
+func hnswDistance(m metric) (func(a, b []float32) float32, error) {
+	hm, err := hnswMetric(m)
+	if err != nil {
+		return nil, err
+	}
+	return hnsw.DistanceFunc(hm), nil
+}
+
 // newHNSW builds the index under test: annshard's own HNSW.
 func newHNSW(p indexParams) (annIndex, error) {
-	m, err := hnsw.ParseMetric(p.metric.String())
+	m, err := hnswMetric(p.metric)
 	if err != nil {
-		return nil, fmt.Errorf("map metric: %w", err)
+		return nil, err
 	}
 	x, err := hnsw.New(hnsw.Config{
 		Dim:            p.dim,

@@ -3,7 +3,6 @@ package main
 import (
 	"context"
 	"fmt"
-	"github.com/annshard/annshard/shardserver/hnsw"
 	"math"
 	"runtime"
 	"slices"
@@ -364,11 +363,10 @@ func measureParallel(ctx context.Context, c *config, idx annIndex, queries *vect
 // recall is checked against code independent of the index.)
 func measureBrute(ctx context.Context, c *config, base, queries *vectors) (bruteReport, error) {
 	var b bruteReport
-	m, err := hnsw.ParseMetric(c.metric.String())
+	dist, err := hnswDistance(c.metric)
 	if err != nil {
 		return b, fmt.Errorf("brute-force scan: %w", err)
 	}
-	dist := hnsw.DistanceFunc(m)
 	top := make([]neighbour, 0, c.k)
 	start := time.Now()
 	for i := range queries.Len() {
