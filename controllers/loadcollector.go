@@ -359,7 +359,7 @@ func finite(f float64) float64 {
 // SlotRates returns the query rate per slot of an index over the window, summed over its
 // pods: the growth of each pod's per-slot counter from its oldest to its newest fresh
 // report, per second. A counter that went down (the pod restarted) counts from zero.
-// The migration planner uses it to pick hot slots.
+// It is meant for a migration planner picking hot slots; nothing calls it yet but tests.
 func (c *LoadCollector) SlotRates(index types.NamespacedName, now time.Time) map[int]float64 {
 	c.mu.Lock()
 	defer c.mu.Unlock()

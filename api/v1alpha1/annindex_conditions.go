@@ -51,7 +51,8 @@ const (
 	// ReasonRollingUpdate: a shard StatefulSet or the router Deployment is rolling out a
 	// new pod template.
 	ReasonRollingUpdate = "RollingUpdate"
-	// ReasonScalingReplicas: a shard or the routers are changing their replica count.
+	// ReasonScalingReplicas: a shard is changing its replica count (routers scaling show
+	// as RollingUpdate, their new pods not yet updated).
 	ReasonScalingReplicas = "ScalingReplicas"
 	// ReasonReshardPending: spec.shards differs from the routing table and the reshard is
 	// recorded in status.pendingShards (also a reason of Migrating).
