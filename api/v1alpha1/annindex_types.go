@@ -226,8 +226,9 @@ type ShardServerSpec struct {
 	// +optional
 	WALSync WALSync `json:"walSync,omitempty"`
 
-	// Scheduling constrains where shard pods run. The operator always adds a preferred
-	// anti-affinity that spreads a shard's replicas over nodes.
+	// Scheduling constrains where shard pods run. Unless scheduling.affinity sets a
+	// podAntiAffinity, the operator adds a preferred one that spreads a shard's replicas
+	// over nodes.
 	// +optional
 	Scheduling Scheduling `json:"scheduling,omitempty"`
 }
