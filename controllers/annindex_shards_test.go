@@ -20,6 +20,7 @@ import (
 	"flag"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 
@@ -178,8 +179,8 @@ func TestShardStatefulSetShape(t *testing.T) {
 		{"selector matches template", labelsMatch(sts.Spec.Selector.MatchLabels, sts.Spec.Template.Labels)},
 		{"shard label", sts.Labels[labelShard] == "3" && sts.Spec.Template.Labels[labelShard] == "3"},
 		{"command", strings.Join(c.Command, " ") == "shardserver serve"},
-		{"token flag", contains(c.Args, "--token-file=/etc/annshard/token/token")},
-		{"identity flags", contains(c.Args, "--index=products") && contains(c.Args, "--namespace=search") && contains(c.Args, "--shard-index=3") && contains(c.Args, "--pod-name=$(POD_NAME)") && contains(c.Args, "--listen=$(POD_IP):8080")},
+		{"token flag", slices.Contains(c.Args, "--token-file=/etc/annshard/token/token")},
+		{"identity flags", slices.Contains(c.Args, "--index=products") && slices.Contains(c.Args, "--namespace=search") && slices.Contains(c.Args, "--shard-index=3") && slices.Contains(c.Args, "--pod-name=$(POD_NAME)") && slices.Contains(c.Args, "--listen=$(POD_IP):8080")},
 		{"env", len(c.Env) == 3 && c.Env[2].Name == "POD_IP" && c.Env[2].ValueFrom.FieldRef.FieldPath == "status.podIP"},
 		{"probes", c.ReadinessProbe.HTTPGet.Path == "/readyz" && c.LivenessProbe.HTTPGet.Path == "/healthz" && c.StartupProbe != nil},
 		{"retention", sts.Spec.PersistentVolumeClaimRetentionPolicy.WhenDeleted == appsv1.DeletePersistentVolumeClaimRetentionPolicyType &&
@@ -262,13 +263,4 @@ func labelsMatch(sel, labels map[string]string) bool {
 		}
 	}
 	return true
-}
-
-func contains(list []string, s string) bool {
-	for _, e := range list {
-		if e == s {
-			return true
-		}
-	}
-	return false
 }
