@@ -161,10 +161,7 @@ func (x *Index) repair(s *searcher, id uint32, l int, dead func(uint32) bool) {
 	}
 	sortPairs(cands)
 	kept = x.heuristic(s, cands, maxM, kept)
-	for i, p := range kept {
-		atomic.StoreUint32(&w[base+1+i], p.id)
-	}
-	atomic.StoreUint32(&w[base], uint32(len(kept)))
+	storeLinks(w, base, kept)
 	// The new neighbours link back, as on insert, which restores in-links that
 	// the deleted nodes took with them.
 	s.out, s.kept = cands, kept

@@ -187,6 +187,14 @@ func (x *Index) setLinks(s *searcher, id uint32, l, maxM int, links []pair) {
 			s.tmp = links
 		}
 	}
+	storeLinks(w, base, links)
+}
+
+// storeLinks writes links as the list at w[base]: ids first, then the count, each
+// stored atomically, so a lock-free reader sees valid node ids whatever it
+// interleaves with. The caller serialises writers of the list (the node's lock, or
+// Vacuum's exclusive structMu).
+func storeLinks(w []uint32, base int, links []pair) {
 	for i, p := range links {
 		atomic.StoreUint32(&w[base+1+i], p.id)
 	}
@@ -225,10 +233,7 @@ func (x *Index) addBackLink(s *searcher, nb, id uint32, l, maxM int) {
 	}
 	sortPairs(cands)
 	kept := x.heuristic(s, cands, maxM, s.tmp[:0])
-	for i, p := range kept {
-		atomic.StoreUint32(&w[base+1+i], p.id)
-	}
-	atomic.StoreUint32(&w[base], uint32(len(kept)))
+	storeLinks(w, base, kept)
 	s.out, s.tmp = cands, kept
 }
 
