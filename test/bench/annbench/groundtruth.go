@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"math"
+	"strings"
 	"sync"
 	"sync/atomic"
 )
@@ -31,30 +32,11 @@ func (m metric) String() string {
 // parseMetric accepts the API spellings (L2, InnerProduct, Cosine), in any case.
 func parseMetric(s string) (metric, error) {
 	for m, name := range metricNames {
-		if equalFold(s, name) {
+		if strings.EqualFold(s, name) {
 			return metric(m), nil
 		}
 	}
 	return 0, fmt.Errorf("unknown metric %q (want L2, InnerProduct or Cosine)", s)
-}
-
-func equalFold(a, b string) bool {
-	if len(a) != len(b) {
-		return false
-	}
-	for i := range len(a) {
-		x, y := a[i], b[i]
-		if 'A' <= x && x <= 'Z' {
-			x += 'a' - 'A'
-		}
-		if 'A' <= y && y <= 'Z' {
-			y += 'a' - 'A'
-		}
-		if x != y {
-			return false
-		}
-	}
-	return true
 }
 
 // distance returns the metric's distance function, which expects both vectors already
