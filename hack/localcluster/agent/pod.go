@@ -141,7 +141,8 @@ func (w *podWorker) run(ctx context.Context) {
 				}
 				return
 			}
-			if active && w.needsPatch() {
+			// Before the first patch, the pending one carries our status anyway.
+			if active && w.lastPatch != nil && w.needsPatch(w.desiredStatus()) {
 				w.changed()
 			}
 		case <-w.dirty:
@@ -410,13 +411,9 @@ func (w *podWorker) condition(t corev1.PodConditionType, ok bool, falseReason st
 	return c
 }
 
-// needsPatch is true when the pod's observed status disagrees with ours in a way
+// needsPatch is true when the pod's observed status disagrees with want in a way
 // that matters, e.g. the node controller marked it not ready after a lost lease.
-func (w *podWorker) needsPatch() bool {
-	if w.lastPatch == nil {
-		return false
-	}
-	want := w.desiredStatus()
+func (w *podWorker) needsPatch(want corev1.PodStatus) bool {
 	got := w.pod.Status
 	if got.Phase != want.Phase || got.PodIP != want.PodIP {
 		return true
@@ -438,12 +435,13 @@ func (w *podWorker) needsPatch() bool {
 // patchStatus writes the status with a direct strategic-merge PATCH of the status
 // subresource (no GET first), carrying the UID as a precondition.
 func (w *podWorker) patchStatus(ctx context.Context) {
-	body, err := statusPatch(w.pod.UID, w.desiredStatus())
+	want := w.desiredStatus()
+	body, err := statusPatch(w.pod.UID, want)
 	if err != nil {
 		w.a.log.Error("encoding status failed", "pod", w.key, "err", err)
 		return
 	}
-	if string(body) == string(w.lastPatch) && !w.needsPatch() {
+	if string(body) == string(w.lastPatch) && !w.needsPatch(want) {
 		return
 	}
 	_, err = w.a.cs.CoreV1().Pods(w.pod.Namespace).Patch(ctx, w.pod.Name, types.StrategicMergePatchType, body, metav1.PatchOptions{}, "status")
