@@ -151,12 +151,8 @@ func OpenStore(cfg StoreConfig) (*Store, error) {
 	return s, nil
 }
 
-// Close syncs and closes the WAL.
+// Close syncs and closes the WAL (wal.Log.Close writes and fsyncs what is queued).
 func (s *Store) Close() error {
-	if err := s.log.Sync(); err != nil && !errors.Is(err, wal.ErrClosed) {
-		s.log.Close()
-		return fmt.Errorf("syncing wal: %w", err)
-	}
 	if err := s.log.Close(); err != nil && !errors.Is(err, wal.ErrClosed) {
 		return fmt.Errorf("closing wal: %w", err)
 	}
