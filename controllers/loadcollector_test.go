@@ -224,6 +224,9 @@ func TestLoadWindowBounded(t *testing.T) {
 	for i := range 10 {
 		c.ScrapeOnce(context.Background(), time.Unix(int64(i), 0))
 	}
+	if len(c.pods) != 1 {
+		t.Fatalf("collector holds %d pods, want 1", len(c.pods))
+	}
 	for _, pl := range c.pods {
 		if len(pl.samples) != 3 || pl.samples[2].at != time.Unix(9, 0) {
 			t.Fatalf("window holds %d samples, newest at %v", len(pl.samples), pl.samples[len(pl.samples)-1].at)
