@@ -80,6 +80,11 @@ func (st *slotState) saveLocked() error {
 func (st *slotState) snapshot() client.SlotsState {
 	st.mu.Lock()
 	defer st.mu.Unlock()
+	return st.snapshotLocked()
+}
+
+// snapshotLocked is snapshot for callers that hold mu.
+func (st *slotState) snapshotLocked() client.SlotsState {
 	return client.SlotsState{Owned: st.owned.String(), Frozen: st.frozen.String(), Epoch: st.epoch}
 }
 
@@ -248,7 +253,8 @@ func (s *Server) handleSlotsDrop(w http.ResponseWriter, r *http.Request) {
 	s.slots.frozen = s.slots.frozen.Minus(set)
 	s.slots.epoch = max(s.slots.epoch, req.Epoch)
 	err = s.slots.saveLocked()
-	st := client.SlotsState{Owned: s.slots.owned.String(), Frozen: s.slots.frozen.String(), Epoch: s.slots.epoch, Dropped: n, Seq: seq}
+	st := s.slots.snapshotLocked()
+	st.Dropped, st.Seq = n, seq
 	s.slots.mu.Unlock()
 	if err != nil {
 		writeError(w, err)
