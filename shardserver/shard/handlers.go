@@ -230,7 +230,7 @@ func (s *Server) handleBatchSearch(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	seq := s.store.Applied()
-	out := client.BatchSearchResponse{Results: make([][]client.Hit, len(qs)), Seq: seq}
+	results := make([][]client.Hit, len(qs))
 	// One worker per search slot: a batch uses the cores a lone search cannot.
 	var next atomic.Int64
 	errs := make([]error, len(qs))
@@ -240,7 +240,7 @@ func (s *Server) handleBatchSearch(w http.ResponseWriter, r *http.Request) {
 		go func() {
 			defer wg.Done()
 			for i := int(next.Add(1)) - 1; i < len(qs); i = int(next.Add(1)) - 1 {
-				out.Results[i], errs[i] = s.search(qs[i])
+				results[i], errs[i] = s.search(qs[i])
 			}
 		}()
 	}
@@ -249,7 +249,7 @@ func (s *Server) handleBatchSearch(w http.ResponseWriter, r *http.Request) {
 		writeError(w, err)
 		return
 	}
-	writeRaw(w, func(b []byte) []byte { return appendBatchResponse(b, out.Results, out.Seq) })
+	writeRaw(w, func(b []byte) []byte { return appendBatchResponse(b, results, seq) })
 }
 
 // writeRaw sends the JSON document fill appends, from a pooled buffer, with a length.
