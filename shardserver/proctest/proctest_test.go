@@ -28,16 +28,14 @@ func TestMain(m *testing.M) {
 		fakeServer(mode)
 		return
 	}
-	dir, err := os.MkdirTemp("", "proctestbin")
-	if err != nil {
-		panic(err)
-	}
-	if bin, err = Build(dir); err != nil {
-		os.RemoveAll(dir)
+	var shared Binary
+	var err error
+	if bin, err = shared.Path(); err != nil {
+		shared.Remove()
 		panic(err)
 	}
 	code := m.Run()
-	os.RemoveAll(dir)
+	shared.Remove()
 	os.Exit(code)
 }
 
