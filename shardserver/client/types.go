@@ -8,9 +8,9 @@ import (
 	"math"
 )
 
-// SeqHeader carries, on answers to GET /v1/vectors/{id}, the shard's applied WAL sequence
-// number as of the lookup.
-const SeqHeader = "Annshard-Seq"
+// SeqHeader carries a WAL sequence number: on answers to GET /v1/vectors/{id}, the
+// shard's applied seq as of the lookup; on a replication snapshot, the seq it includes.
+const SeqHeader = "X-Annshard-Seq"
 
 // Vector is one stored vector. Exactly one of Vector and VectorB64 is set on the wire.
 type Vector struct {

@@ -29,7 +29,7 @@ import (
 // A frame with len 0xFFFFFFFF is a heartbeat, sent every heartbeatEvery, whose seq is
 // the primary's last sequence number: it measures lag and proves the stream alive.
 const (
-	SeqHeader      = "X-Annshard-Seq"
+	SeqHeader      = client.SeqHeader
 	heartbeatLen   = 0xFFFFFFFF
 	heartbeatEvery = 500 * time.Millisecond
 	// streamSilence is how long a replica waits without any frame before it assumes

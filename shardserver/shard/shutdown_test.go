@@ -60,6 +60,9 @@ func TestRunDrainsAndSnapshots(t *testing.T) {
 		time.Sleep(time.Millisecond)
 	}
 	inFlight := s.load.inFlight.Load()
+	if inFlight == 0 {
+		t.Fatal("no request was in flight when shutdown began: the test would prove nothing")
+	}
 	cancel()
 	wg.Wait()
 	if err := <-runErr; err != nil {
