@@ -3,6 +3,7 @@ package router
 import (
 	"errors"
 	"fmt"
+	"net"
 	"net/url"
 	"slices"
 	"strconv"
@@ -105,12 +106,8 @@ func EndpointsFromPods(pods []*corev1.Pod, defaultPort int) map[int][]Endpoint {
 				}
 			}
 		}
-		host := p.Status.PodIP
-		if strings.Contains(host, ":") {
-			host = "[" + host + "]"
-		}
 		out[shard] = append(out[shard], Endpoint{
-			URL:     "http://" + host + ":" + strconv.Itoa(port),
+			URL:     "http://" + net.JoinHostPort(p.Status.PodIP, strconv.Itoa(port)),
 			Ordinal: ord,
 			Name:    p.Name,
 		})
