@@ -98,11 +98,7 @@ func bruteTopK(vs []client.Vector, q []float32, k int, partition string) []strin
 		st.vecs[v.ID] = v
 	}
 	hits, _ := st.query(&client.SearchRequest{Vector: q, K: k, Partition: partition})
-	var ids []string
-	for _, h := range hits {
-		ids = append(ids, h.ID)
-	}
-	return ids
+	return idsOf(hits)
 }
 
 func idsOf(hits []client.Hit) []string {
