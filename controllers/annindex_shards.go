@@ -31,6 +31,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	annv1alpha1 "github.com/annshard/annshard/api/v1alpha1"
+	"github.com/annshard/annshard/shardserver/kube"
 )
 
 const (
@@ -321,7 +322,7 @@ func primaryReadiness(idx *annv1alpha1.AnnIndex, pods []corev1.Pod) map[int32]bo
 		if err != nil || p.Name != shardName(idx, int32(k))+"-0" || p.DeletionTimestamp != nil {
 			continue
 		}
-		if podReady(p) {
+		if kube.PodReady(p) {
 			out[int32(k)] = true
 		}
 	}

@@ -35,6 +35,7 @@ import (
 
 	annv1alpha1 "github.com/annshard/annshard/api/v1alpha1"
 	shardclient "github.com/annshard/annshard/shardserver/client"
+	"github.com/annshard/annshard/shardserver/kube"
 )
 
 // Defaults of the LoadCollector.
@@ -146,7 +147,7 @@ func scrapeTargets(pods []corev1.Pod) []loadTarget {
 	for i := range pods {
 		p := &pods[i]
 		k, err := strconv.Atoi(p.Labels[labelShard])
-		if err != nil || p.Labels[labelInstance] == "" || p.Status.PodIP == "" || p.DeletionTimestamp != nil || !podReady(p) {
+		if err != nil || p.Labels[labelInstance] == "" || p.Status.PodIP == "" || p.DeletionTimestamp != nil || !kube.PodReady(p) {
 			continue
 		}
 		stsName := shardSetName(p.Labels[labelInstance], int32(k))
@@ -178,15 +179,6 @@ func hostPort(ip string, port int32) string {
 		return fmt.Sprintf("[%s]:%d", ip, port)
 	}
 	return fmt.Sprintf("%s:%d", ip, port)
-}
-
-func podReady(p *corev1.Pod) bool {
-	for _, c := range p.Status.Conditions {
-		if c.Type == corev1.PodReady {
-			return c.Status == corev1.ConditionTrue
-		}
-	}
-	return false
 }
 
 // ScrapeOnce asks every ready shard pod for its load, records the answers, forgets pods

@@ -10,6 +10,8 @@ import (
 	"strings"
 
 	corev1 "k8s.io/api/core/v1"
+
+	"github.com/annshard/annshard/shardserver/kube"
 )
 
 // Labels the operator puts on shard Pods (DESIGN.md section 6).
@@ -87,7 +89,7 @@ func PodSelector(index string) string {
 func EndpointsFromPods(pods []*corev1.Pod, defaultPort int) map[int][]Endpoint {
 	out := map[int][]Endpoint{}
 	for _, p := range pods {
-		if p == nil || p.DeletionTimestamp != nil || p.Status.PodIP == "" || !podReady(p) {
+		if p == nil || p.DeletionTimestamp != nil || p.Status.PodIP == "" || !kube.PodReady(p) {
 			continue
 		}
 		shard, err := strconv.Atoi(p.Labels[LabelShard])
@@ -116,15 +118,6 @@ func EndpointsFromPods(pods []*corev1.Pod, defaultPort int) map[int][]Endpoint {
 		slices.SortFunc(eps, func(a, b Endpoint) int { return a.Ordinal - b.Ordinal })
 	}
 	return out
-}
-
-func podReady(p *corev1.Pod) bool {
-	for _, c := range p.Status.Conditions {
-		if c.Type == corev1.PodReady {
-			return c.Status == corev1.ConditionTrue
-		}
-	}
-	return false
 }
 
 // ordinalOf returns the StatefulSet ordinal at the end of a pod name ("idx-shard-2-0" -> 0).

@@ -6,7 +6,6 @@ import (
 	"errors"
 	"fmt"
 	"os"
-	"strings"
 	"time"
 
 	"github.com/go-logr/logr"
@@ -15,10 +14,9 @@ import (
 	"k8s.io/apimachinery/pkg/labels"
 	"k8s.io/client-go/informers"
 	"k8s.io/client-go/kubernetes"
-	"k8s.io/client-go/rest"
 	"k8s.io/client-go/tools/cache"
-	"k8s.io/client-go/tools/clientcmd"
 
+	"github.com/annshard/annshard/shardserver/kube"
 	"github.com/annshard/annshard/shardserver/slots"
 )
 
@@ -115,26 +113,9 @@ type kubeWatcher struct {
 }
 
 func newKubeWatcher(kubeconfig, namespace, index string, port int, pods bool, r *Router) (*kubeWatcher, error) {
-	var cfg *rest.Config
-	var err error
-	if kubeconfig != "" {
-		cfg, err = clientcmd.BuildConfigFromFlags("", kubeconfig)
-	} else {
-		cfg, err = rest.InClusterConfig()
-	}
+	cs, namespace, err := kube.Client(kubeconfig, namespace)
 	if err != nil {
-		return nil, fmt.Errorf("kubernetes config: %w", err)
-	}
-	if namespace == "" {
-		b, err := os.ReadFile("/var/run/secrets/kubernetes.io/serviceaccount/namespace")
-		if err != nil {
-			return nil, fmt.Errorf("no --namespace and no service account namespace: %w", err)
-		}
-		namespace = strings.TrimSpace(string(b))
-	}
-	cs, err := kubernetes.NewForConfig(cfg)
-	if err != nil {
-		return nil, fmt.Errorf("kubernetes client: %w", err)
+		return nil, err
 	}
 	return &kubeWatcher{cs: cs, namespace: namespace, index: index, port: port, pods: pods, r: r}, nil
 }

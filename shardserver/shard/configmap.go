@@ -5,46 +5,15 @@ import (
 	"fmt"
 	"log/slog"
 	"net"
-	"os"
-	"strings"
 
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/client-go/informers"
 	"k8s.io/client-go/kubernetes"
-	"k8s.io/client-go/rest"
 	"k8s.io/client-go/tools/cache"
-	"k8s.io/client-go/tools/clientcmd"
 
 	"github.com/annshard/annshard/shardserver/slots"
 )
-
-// kubeClient builds a clientset from kubeconfig, or the in-cluster config when it is
-// empty, and resolves the namespace (the pod's own when not given).
-func kubeClient(kubeconfig, namespace string) (kubernetes.Interface, string, error) {
-	var cfg *rest.Config
-	var err error
-	if kubeconfig != "" {
-		cfg, err = clientcmd.BuildConfigFromFlags("", kubeconfig)
-	} else {
-		cfg, err = rest.InClusterConfig()
-	}
-	if err != nil {
-		return nil, "", fmt.Errorf("kubernetes config: %w", err)
-	}
-	if namespace == "" {
-		b, err := os.ReadFile("/var/run/secrets/kubernetes.io/serviceaccount/namespace")
-		if err != nil {
-			return nil, "", fmt.Errorf("no --namespace and no service account namespace: %w", err)
-		}
-		namespace = strings.TrimSpace(string(b))
-	}
-	cs, err := kubernetes.NewForConfig(cfg)
-	if err != nil {
-		return nil, "", fmt.Errorf("kubernetes client: %w", err)
-	}
-	return cs, namespace, nil
-}
 
 // namedInformers is an informer factory for the objects of namespace called name,
 // filtered by the API server.

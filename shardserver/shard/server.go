@@ -17,6 +17,7 @@ import (
 	"k8s.io/client-go/kubernetes"
 
 	"github.com/annshard/annshard/shardserver/hnsw"
+	"github.com/annshard/annshard/shardserver/kube"
 	"github.com/annshard/annshard/shardserver/wal"
 )
 
@@ -70,7 +71,7 @@ func New(cfg Config) (*Server, error) {
 		s.repl = newReplicator(cfg.Primary, cfg.Token, store, cfg.MaxLag, cfg.PrimaryLossGrace)
 	}
 	if cfg.Index != "" {
-		if s.kube, s.kubeNamespace, err = kubeClient(cfg.Kubeconfig, cfg.Namespace); err != nil {
+		if s.kube, s.kubeNamespace, err = kube.Client(cfg.Kubeconfig, cfg.Namespace); err != nil {
 			store.Close()
 			return nil, err
 		}
