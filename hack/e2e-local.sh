@@ -6,10 +6,16 @@ set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
 cd "$root"
 : "${HELM:?}"
+# E2E_SLOT (0-7) picks another state directory, port block and pod range, so several
+# checkouts of the repository can run the suite on one machine at the same time.
+slot=${E2E_SLOT:-0}
+case $slot in [0-7]) ;; *) echo "E2E_SLOT must be 0-7, got $slot" >&2; exit 2 ;; esac
 state=$root/.local/e2e
+[ "$slot" = 0 ] || state=$root/.local/e2e-$slot
 flags=(--state-dir "$state")
-up_flags=(--etcd-port 33790 --apiserver-port 26443 --controller-manager-port 20357 --scheduler-port 20359
-	--pod-cidr 127.0.32.0/20 --node-name e2e)
+up_flags=(--etcd-port $((33790 + 100 * slot)) --apiserver-port $((26443 + 100 * slot))
+	--controller-manager-port $((20357 + 100 * slot)) --scheduler-port $((20359 + 100 * slot))
+	--pod-cidr "127.0.$((32 + 16 * slot)).0/20" --node-name e2e)
 
 go build -o "$root/bin/localcluster" ./hack/localcluster
 "$root/bin/localcluster" down "${flags[@]}" >/dev/null 2>&1 || true
