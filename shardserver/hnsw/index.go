@@ -494,10 +494,12 @@ func (x *Index) checkVector(vec []float32, buf []float32) ([]float32, error) {
 	if norm == 0 || math.IsInf(norm, 0) {
 		return nil, fmt.Errorf("%w: zero or overflowing norm under Cosine", ErrInvalidVector)
 	}
-	inv := float32(1 / math.Sqrt(norm))
+	// In float64: below a norm of 1/MaxFloat32 the reciprocal overflows float32, and
+	// the vector would be stored as +Inf and NaN.
+	inv := 1 / math.Sqrt(norm)
 	buf = buf[:0]
 	for _, v := range vec {
-		buf = append(buf, v*inv)
+		buf = append(buf, float32(float64(v)*inv))
 	}
 	return buf, nil
 }

@@ -100,6 +100,32 @@ func TestCosineNormalises(t *testing.T) {
 	}
 }
 
+// TestCosineTinyVectors: a vector whose norm is below 1/MaxFloat32 is still a direction;
+// normalising it in float32 (multiplying by a reciprocal that overflows) stored +Inf
+// and NaN components, and every distance to it was NaN.
+func TestCosineTinyVectors(t *testing.T) {
+	x, _ := New(Config{Dim: 3, Metric: Cosine})
+	if err := x.Add(1, []float32{1e-40, 1e-40, 0}); err != nil {
+		t.Fatal(err)
+	}
+	if err := x.Add(2, []float32{0, 1e-45, 0}); err != nil {
+		t.Fatal(err)
+	}
+	want := map[uint64][]float32{1: {0.70710677, 0.70710677, 0}, 2: {0, 1, 0}}
+	for key, w := range want {
+		v, _ := x.Get(key)
+		for i := range v {
+			if math.Abs(float64(v[i]-w[i])) > 1e-6 {
+				t.Fatalf("key %d stored as %v, want %v", key, v, w)
+			}
+		}
+	}
+	res, err := x.Search([]float32{1e-42, 1e-42, 0}, 2, SearchOptions{})
+	if err != nil || len(res) != 2 || res[0].Key != 1 || math.Abs(float64(res[0].Distance)) > 1e-6 {
+		t.Fatalf("Search = %v, %v", res, err)
+	}
+}
+
 // TestDeleteUpsert checks the key-level semantics against a model map.
 func TestDeleteUpsert(t *testing.T) {
 	data := clustered(9, 500, 8, 4)
