@@ -109,6 +109,9 @@ type LoadReport struct {
 	Epoch                 uint64         `json:"epoch"`
 	SlotQueries           map[int]uint64 `json:"slotQueries,omitempty"`
 	SlotWrites            map[int]uint64 `json:"slotWrites,omitempty"`
+	// Schema is what the shard accepts (its index's shape and request limits): a router
+	// checks requests against it before it sends any part of them to a shard.
+	Schema *Schema `json:"schema,omitempty"`
 }
 
 // Roles reported in LoadReport.Role.

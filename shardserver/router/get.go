@@ -13,8 +13,8 @@ import (
 // Get fetches one vector by id from a replica of the partition's shard, or, without a
 // partition, from every shard at once (the first one that has it answers).
 func (r *Router) Get(ctx context.Context, id, partition string) (*client.Vector, error) {
-	if id == "" {
-		return nil, apiErr(client.CodeInvalidArgument, "empty id")
+	if err := checkPathID(id, partition); err != nil {
+		return nil, err
 	}
 	v := r.view.Load()
 	if v.table == nil {
@@ -64,6 +64,14 @@ func (r *Router) Get(ctx context.Context, id, partition string) (*client.Vector,
 		return nil, apiErr(client.CodeUnavailable, "vector %q not found on the shards that answered; %s", id, strings.Join(why, "; "))
 	}
 	return nil, apiErr(client.CodeNotFound, "vector %q not found", id)
+}
+
+// checkPathID checks the id and ?partition= of GET and DELETE /v1/vectors/{id}.
+func checkPathID(id, partition string) error {
+	if err := client.CheckID("id", id); err != nil {
+		return err
+	}
+	return client.CheckPartition("partition", partition)
 }
 
 // getter reads id from a replica of shard k with read-your-writes: an answer (found or

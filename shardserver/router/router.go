@@ -85,6 +85,11 @@ type Router struct {
 	changed   chan struct{} // closed and replaced on every new view
 
 	refresh atomic.Pointer[func()] // asks the table source to re-read now
+
+	// schema is what the shards accept, from their load reports; nil until the first.
+	schema      atomic.Pointer[client.Schema]
+	schemaMu    sync.Mutex
+	schemaTried time.Time // last fetchSchema attempt, under schemaMu
 }
 
 // New returns a Router with no table and no endpoints yet.
@@ -275,6 +280,9 @@ func (r *Router) pollLoad(ctx context.Context) {
 					return
 				}
 				rep.down.Store(!lr.Ready)
+				if lr.Schema != nil {
+					r.schema.Store(lr.Schema)
+				}
 				s.bal.Report(i, loadOf(lr))
 				r.bumpSeq(s.id, lr.WALSeq)
 			})
@@ -293,6 +301,53 @@ func loadOf(lr *client.LoadReport) balance.Load {
 		l.Capacity = 1000 / lr.LatencyP50Ms
 	}
 	return l
+}
+
+// requestSchema is what requests are checked against before any part of them is sent:
+// the shards' schema, or, before the first load report, shape checks and the router's
+// own bounds only (the shards then check the rest).
+func (r *Router) requestSchema(ctx context.Context) client.Schema {
+	var sc client.Schema
+	p := r.schema.Load()
+	if p == nil {
+		p = r.fetchSchema(ctx)
+	}
+	if p != nil {
+		sc = *p
+	}
+	if sc.MaxK == 0 {
+		sc.MaxK = MaxK
+	}
+	if sc.MaxBodyBytes == 0 {
+		sc.MaxBodyBytes = MaxBodyBytes
+	}
+	return sc
+}
+
+// fetchSchema asks the replicas for their schema before the first load poll has brought
+// it (a router that just started), at most once a second. Without it a batch whose
+// items exceed a shard limit could be split, and stored, in parts.
+func (r *Router) fetchSchema(ctx context.Context) *client.Schema {
+	r.schemaMu.Lock()
+	defer r.schemaMu.Unlock()
+	if p := r.schema.Load(); p != nil || time.Since(r.schemaTried) < time.Second {
+		return p
+	}
+	r.schemaTried = time.Now()
+	ctx, cancel := context.WithTimeout(ctx, time.Second)
+	defer cancel()
+	for _, s := range r.view.Load().shards {
+		if s == nil {
+			continue
+		}
+		for _, rep := range s.replicas {
+			if lr, err := rep.c.Load(ctx); err == nil && lr.Schema != nil {
+				r.schema.Store(lr.Schema)
+				return lr.Schema
+			}
+		}
+	}
+	return nil
 }
 
 // apiErr builds the router's own error answers.

@@ -623,7 +623,7 @@ func TestBatchSearchEndpoint(t *testing.T) {
 		}
 	}
 	req.Queries[3].K = 0
-	if _, err := cl.c.BatchSearch(context.Background(), req); errCode(err) != client.CodeInvalidArgument || !strings.Contains(err.Error(), "query 3") {
+	if _, err := cl.c.BatchSearch(context.Background(), req); errCode(err) != client.CodeInvalidArgument || !strings.Contains(err.Error(), "queries[3].k") {
 		t.Fatalf("bad query in a batch: %v", err)
 	}
 }

@@ -10,13 +10,13 @@ import (
 	"github.com/annshard/annshard/shardserver/client"
 )
 
-// MaxK bounds k at the router, so a query cannot make it merge unbounded lists. The
-// shards enforce their own, possibly smaller, limit.
+// MaxK bounds k at the router until it knows the shards' limit (client.Schema), so a
+// query cannot make it merge unbounded lists.
 const MaxK = 10000
 
 // Search answers one query: the partition's shard or every shard, merged top-k.
 func (r *Router) Search(ctx context.Context, req *client.SearchRequest) (*client.SearchResponse, error) {
-	vec, err := queryVector(req)
+	vec, err := r.requestSchema(ctx).CheckSearch("", req)
 	if err != nil {
 		return nil, err
 	}
@@ -27,28 +27,6 @@ func (r *Router) Search(ctx context.Context, req *client.SearchRequest) (*client
 	ctx, cancel := context.WithTimeout(ctx, r.cfg.Timeout)
 	defer cancel()
 	return r.search(ctx, v, vec, req)
-}
-
-func queryVector(req *client.SearchRequest) ([]float32, error) {
-	if req.K < 1 || req.K > MaxK {
-		return nil, apiErr(client.CodeInvalidArgument, "k must be in [1, %d], got %d", MaxK, req.K)
-	}
-	switch {
-	case len(req.Vector) > 0 && req.VectorB64 != "":
-		return nil, apiErr(client.CodeInvalidArgument, "give vector or vector_b64, not both")
-	case len(req.Vector) > 0:
-		return req.Vector, nil
-	case req.VectorB64 != "":
-		vec, err := client.DecodeB64(req.VectorB64, 0)
-		if err != nil {
-			return nil, apiErr(client.CodeInvalidArgument, "%v", err)
-		}
-		if len(vec) == 0 {
-			return nil, apiErr(client.CodeInvalidArgument, "empty vector")
-		}
-		return vec, nil
-	}
-	return nil, apiErr(client.CodeInvalidArgument, "missing vector")
 }
 
 func (r *Router) search(ctx context.Context, v *view, vec []float32, req *client.SearchRequest) (*client.SearchResponse, error) {
@@ -163,13 +141,9 @@ func (r *Router) BatchSearch(ctx context.Context, req *client.BatchSearchRequest
 	if v.table == nil {
 		return nil, apiErr(client.CodeUnavailable, "no routing table yet")
 	}
-	vecs := make([][]float32, len(req.Queries))
-	for i := range req.Queries {
-		vec, err := queryVector(&req.Queries[i])
-		if err != nil {
-			return nil, fmt.Errorf("query %d: %w", i, err)
-		}
-		vecs[i] = vec
+	vecs, err := r.requestSchema(ctx).CheckBatchSearch(req)
+	if err != nil {
+		return nil, err
 	}
 	ctx, cancel := context.WithTimeout(ctx, r.cfg.Timeout)
 	defer cancel()

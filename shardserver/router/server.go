@@ -14,7 +14,7 @@ import (
 	"github.com/annshard/annshard/shardserver/client"
 )
 
-// MaxBodyBytes bounds a request body at the router.
+// MaxBodyBytes bounds a request body at the router until it knows the shards' limit.
 const MaxBodyBytes = 64 << 20
 
 // Handler returns the router's HTTP API: the public API of DESIGN.md section 4 plus
@@ -114,24 +114,14 @@ func (r *Router) authorized(w http.ResponseWriter, req *http.Request, op string,
 	return false
 }
 
-// decode reads a JSON body strictly (unknown fields are an error, so a typo is not
-// silently ignored) and answers the error itself when it fails.
+// decode reads a JSON body under the shards' rules (client.DecodeJSON: strict, so a typo
+// is not silently ignored) and answers the error itself when it fails.
 func (r *Router) decode(w http.ResponseWriter, req *http.Request, op string, into any) bool {
-	dec := json.NewDecoder(http.MaxBytesReader(w, req.Body, MaxBodyBytes))
-	dec.DisallowUnknownFields()
-	err := dec.Decode(into)
-	if err == nil && dec.More() {
-		err = errors.New("trailing data after the JSON body")
-	}
+	err := client.DecodeJSON(http.MaxBytesReader(w, req.Body, r.requestSchema(req.Context()).MaxBodyBytes), into)
 	if err == nil {
 		return true
 	}
-	var tooBig *http.MaxBytesError
-	if errors.As(err, &tooBig) {
-		r.answer(w, op, time.Now(), nil, apiErr(client.CodePayloadTooLarge, "body over %d bytes", MaxBodyBytes))
-	} else {
-		r.answer(w, op, time.Now(), nil, apiErr(client.CodeInvalidArgument, "bad JSON body: %v", err))
-	}
+	r.answer(w, op, time.Now(), nil, err)
 	return false
 }
 

@@ -176,13 +176,10 @@ func (r *Router) primaryClient(v *view, k int, redirect string) (*client.Client,
 // fail are retried; parts that succeeded stay applied even if another part finally fails
 // (each shard applies its part all or nothing), and the error says which shard failed.
 func (r *Router) Upsert(ctx context.Context, req *client.UpsertRequest) (*client.UpsertResponse, error) {
-	if len(req.Vectors) == 0 {
-		return nil, apiErr(client.CodeInvalidArgument, "no vectors")
-	}
-	for i, vec := range req.Vectors {
-		if vec.ID == "" {
-			return nil, apiErr(client.CodeInvalidArgument, "vector %d has an empty id", i)
-		}
+	// The whole batch is checked before any part is sent: a part refused by its shard
+	// after another shard stored its own would leave the batch half applied.
+	if _, err := r.requestSchema(ctx).CheckUpsert(req); err != nil {
+		return nil, err
 	}
 	slotOf := make([]int, len(req.Vectors))
 	for i, vec := range req.Vectors {
@@ -221,8 +218,8 @@ func (r *Router) Upsert(ctx context.Context, req *client.UpsertRequest) (*client
 // DeleteBatch deletes ids from the partition's shard, or, without a partition, from
 // every shard (an id alone does not say where a vector with a partition lives).
 func (r *Router) DeleteBatch(ctx context.Context, req *client.DeleteRequest) (*client.DeleteResponse, error) {
-	if len(req.IDs) == 0 {
-		return nil, apiErr(client.CodeInvalidArgument, "no ids")
+	if err := r.requestSchema(ctx).CheckDelete(req); err != nil {
+		return nil, err
 	}
 	res, err := r.runWrites(ctx, "delete", r.planByPartition(req.Partition, func(ctx context.Context, c *client.Client) (writeResult, error) {
 		resp, err := c.DeleteBatch(ctx, req)
@@ -239,8 +236,8 @@ func (r *Router) DeleteBatch(ctx context.Context, req *client.DeleteRequest) (*c
 
 // Delete deletes one id, like DeleteBatch.
 func (r *Router) Delete(ctx context.Context, id, partition string) (*client.DeleteOneResponse, error) {
-	if id == "" {
-		return nil, apiErr(client.CodeInvalidArgument, "empty id")
+	if err := checkPathID(id, partition); err != nil {
+		return nil, err
 	}
 	res, err := r.runWrites(ctx, "delete", r.planByPartition(partition, func(ctx context.Context, c *client.Client) (writeResult, error) {
 		resp, err := c.Delete(ctx, id, partition)

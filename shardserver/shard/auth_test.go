@@ -1,6 +1,7 @@
 package shard
 
 import (
+	"github.com/annshard/annshard/shardserver/apitest"
 	"net/http"
 	"testing"
 
@@ -11,7 +12,7 @@ func TestAuth(t *testing.T) {
 	cfg := testConfig(t.TempDir())
 	cfg.Token = "s3cret"
 	s, hs := newTestServer(t, cfg)
-	good := vecJSON(testDim, 1)
+	good := apitest.Vector(testDim, 1)
 	upsert := `{"vectors":[{"id":"a","vector":` + good + `}]}`
 	tests := []struct {
 		name, method, path, token, body string

@@ -12,8 +12,9 @@ import (
 // Fast paths for the hottest request and answer: a search. encoding/json spends more
 // time on a search body than the graph walk takes on a small shard, so the common
 // shape is parsed by hand. Anything the fast parser does not fully understand (escapes,
-// repeated or unknown keys, odd numbers) makes it give up, and the strict encoding/json
-// decoder decides — it alone produces errors. FuzzDecodeSearch checks that both agree.
+// repeated or unknown keys, odd numbers, invalid UTF-8) makes it give up, and the strict
+// decoder (client.DecodeJSON) decides — it alone produces errors. FuzzDecodeSearch checks
+// that both agree.
 
 // fastSearch parses a flat search object; ok is false when it cannot be sure.
 func fastSearch(b []byte) (client.SearchRequest, bool) {
@@ -259,7 +260,7 @@ func (p *fastParser) floats() ([]float32, bool) {
 			return nil, false
 		}
 		f, err := strconv.ParseFloat(string(s), 32)
-		if err != nil { // out of float32 range: the slow path words the error
+		if err != nil { // out of float32 range: the strict decoder words the error
 			return nil, false
 		}
 		out = append(out, float32(f))

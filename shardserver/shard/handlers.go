@@ -121,7 +121,7 @@ func (s *Server) handleUpsert(w http.ResponseWriter, r *http.Request) {
 
 func (s *Server) handleGet(w http.ResponseWriter, r *http.Request) {
 	id, partition := r.PathValue("id"), r.URL.Query().Get("partition")
-	if err := checkID("id", id); err != nil {
+	if err := checkPathID(id, partition); err != nil {
 		writeError(w, err)
 		return
 	}
@@ -133,6 +133,14 @@ func (s *Server) handleGet(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	writeJSON(w, http.StatusOK, v)
+}
+
+// checkPathID checks the id and ?partition= of GET and DELETE /v1/vectors/{id}.
+func checkPathID(id, partition string) error {
+	if err := client.CheckID("id", id); err != nil {
+		return err
+	}
+	return client.CheckPartition("partition", partition)
 }
 
 // deleteIDs validates ownership of the ids' slots and deletes them as one record.
@@ -158,11 +166,7 @@ func (s *Server) deleteIDs(r *http.Request, ids []string, partition string) (uin
 
 func (s *Server) handleDeleteOne(w http.ResponseWriter, r *http.Request) {
 	id, partition := r.PathValue("id"), r.URL.Query().Get("partition")
-	if err := checkID("id", id); err != nil {
-		writeError(w, err)
-		return
-	}
-	if err := checkPartition("partition", partition); err != nil {
+	if err := checkPathID(id, partition); err != nil {
 		writeError(w, err)
 		return
 	}

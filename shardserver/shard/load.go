@@ -105,6 +105,7 @@ func (s *Server) loadReport(now time.Time) client.LoadReport {
 		Epoch:       s.slots.currentEpoch(),
 		SlotQueries: map[int]uint64{},
 		SlotWrites:  map[int]uint64{},
+		Schema:      &s.schema.Schema,
 	}
 	if s.repl != nil {
 		rep.Role = client.RoleReplica

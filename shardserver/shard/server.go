@@ -63,7 +63,7 @@ func New(cfg Config) (*Server, error) {
 	}
 	s := &Server{
 		cfg: cfg, store: store, slots: st,
-		schema:    schema{dim: cfg.Dimension, metric: cfg.Metric, lim: cfg.Limits},
+		schema:    newSchema(cfg.Dimension, cfg.Metric, cfg.Limits),
 		searchSem: make(chan struct{}, runtime.GOMAXPROCS(0)),
 	}
 	s.streams, s.stopStreams = context.WithCancel(context.Background())

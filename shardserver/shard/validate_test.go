@@ -3,106 +3,36 @@ package shard
 import (
 	"bytes"
 	"encoding/json"
-	"fmt"
 	"math"
 	"net/http"
 	"reflect"
 	"strings"
 	"testing"
 
+	"github.com/annshard/annshard/shardserver/apitest"
 	"github.com/annshard/annshard/shardserver/client"
 	"github.com/annshard/annshard/shardserver/hnsw"
 )
 
-func vecJSON(dim int, v float32) string {
-	parts := make([]string, dim)
-	for i := range parts {
-		parts[i] = fmt.Sprint(v)
-	}
-	return "[" + strings.Join(parts, ",") + "]"
-}
-
-// TestBadInputChangesNothing sends every kind of bad request and checks the status, the
-// error code, and that neither the WAL nor the index moved.
+// TestBadInputChangesNothing sends every request of the bad-input table (apitest, which
+// the router's tests send too) and checks the status, the error code, that the message
+// names the field and the fault, and that neither the WAL nor the index moved.
 func TestBadInputChangesNothing(t *testing.T) {
 	cfg := testConfig(t.TempDir())
 	s, hs := newTestServer(t, cfg)
-	good := vecJSON(testDim, 0.5)
+	good := apitest.Vector(testDim, 0.5)
 	if code, body := do(t, http.MethodPost, hs.URL+"/v1/vectors", "", `{"vectors":[{"id":"keep","vector":`+good+`}]}`); code != http.StatusOK {
 		t.Fatalf("seed upsert = %d %s", code, body)
 	}
-	inf := make([]float32, testDim)
-	inf[3] = float32(math.Inf(1))
-	nan := make([]float32, testDim)
-	nan[0] = float32(math.NaN())
-	many := make([]string, cfg.MaxBatch+1)
-	for i := range many {
-		many[i] = fmt.Sprintf(`{"id":"m%d","vector":%s}`, i, good)
-	}
-	ids := make([]string, cfg.MaxBatch+1)
-	for i := range ids {
-		ids[i] = fmt.Sprintf(`"m%d"`, i)
-	}
-	queries := make([]string, cfg.MaxBatch+1)
-	for i := range queries {
-		queries[i] = `{"vector":` + good + `,"k":1}`
-	}
-	long := strings.Repeat("x", MaxIDBytes+1)
-	tests := []struct {
-		name, method, path, body string
-		status                   int
-		code                     string
-	}{
-		{"malformed json", "POST", "/v1/vectors", `{"vectors":[`, 400, client.CodeInvalidArgument},
-		{"not an object", "POST", "/v1/vectors", `[1,2]`, 400, client.CodeInvalidArgument},
-		{"two values", "POST", "/v1/vectors", `{"vectors":[{"id":"z","vector":` + good + `}]} {}`, 400, client.CodeInvalidArgument},
-		{"unknown field", "POST", "/v1/vectors", `{"vectors":[{"id":"z","vector":` + good + `,"color":1}]}`, 400, client.CodeInvalidArgument},
-		{"unknown top field", "POST", "/v1/vectors", `{"vectors":[],"x":1}`, 400, client.CodeInvalidArgument},
-		{"empty batch", "POST", "/v1/vectors", `{"vectors":[]}`, 400, client.CodeInvalidArgument},
-		{"batch too big", "POST", "/v1/vectors", `{"vectors":[` + strings.Join(many, ",") + `]}`, 400, client.CodeInvalidArgument},
-		{"wrong dimension", "POST", "/v1/vectors", `{"vectors":[{"id":"z","vector":[1,2,3]}]}`, 400, client.CodeInvalidArgument},
-		{"wrong dimension b64", "POST", "/v1/vectors", `{"vectors":[{"id":"z","vector_b64":"` + client.EncodeB64([]float32{1, 2}) + `"}]}`, 400, client.CodeInvalidArgument},
-		{"bad base64", "POST", "/v1/vectors", `{"vectors":[{"id":"z","vector_b64":"@@@"}]}`, 400, client.CodeInvalidArgument},
-		{"both forms", "POST", "/v1/vectors", `{"vectors":[{"id":"z","vector":` + good + `,"vector_b64":"` + client.EncodeB64(make([]float32, testDim)) + `"}]}`, 400, client.CodeInvalidArgument},
-		{"missing vector", "POST", "/v1/vectors", `{"vectors":[{"id":"z"}]}`, 400, client.CodeInvalidArgument},
-		{"infinite", "POST", "/v1/vectors", `{"vectors":[{"id":"z","vector_b64":"` + client.EncodeB64(inf) + `"}]}`, 400, client.CodeInvalidArgument},
-		{"nan", "POST", "/v1/vectors", `{"vectors":[{"id":"z","vector_b64":"` + client.EncodeB64(nan) + `"}]}`, 400, client.CodeInvalidArgument},
-		{"float32 overflow", "POST", "/v1/vectors", `{"vectors":[{"id":"z","vector":[1e39,0,0,0,0,0,0,0]}]}`, 400, client.CodeInvalidArgument},
-		{"string component", "POST", "/v1/vectors", `{"vectors":[{"id":"z","vector":["a",0,0,0,0,0,0,0]}]}`, 400, client.CodeInvalidArgument},
-		{"empty id", "POST", "/v1/vectors", `{"vectors":[{"id":"","vector":` + good + `}]}`, 400, client.CodeInvalidArgument},
-		{"long id", "POST", "/v1/vectors", `{"vectors":[{"id":"` + long + `","vector":` + good + `}]}`, 400, client.CodeInvalidArgument},
-		{"long partition", "POST", "/v1/vectors", `{"vectors":[{"id":"z","partition":"` + long + `","vector":` + good + `}]}`, 400, client.CodeInvalidArgument},
-		{"duplicate id", "POST", "/v1/vectors", `{"vectors":[{"id":"z","vector":` + good + `},{"id":"z","vector":` + good + `}]}`, 400, client.CodeInvalidArgument},
-		{"one bad in batch", "POST", "/v1/vectors", `{"vectors":[{"id":"ok1","vector":` + good + `},{"id":"bad","vector":[1]}]}`, 400, client.CodeInvalidArgument},
-		{"body over limit", "POST", "/v1/vectors", `{"vectors":[{"id":"` + strings.Repeat("y", int(cfg.MaxBodyBytes)) + `"}]}`, 413, client.CodePayloadTooLarge},
-		{"delete empty", "POST", "/v1/vectors:delete", `{"ids":[]}`, 400, client.CodeInvalidArgument},
-		{"delete empty id", "POST", "/v1/vectors:delete", `{"ids":["keep",""]}`, 400, client.CodeInvalidArgument},
-		{"delete long id", "POST", "/v1/vectors:delete", `{"ids":["keep","` + long + `"]}`, 400, client.CodeInvalidArgument},
-		{"delete too many", "POST", "/v1/vectors:delete", `{"ids":[` + strings.Join(ids, ",") + `]}`, 400, client.CodeInvalidArgument},
-		{"delete unknown field", "POST", "/v1/vectors:delete", `{"ids":["keep"],"all":true}`, 400, client.CodeInvalidArgument},
-		{"delete one long id", "DELETE", "/v1/vectors/" + long, ``, 400, client.CodeInvalidArgument},
-		{"search k 0", "POST", "/v1/search", `{"vector":` + good + `,"k":0}`, 400, client.CodeInvalidArgument},
-		{"search k over", "POST", "/v1/search", `{"vector":` + good + `,"k":101}`, 400, client.CodeInvalidArgument},
-		{"search k negative", "POST", "/v1/search", `{"vector":` + good + `,"k":-1}`, 400, client.CodeInvalidArgument},
-		{"search ef over", "POST", "/v1/search", `{"vector":` + good + `,"k":1,"ef":501}`, 400, client.CodeInvalidArgument},
-		{"search ef negative", "POST", "/v1/search", `{"vector":` + good + `,"k":1,"ef":-5}`, 400, client.CodeInvalidArgument},
-		{"search wrong dimension", "POST", "/v1/search", `{"vector":[1,2],"k":1}`, 400, client.CodeInvalidArgument},
-		{"search nan", "POST", "/v1/search", `{"vector_b64":"` + client.EncodeB64(nan) + `","k":1}`, 400, client.CodeInvalidArgument},
-		{"search unknown field", "POST", "/v1/search", `{"vector":` + good + `,"k":1,"topk":3}`, 400, client.CodeInvalidArgument},
-		{"search malformed", "POST", "/v1/search", `{"vector":`, 400, client.CodeInvalidArgument},
-		{"batch search empty", "POST", "/v1/search:batch", `{"queries":[]}`, 400, client.CodeInvalidArgument},
-		{"batch search too many", "POST", "/v1/search:batch", `{"queries":[` + strings.Join(queries, ",") + `]}`, 400, client.CodeInvalidArgument},
-		{"batch search one bad", "POST", "/v1/search:batch", `{"queries":[{"vector":` + good + `,"k":1},{"vector":` + good + `,"k":0}]}`, 400, client.CodeInvalidArgument},
-	}
-	for _, tt := range tests {
-		t.Run(tt.name, func(t *testing.T) {
+	for _, tt := range apitest.BadInput(s.schema.Schema) {
+		t.Run(tt.Name, func(t *testing.T) {
 			seq, n := s.store.Applied(), s.store.Len()
-			code, body := do(t, tt.method, hs.URL+tt.path, "", tt.body)
-			if code != tt.status {
-				t.Fatalf("status %d, want %d: %s", code, tt.status, body)
+			code, body := do(t, tt.Method, hs.URL+tt.Path, "", tt.Body)
+			if code != tt.Status {
+				t.Fatalf("status %d, want %d: %s", code, tt.Status, body)
 			}
-			if e := errCode(t, body); e.Code != tt.code || e.Message == "" {
-				t.Fatalf("error %+v, want code %s", e, tt.code)
+			if e := errCode(t, body); e.Code != tt.Code || !strings.Contains(e.Message, tt.Msg) {
+				t.Fatalf("error %+v, want code %s and a message with %q", e, tt.Code, tt.Msg)
 			}
 			if s.store.Applied() != seq || s.store.Len() != n || s.store.Log().LastSeq() != seq {
 				t.Fatalf("rejected request changed the shard: seq %d->%d, vectors %d->%d", seq, s.store.Applied(), n, s.store.Len())
@@ -115,21 +45,21 @@ func TestBadInputChangesNothing(t *testing.T) {
 }
 
 func TestCosineRejectsZeroVector(t *testing.T) {
-	sc := schema{dim: 2, metric: hnsw.Cosine, lim: Limits{MaxBatch: 10, MaxK: 10, MaxEf: 10}}
+	sc := newSchema(2, hnsw.Cosine, Limits{MaxBatch: 10, MaxK: 10, MaxEf: 10})
 	if _, err := sc.decodeUpsert(strings.NewReader(`{"vectors":[{"id":"a","vector":[0,0]}]}`)); err == nil {
 		t.Fatal("zero vector accepted under Cosine")
 	}
-	sc.metric = hnsw.L2
+	sc = newSchema(2, hnsw.L2, Limits{MaxBatch: 10, MaxK: 10, MaxEf: 10})
 	if _, err := sc.decodeUpsert(strings.NewReader(`{"vectors":[{"id":"a","vector":[0,0]}]}`)); err != nil {
 		t.Fatalf("zero vector refused under L2: %v", err)
 	}
 }
 
-var fuzzSchema = schema{dim: 4, metric: hnsw.L2, lim: Limits{MaxBodyBytes: 1 << 16, MaxBatch: 8, MaxK: 16, MaxEf: 64}}
+var fuzzSchema = newSchema(4, hnsw.L2, Limits{MaxBodyBytes: 1 << 16, MaxBatch: 8, MaxK: 16, MaxEf: 64})
 
 // checkItem is what every accepted vector must satisfy.
 func checkItem(t *testing.T, vec []float32) {
-	if len(vec) != fuzzSchema.dim {
+	if len(vec) != fuzzSchema.Dimension {
 		t.Fatalf("accepted vector of dimension %d", len(vec))
 	}
 	for _, f := range vec {
@@ -157,7 +87,7 @@ func FuzzDecodeUpsert(f *testing.F) {
 			}
 			return
 		}
-		if len(items) == 0 || len(items) > fuzzSchema.lim.MaxBatch {
+		if len(items) == 0 || len(items) > fuzzSchema.MaxBatch {
 			t.Fatalf("accepted a batch of %d", len(items))
 		}
 		seen := map[string]bool{}
@@ -169,7 +99,7 @@ func FuzzDecodeUpsert(f *testing.F) {
 			checkItem(t, it.vec)
 		}
 		// What was accepted must survive the WAL encoding unchanged.
-		rec, err := decodeRecord(encodeUpsert(fuzzSchema.dim, items))
+		rec, err := decodeRecord(encodeUpsert(fuzzSchema.Dimension, items))
 		if err != nil || len(rec.upserts) != len(items) {
 			t.Fatalf("record round trip: %v", err)
 		}
@@ -195,14 +125,14 @@ func FuzzDecodeSearch(f *testing.F) {
 		f.Add([]byte(seed))
 	}
 	f.Fuzz(func(t *testing.T, data []byte) {
-		// Where the fast parser answers, encoding/json must agree with it exactly.
+		// Where the fast parser answers, the strict decoder must agree with it exactly.
 		if fast, ok := fastSearch(data); ok {
 			var slow client.SearchRequest
 			if err := decodeJSON(bytes.NewReader(data), &slow); err != nil {
-				t.Fatalf("fast parser accepted what encoding/json refuses (%v): %q", err, data)
+				t.Fatalf("fast parser accepted what the strict decoder refuses (%v): %q", err, data)
 			}
 			if !reflect.DeepEqual(fast, slow) {
-				t.Fatalf("fast %+v != encoding/json %+v for %q", fast, slow, data)
+				t.Fatalf("fast %+v != strict %+v for %q", fast, slow, data)
 			}
 		}
 		// The batch parser must agree too, on the same object wrapped in a batch.
@@ -210,10 +140,10 @@ func FuzzDecodeSearch(f *testing.F) {
 		if fast, ok := fastBatch(wrapped); ok {
 			var slow client.BatchSearchRequest
 			if err := decodeJSON(bytes.NewReader(wrapped), &slow); err != nil {
-				t.Fatalf("fast batch parser accepted what encoding/json refuses (%v): %q", err, wrapped)
+				t.Fatalf("fast batch parser accepted what the strict decoder refuses (%v): %q", err, wrapped)
 			}
 			if !reflect.DeepEqual(fast, slow.Queries) {
-				t.Fatalf("fast batch %+v != encoding/json %+v for %q", fast, slow.Queries, wrapped)
+				t.Fatalf("fast batch %+v != strict %+v for %q", fast, slow.Queries, wrapped)
 			}
 		}
 		q, err := fuzzSchema.decodeSearch(bytes.NewReader(data))
@@ -223,7 +153,7 @@ func FuzzDecodeSearch(f *testing.F) {
 			}
 			return
 		}
-		if q.k < 1 || q.k > fuzzSchema.lim.MaxK || q.ef < 0 || q.ef > fuzzSchema.lim.MaxEf || len(q.partition) > MaxIDBytes {
+		if q.k < 1 || q.k > fuzzSchema.MaxK || q.ef < 0 || q.ef > fuzzSchema.MaxEf || len(q.partition) > MaxIDBytes {
 			t.Fatalf("accepted query %+v", q)
 		}
 		checkItem(t, q.vec)
