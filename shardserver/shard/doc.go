@@ -20,6 +20,13 @@
 // every replica assigns the same keys. An id is unique within the shard whatever its
 // partition; a partition-scoped search filters inside the graph walk.
 //
+// Failure: once the WAL fails, or the index refuses a record the WAL already holds
+// (the in-memory state would silently lack it), the store is broken: every request that
+// reads or writes vectors, /readyz and /healthz answer 503 unavailable naming the cause
+// and the record, annshard_shard_broken{cause} is 1, and no snapshot is written. A
+// restart rebuilds the state from the log; a record the index refuses again stops the
+// start-up with an error that names it.
+//
 // Concurrency: a Server is safe for concurrent requests. Writes are applied one record
 // at a time in sequence order (Store.applyMu) while their fsyncs are shared; searches
 // run concurrently, bounded by GOMAXPROCS, and read-lock the id maps for their walk.

@@ -17,18 +17,27 @@ import (
 func (s *Server) routes() {
 	m := http.NewServeMux()
 	handle := func(pattern, route string, h http.HandlerFunc) { m.HandleFunc(pattern, s.instrument(route, h)) }
-	write := func(h http.HandlerFunc) http.HandlerFunc { return s.requireToken(s.primaryOnly(h)) }
+	write := func(h http.HandlerFunc) http.HandlerFunc { return s.requireToken(s.primaryOnly(s.serving(h))) }
+	read := s.serving
 
 	handle("POST /v1/vectors", "upsert", write(s.handleUpsert))
-	handle("GET /v1/vectors/{id}", "get", s.handleGet)
+	handle("GET /v1/vectors/{id}", "get", read(s.handleGet))
 	handle("DELETE /v1/vectors/{id}", "delete", write(s.handleDeleteOne))
 	handle("POST /v1/vectors:delete", "delete_batch", write(s.handleDeleteBatch))
-	handle("POST /v1/search", "search", s.handleSearch)
-	handle("POST /v1/search:batch", "search_batch", s.handleBatchSearch)
+	handle("POST /v1/search", "search", read(s.handleSearch))
+	handle("POST /v1/search:batch", "search_batch", read(s.handleBatchSearch))
 	handle("GET /v1/load", "load", func(w http.ResponseWriter, r *http.Request) {
 		writeJSON(w, http.StatusOK, s.loadReport(time.Now()))
 	})
+	// Liveness fails too once the store is broken: a restart is what repairs it (the
+	// state is rebuilt from the log), or, when the log itself holds a record the index
+	// refuses, a crash loop whose log names the record, never a shard that serves a
+	// state missing acknowledged writes.
 	handle("GET /healthz", "healthz", func(w http.ResponseWriter, r *http.Request) {
+		if err := s.store.Broken(); err != nil {
+			writeError(w, err)
+			return
+		}
 		writeJSON(w, http.StatusOK, map[string]string{"status": "ok"})
 	})
 	handle("GET /readyz", "readyz", s.handleReady)
@@ -40,7 +49,7 @@ func (s *Server) routes() {
 	handle("POST /v1/internal/slots", "slots_set", s.requireToken(s.handleSlotsSet))
 	handle("POST /v1/internal/slots:freeze", "slots_freeze", write(s.handleSlotsFreeze))
 	handle("POST /v1/internal/slots:drop", "slots_drop", write(s.handleSlotsDrop))
-	handle("GET /v1/internal/slots:export", "slots_export", s.requireToken(s.handleSlotsExport))
+	handle("GET /v1/internal/slots:export", "slots_export", s.requireToken(read(s.handleSlotsExport)))
 	handle("GET /v1/internal/slots:wal", "slots_wal", s.requireToken(s.handleSlotsWAL))
 	m.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
 		writeError(w, &client.APIError{Code: client.CodeNotFound, Message: "no such endpoint: " + r.Method + " " + r.URL.Path})
@@ -56,7 +65,7 @@ func writeJSON(w http.ResponseWriter, status int, v any) {
 	}
 }
 
-// writeError sends err as {"error":{...}}: an *client.APIError as is, a broken WAL as
+// writeError sends err as {"error":{...}}: an *client.APIError as is, a broken store as
 // unavailable, anything else as internal.
 func writeError(w http.ResponseWriter, err error) {
 	var ae *client.APIError
@@ -69,6 +78,18 @@ func writeError(w http.ResponseWriter, err error) {
 		slog.Error("Request failed", "err", err)
 	}
 	writeJSON(w, client.StatusFor(ae.Code), client.ErrorBody{Error: *ae})
+}
+
+// serving refuses requests that read or change the vectors once the store is broken
+// (Store.Broken): unavailable, so a router asks another replica.
+func (s *Server) serving(h http.HandlerFunc) http.HandlerFunc {
+	return func(w http.ResponseWriter, r *http.Request) {
+		if err := s.store.Broken(); err != nil {
+			writeError(w, err)
+			return
+		}
+		h(w, r)
+	}
 }
 
 // primaryOnly refuses writes on a read replica, naming the primary so the router can
@@ -269,7 +290,9 @@ func writeRaw(w http.ResponseWriter, fill func([]byte) []byte) {
 func (s *Server) handleReady(w http.ResponseWriter, r *http.Request) {
 	if !s.ready() {
 		msg := "starting or shutting down"
-		if s.repl != nil {
+		if err := s.store.Broken(); err != nil {
+			msg = err.Error()
+		} else if s.repl != nil {
 			msg = s.repl.status()
 		}
 		writeError(w, &client.APIError{Code: client.CodeUnavailable, Message: msg})

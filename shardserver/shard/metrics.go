@@ -47,8 +47,27 @@ func newMetrics(s *Server) *metrics {
 		}),
 		gauge("annshard_shard_in_flight_requests", "Requests being served.", func() float64 { return float64(s.load.inFlight.Load()) }),
 		gauge("annshard_shard_routing_epoch", "Routing epoch this shard knows.", func() float64 { return float64(s.slots.currentEpoch()) }),
+		brokenGauge(s.store, brokenWAL), brokenGauge(s.store, brokenIndex),
+		gauge("annshard_shard_broken_seq", "Sequence number of the WAL record the index failed to apply (0 while it has not).", func() float64 {
+			if b := s.store.broken.Load(); b != nil {
+				return float64(b.seq)
+			}
+			return 0
+		}),
 	)
 	return m
+}
+
+// brokenGauge is 1 once the store stopped serving for cause (Store.Broken), else 0.
+func brokenGauge(st *Store, cause string) prometheus.Collector {
+	return prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "annshard_shard_broken",
+		Help:        "1 once the shard stopped serving until a restart: its WAL failed (cause wal) or its index refused a logged record (cause index).",
+		ConstLabels: prometheus.Labels{"cause": cause}}, func() float64 {
+		if b := st.broken.Load(); b != nil && b.cause == cause {
+			return 1
+		}
+		return 0
+	})
 }
 
 func (m *metrics) handler() http.Handler {

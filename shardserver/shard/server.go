@@ -95,7 +95,7 @@ func (s *Server) Handler() http.Handler { return s.mux }
 // ready reports whether the server should get traffic: started, and on a replica,
 // connected to the primary and at most MaxLag records behind.
 func (s *Server) ready() bool {
-	if !s.started.Load() {
+	if !s.started.Load() || s.store.Broken() != nil {
 		return false
 	}
 	return s.repl == nil || s.repl.ready()
@@ -184,7 +184,7 @@ func (s *Server) snapshotLoop(ctx context.Context) {
 		case <-t.C:
 		}
 		n := s.store.RecordsSinceSnapshot()
-		if n == 0 || (n < s.cfg.SnapshotRecords && time.Since(last) < s.cfg.SnapshotInterval) {
+		if n == 0 || s.store.Broken() != nil || (n < s.cfg.SnapshotRecords && time.Since(last) < s.cfg.SnapshotInterval) {
 			continue
 		}
 		if err := s.store.Snapshot(); err != nil {

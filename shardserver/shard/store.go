@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"log/slog"
 	"os"
 	"path/filepath"
 	"runtime"
@@ -19,9 +20,25 @@ import (
 	"github.com/annshard/annshard/shardserver/wal"
 )
 
-// errBroken is returned for writes after the WAL failed: the in-memory state can no
-// longer be trusted to follow the log, so the shard refuses writes until it restarts.
-var errBroken = errors.New("write-ahead log failed; restart the shard")
+// errBroken is returned for every request after the WAL failed or the index refused a
+// record the WAL already holds: the in-memory state can no longer be trusted to follow
+// the log, so the shard stops serving (writes, reads and readiness) until it restarts
+// and rebuilds the state from the log.
+var errBroken = errors.New("the shard stopped serving; restart it to rebuild its state from the write-ahead log")
+
+// Causes of a breakage (the cause label of annshard_shard_broken).
+const (
+	brokenWAL   = "wal"
+	brokenIndex = "index"
+)
+
+// breakage is why a Store stopped serving. seq is the record whose apply failed (cause
+// index), or 0 when unknown (cause wal).
+type breakage struct {
+	cause string
+	seq   uint64
+	err   error
+}
 
 // errGap is returned when a replicated record does not follow the last applied one.
 var errGap = errors.New("replicated record out of order")
@@ -78,7 +95,8 @@ type Store struct {
 	applyMu   sync.Mutex
 	applyCond *sync.Cond
 	applied   uint64
-	broken    error
+	// broken is set once, under applyMu, and read without it by every request.
+	broken atomic.Pointer[breakage]
 
 	mu sync.RWMutex
 	st state
@@ -138,7 +156,11 @@ func OpenStore(cfg StoreConfig) (*Store, error) {
 			if err := checkDim(r, cfg.Index.Dim); err != nil {
 				return fmt.Errorf("record %d: %w", rec.Seq, err)
 			}
-			s.apply(r)
+			// An index that refuses a logged record cannot be made to follow the log: the
+			// shard does not start, rather than serve a state that silently lacks it.
+			if _, err := s.apply(r); err != nil {
+				return fmt.Errorf("record %d: %w", rec.Seq, err)
+			}
 			s.applied = rec.Seq
 			return nil
 		})
@@ -173,11 +195,8 @@ func (s *Store) Dim() int { return s.cfg.Index.Dim }
 // (the WAL's group commit) and then apply one after another.
 func (s *Store) Write(ctx context.Context, r record) (uint64, int, error) {
 	data := encodeRecord(s.cfg.Index.Dim, r)
-	s.applyMu.Lock()
-	broken := s.broken
-	s.applyMu.Unlock()
-	if broken != nil {
-		return 0, 0, broken
+	if err := s.Broken(); err != nil {
+		return 0, 0, err
 	}
 	// Not cancellable: once the record may be in the log it must be applied, or every
 	// later record would wait for it forever.
@@ -188,21 +207,49 @@ func (s *Store) Write(ctx context.Context, r record) (uint64, int, error) {
 	s.applyMu.Lock()
 	defer s.applyMu.Unlock()
 	if err != nil {
-		if s.broken == nil {
-			s.broken = fmt.Errorf("%w: %w", errBroken, err)
-		}
-		s.applyCond.Broadcast()
-		return 0, 0, s.broken
+		return 0, 0, s.breakLocked(brokenWAL, 0, err)
 	}
-	for s.applied+1 < seq && s.broken == nil {
+	for s.applied+1 < seq && s.broken.Load() == nil {
 		s.applyCond.Wait()
 	}
-	if s.broken != nil {
-		return 0, 0, s.broken
+	if err := s.Broken(); err != nil {
+		return 0, 0, err
 	}
-	n := s.apply(r)
+	n, err := s.apply(r)
+	if err != nil {
+		return 0, 0, s.breakLocked(brokenIndex, seq, err)
+	}
 	s.setApplied(seq)
 	return seq, n, nil
+}
+
+// Broken returns the error every request gets once the store stopped serving, or nil.
+func (s *Store) Broken() error {
+	if b := s.broken.Load(); b != nil {
+		return b.err
+	}
+	return nil
+}
+
+// breakLocked stops the store for good (until a restart): the first cause wins, is
+// logged with the record it happened at, and wakes every writer waiting for its turn.
+// Callers hold applyMu.
+func (s *Store) breakLocked(cause string, seq uint64, err error) error {
+	if s.broken.Load() == nil {
+		b := &breakage{cause: cause, seq: seq}
+		switch cause {
+		case brokenIndex:
+			b.err = fmt.Errorf("%w: the index failed to apply record %d, which the write-ahead log holds: %w", errBroken, seq, err)
+			slog.Error("Index diverged from the write-ahead log: the shard stops serving until it restarts",
+				"seq", seq, "applied", s.applied, "err", err)
+		default:
+			b.err = fmt.Errorf("%w: write-ahead log failed: %w", errBroken, err)
+			slog.Error("Write-ahead log failed: the shard stops serving until it restarts", "applied", s.applied, "err", err)
+		}
+		s.broken.Store(b)
+	}
+	s.applyCond.Broadcast()
+	return s.broken.Load().err
 }
 
 // ApplyReplicated stores a record received from the primary under the primary's
@@ -210,6 +257,9 @@ func (s *Store) Write(ctx context.Context, r record) (uint64, int, error) {
 func (s *Store) ApplyReplicated(ctx context.Context, seq uint64, data []byte) error {
 	s.applyMu.Lock()
 	defer s.applyMu.Unlock()
+	if err := s.Broken(); err != nil {
+		return err
+	}
 	if seq <= s.applied {
 		return nil
 	}
@@ -226,7 +276,9 @@ func (s *Store) ApplyReplicated(ctx context.Context, seq uint64, data []byte) er
 	if err := s.log.AppendAt(ctx, seq, data); err != nil {
 		return fmt.Errorf("appending replicated record %d: %w", seq, err)
 	}
-	s.apply(r)
+	if _, err := s.apply(r); err != nil {
+		return s.breakLocked(brokenIndex, seq, err)
+	}
 	s.setApplied(seq)
 	return nil
 }
@@ -249,8 +301,9 @@ func (s *Store) setApplied(seq uint64) {
 
 // apply changes the in-memory state by one record; callers hold applyMu. It returns the
 // number of vectors upserted or deleted. Input was validated before it reached the WAL,
-// so an index error here means a bug, and is skipped the same way on every replay.
-func (s *Store) apply(r record) int {
+// so the index refusing a change means the maps and the index no longer agree: the
+// error names the key, and the caller stops the store.
+func (s *Store) apply(r record) (int, error) {
 	switch r.op {
 	case opUpsert:
 		return s.applyUpsert(r.upserts)
@@ -264,10 +317,7 @@ func (s *Store) apply(r record) int {
 			}
 		}
 		s.mu.Unlock()
-		for _, key := range keys {
-			_ = s.st.idx.Delete(key)
-		}
-		return len(keys)
+		return len(keys), s.deleteKeys(keys)
 	case opDrop:
 		s.mu.Lock()
 		var keys []uint64
@@ -278,12 +328,21 @@ func (s *Store) apply(r record) int {
 			}
 		}
 		s.mu.Unlock()
-		for _, key := range keys {
-			_ = s.st.idx.Delete(key)
-		}
-		return len(keys)
+		return len(keys), s.deleteKeys(keys)
 	}
-	return 0
+	return 0, nil
+}
+
+// deleteKeys removes keys from the index; the first failure is returned, after the rest
+// were tried.
+func (s *Store) deleteKeys(keys []uint64) error {
+	var first error
+	for _, key := range keys {
+		if err := s.st.idx.Delete(key); err != nil && first == nil {
+			first = fmt.Errorf("deleting key %d: %w", key, err)
+		}
+	}
+	return first
 }
 
 func (s *Store) removeLocked(id, partition string) (uint64, bool) {
@@ -301,7 +360,7 @@ func (s *Store) removeLocked(id, partition string) (uint64, bool) {
 	return key, true
 }
 
-func (s *Store) applyUpsert(items []upsertItem) int {
+func (s *Store) applyUpsert(items []upsertItem) (int, error) {
 	keys := make([]uint64, len(items))
 	s.mu.Lock()
 	for i, it := range items {
@@ -331,7 +390,8 @@ func (s *Store) applyUpsert(items []upsertItem) int {
 	workers := min(runtime.GOMAXPROCS(0), len(work)/16+1)
 	var next atomic.Int64
 	var wg sync.WaitGroup
-	for range workers {
+	errs := make([]error, workers)
+	for w := range workers {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
@@ -341,12 +401,14 @@ func (s *Store) applyUpsert(items []upsertItem) int {
 					return
 				}
 				i := work[j]
-				_ = s.st.idx.Add(keys[i], items[i].vec)
+				if err := s.st.idx.Add(keys[i], items[i].vec); err != nil && errs[w] == nil {
+					errs[w] = fmt.Errorf("adding id %q as key %d: %w", items[i].id, keys[i], err)
+				}
 			}
 		}()
 	}
 	wg.Wait()
-	return len(items)
+	return len(items), errors.Join(errs...)
 }
 
 // intern returns the index of partition in st.parts, adding it if new. For the
@@ -487,6 +549,11 @@ func (s *Store) exportSlots(set *slots.Set, batch int, fn func([]upsertItem) err
 // WAL package) and trims the log before the previous snapshot, which stays as a fallback.
 // Writes wait while it runs.
 func (s *Store) Snapshot() error {
+	if err := s.Broken(); err != nil {
+		// The state may lack records the log holds: a snapshot of it would outlive the
+		// log it trims, and the restart that repairs the store would load it.
+		return fmt.Errorf("not writing a snapshot: %w", err)
+	}
 	s.snapMu.Lock()
 	defer s.snapMu.Unlock()
 	s.applyMu.Lock()
