@@ -64,13 +64,19 @@ func (c *Client) Get(ctx context.Context, id, partition string) (*Vector, error)
 
 // GetSeq is Get that also returns the shard's applied WAL sequence number when it looked
 // the id up (SeqHeader; 0 when the server did not send one), also on a not_found answer:
-// a router uses it to tell a lagging replica's answer from a current one.
+// a router uses it to tell a lagging replica's answer from a current one. A header that
+// is not a sequence number makes the answer an error: taking it for 0 would make a
+// current answer look stale, and a bad one for a large number a stale answer current.
 func (c *Client) GetSeq(ctx context.Context, id, partition string) (*Vector, uint64, error) {
 	var out Vector
-	h, err := c.do(ctx, http.MethodGet, vectorPath(id, partition), nil, &out)
+	path := vectorPath(id, partition)
+	h, err := c.do(ctx, http.MethodGet, path, nil, &out)
 	var seq uint64
-	if h != nil {
-		seq, _ = strconv.ParseUint(h.Get(SeqHeader), 10, 64)
+	if v := h.Get(SeqHeader); v != "" {
+		var perr error
+		if seq, perr = strconv.ParseUint(v, 10, 64); perr != nil {
+			return nil, 0, fmt.Errorf("GET %s: bad %s header %q: %w", path, SeqHeader, v, perr)
+		}
 	}
 	if err != nil {
 		return nil, seq, err

@@ -4,11 +4,13 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"io"
 	"math"
 	"net/http"
 	"net/http/httptest"
 	"reflect"
+	"strings"
 	"testing"
 )
 
@@ -192,6 +194,57 @@ func TestSlotStreams(t *testing.T) {
 			}
 			if !tt.wantErr && seq != 5 {
 				t.Fatalf("seq %d", seq)
+			}
+		})
+	}
+}
+
+// TestGetSeqHeader: the seq of a get is its header; a header that is not a sequence
+// number is an error (it used to read as 0), a missing one reads as 0.
+func TestGetSeqHeader(t *testing.T) {
+	tests := []struct {
+		header  string // "-" sends none
+		found   bool
+		wantSeq uint64
+		wantErr bool
+	}{
+		{"42", true, 42, false},
+		{"42", false, 42, false},
+		{"-", true, 0, false},
+		{"abc", true, 0, true},
+		{"abc", false, 0, true},
+		{"-1", true, 0, true},
+		{"1.5", true, 0, true},
+		{"18446744073709551616", true, 0, true},
+	}
+	for _, tt := range tests {
+		t.Run(fmt.Sprintf("%q found=%v", tt.header, tt.found), func(t *testing.T) {
+			srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+				if tt.header != "-" {
+					w.Header().Set(SeqHeader, tt.header)
+				}
+				if !tt.found {
+					w.WriteHeader(http.StatusNotFound)
+					_ = json.NewEncoder(w).Encode(ErrorBody{Error: APIError{Code: CodeNotFound, Message: "no"}})
+					return
+				}
+				_ = json.NewEncoder(w).Encode(Vector{ID: "a", Vector: []float32{1}})
+			}))
+			defer srv.Close()
+			v, seq, err := New(srv.URL).GetSeq(context.Background(), "a", "")
+			switch {
+			case tt.wantErr:
+				if err == nil || IsCode(err, CodeNotFound) || !strings.Contains(err.Error(), SeqHeader) {
+					t.Fatalf("bad header: %v, %d, %v; want an error naming %s", v, seq, err, SeqHeader)
+				}
+			case tt.found:
+				if err != nil || seq != tt.wantSeq || v.ID != "a" {
+					t.Fatalf("got %v, %d, %v; want a at seq %d", v, seq, err, tt.wantSeq)
+				}
+			default:
+				if !IsCode(err, CodeNotFound) || seq != tt.wantSeq {
+					t.Fatalf("got %d, %v; want not_found at seq %d", seq, err, tt.wantSeq)
+				}
 			}
 		})
 	}
