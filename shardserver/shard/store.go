@@ -64,6 +64,7 @@ type state struct {
 	parts   []string
 	partIdx map[string]uint32
 	live    int
+	meta    *keyMeta // entries' part, slot and liveness, for searches without Store.mu
 }
 
 func newState(cfg hnsw.Config) (state, error) {
@@ -71,7 +72,17 @@ func newState(cfg hnsw.Config) (state, error) {
 	if err != nil {
 		return state{}, fmt.Errorf("creating index: %w", err)
 	}
-	return state{idx: idx, ids: map[string]uint64{}, parts: []string{""}, partIdx: map[string]uint32{"": 0}}, nil
+	return state{idx: idx, ids: map[string]uint64{}, parts: []string{""}, partIdx: map[string]uint32{"": 0}, meta: newKeyMeta()}, nil
+}
+
+// indexMeta fills st.meta from st.entries (a state just read from a snapshot).
+func (st *state) indexMeta() {
+	st.meta = newKeyMeta()
+	for key, e := range st.entries {
+		if e.live {
+			st.meta.set(uint64(key), e.part, e.slot)
+		}
+	}
 }
 
 // StoreConfig configures a Store.
@@ -85,8 +96,10 @@ type StoreConfig struct {
 // maps, and the WAL they are rebuilt from.
 //
 // Locking: applyMu serialises applying records in sequence order (and snapshots, which
-// must see a state that matches one sequence number); mu guards the maps, read-locked by
-// searches for the whole graph walk because the partition filter reads them.
+// must see a state that matches one sequence number); mu guards the maps. A search
+// read-locks mu only to pick up the state and to map its result keys to ids: its graph
+// walk runs without it (the partition filter reads st.meta), so a writer waiting for mu
+// never holds up new searches behind the walks in flight.
 type Store struct {
 	cfg     StoreConfig
 	log     *wal.Log
@@ -107,6 +120,9 @@ type Store struct {
 	prevSnapSeq uint64
 	appliedSeq  atomic.Uint64 // mirror of applied for lock-free readers
 	slotWrites  [slots.Count]atomic.Uint64
+
+	// walkStarts, when set (tests), is called by Search just before its graph walk.
+	walkStarts func()
 }
 
 // OpenStore recovers a store from its data directory: the newest valid snapshot, then
@@ -355,6 +371,7 @@ func (s *Store) removeLocked(id, partition string) (uint64, bool) {
 		return 0, false
 	}
 	e.live = false
+	s.st.meta.clear(key)
 	delete(s.st.ids, id)
 	s.st.live--
 	return key, true
@@ -371,7 +388,9 @@ func (s *Store) applyUpsert(items []upsertItem) (int, error) {
 			s.st.ids[it.id] = key
 			s.st.live++
 		}
-		s.st.entries[key] = entry{id: it.id, part: s.st.intern(it.partition), slot: uint16(it.slot), live: true}
+		e := entry{id: it.id, part: s.st.intern(it.partition), slot: uint16(it.slot), live: true}
+		s.st.entries[key] = e
+		s.st.meta.set(key, e.part, e.slot)
 		keys[i] = key
 		s.slotWrites[it.slot].Add(1)
 	}
@@ -467,34 +486,59 @@ func (s *Store) SlotOf(id, partition string) int {
 }
 
 // Search returns the k nearest stored vectors to q; with a partition, only that
-// partition's vectors, filtered inside the graph walk.
+// partition's vectors, filtered inside the graph walk. The walk holds no Store lock:
+// the index is safe for concurrent use, and the filter reads st.meta.
 func (s *Store) Search(q []float32, k, ef int, partition string) ([]client.Hit, error) {
-	s.mu.RLock()
-	defer s.mu.RUnlock()
-	opts := hnsw.SearchOptions{Ef: ef}
-	if partition != "" {
-		p, ok := s.st.partIdx[partition]
-		if !ok {
+	for {
+		s.mu.RLock()
+		idx, meta := s.st.idx, s.st.meta
+		p, known := s.st.partIdx[partition]
+		s.mu.RUnlock()
+		if !known {
 			return []client.Hit{}, nil
 		}
-		entries := s.st.entries
-		opts.Filter = func(key uint64) bool {
-			return key < uint64(len(entries)) && entries[key].part == p && entries[key].live
+		opts := hnsw.SearchOptions{Ef: ef}
+		if partition != "" {
+			opts.Filter = func(key uint64) bool {
+				kp, _, live := meta.get(key)
+				return live && kp == p
+			}
 		}
+		if s.walkStarts != nil {
+			s.walkStarts()
+		}
+		res, err := idx.Search(q, k, opts)
+		if err != nil {
+			return nil, fmt.Errorf("searching: %w", err)
+		}
+		if hits, ok := s.hits(res, idx, partition, p); ok {
+			return hits, nil
+		}
+		// A replica re-bootstrapped during the walk: its keys name other ids now.
 	}
-	res, err := s.st.idx.Search(q, k, opts)
-	if err != nil {
-		return nil, fmt.Errorf("searching: %w", err)
+}
+
+// hits maps the keys of a search over idx to ids, dropping those deleted or moved to
+// another partition since the walk saw them; ok is false when the state is no longer
+// the one of idx.
+func (s *Store) hits(res []hnsw.Result, idx *hnsw.Index, partition string, p uint32) ([]client.Hit, bool) {
+	s.mu.RLock()
+	defer s.mu.RUnlock()
+	if s.st.idx != idx {
+		return nil, false
 	}
 	hits := make([]client.Hit, 0, len(res))
 	for _, r := range res {
-		if r.Key >= uint64(len(s.st.entries)) || !s.st.entries[r.Key].live {
-			continue // deleted in the meantime
+		if r.Key >= uint64(len(s.st.entries)) {
+			continue
 		}
 		e := s.st.entries[r.Key]
+		if !e.live || (partition != "" && e.part != p) {
+			continue
+		}
 		hits = append(hits, client.Hit{ID: e.id, Distance: r.Distance, Partition: s.st.parts[e.part]})
 	}
-	return hits, nil
+	return hits, true
 }
 
 // Len is the number of stored vectors.
@@ -714,6 +758,7 @@ func readState(r io.Reader, cfg hnsw.Config) (state, error) {
 			got.Dim, got.Metric, cfg.Dim, cfg.Metric, hnsw.ErrDimension)
 	}
 	st.idx = idx
+	st.indexMeta()
 	return st, nil
 }
 
