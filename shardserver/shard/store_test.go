@@ -42,7 +42,7 @@ func contents(s *Store) map[string]string {
 	return out
 }
 
-func upsertN(t *testing.T, s *Store, r *rand.Rand, from, n int) {
+func upsertN(t testing.TB, s *Store, r *rand.Rand, from, n int) {
 	t.Helper()
 	items := make([]upsertItem, n)
 	for i := range items {
