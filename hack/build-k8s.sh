@@ -2,7 +2,9 @@
 # Builds the Kubernetes control-plane binaries and etcd from the Go module proxy into
 # bin/k8s/<version>/, the directory envtest (KUBEBUILDER_ASSETS) and the local cluster use.
 # Each binary is also kept in a cache outside the clone, keyed by version, so a fresh clone
-# (CI) copies instead of rebuilding.
+# (CI) copies instead of rebuilding. Arguments after the output directory name more commands
+# of k8s.io/kubernetes/cmd to build the same way (the kind node image adds kubelet, kubeadm
+# and kube-proxy).
 set -euo pipefail
 
 root=$(cd "$(dirname "$0")/.." && pwd)
@@ -34,4 +36,7 @@ build kube-apiserver k8s k8s.io/kubernetes/cmd/kube-apiserver "$ldflags"
 build kube-controller-manager k8s k8s.io/kubernetes/cmd/kube-controller-manager "$ldflags"
 build kube-scheduler k8s k8s.io/kubernetes/cmd/kube-scheduler "$ldflags"
 build kubectl k8s k8s.io/kubernetes/cmd/kubectl "$ldflags"
+for cmd in "${@:2}"; do
+	build "$cmd" k8s "k8s.io/kubernetes/cmd/$cmd" "$ldflags"
+done
 echo "$out"

@@ -10,8 +10,4 @@ run: build k8s-bins $(HELM) ## The embedded default: local cluster, operator via
 test-e2e: build k8s-bins $(HELM) ## Run the e2e suite on a local cluster of its own (started and stopped here). GINKGO_ARGS="--ginkgo.label-filter=smoke" narrows it.
 	HELM=$(HELM) $(ROOT)/hack/e2e-local.sh
 
-.PHONY: test-e2e-kind
-test-e2e-kind: $(HELM) ## Run the same e2e suite on kind (needs Docker and kind; builds and loads both images).
-	HELM=$(HELM) $(ROOT)/hack/e2e-kind.sh
-
 TEST_TARGETS_LAST += test-e2e
