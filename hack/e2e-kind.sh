@@ -28,10 +28,11 @@ command -v docker >/dev/null || { echo "test-e2e-kind needs docker" >&2; exit 1;
 declare -a timings
 t_start=$(date +%s)
 timed() { # label command...
-	local t0 rc=0
+	local name=$1 t0 rc=0
+	shift
 	t0=$(date +%s)
 	"$@" || rc=$?
-	timings+=("$(printf '%-16s %4ds' "$1" $(( $(date +%s) - t0 )))")
+	timings+=("$(printf '%-16s %4ds' "$name" $(( $(date +%s) - t0 )))")
 	return $rc
 }
 
@@ -63,6 +64,8 @@ cleanup() {
 	exit $rc
 }
 trap cleanup EXIT
+# A stopped run (Ctrl-C, kill) still cleans up: exiting runs the EXIT trap.
+trap "exit 143" TERM INT
 
 node_image_out=$state/node-image
 timed "node image" bash -c "hack/kind/node-image.sh >'$node_image_out'"
