@@ -13,9 +13,12 @@
 // lock: they read link words with atomic loads. Add and Delete lock only the nodes
 // whose link lists they rewrite, plus short critical sections around the key map and
 // the entry point. Vacuum, which unlinks deleted nodes so that their slots can be
-// reused, excludes Add and Delete while it runs and waits for in-flight searches
-// (an epoch scheme) before a slot is rewritten, so readers never see a torn vector.
-// WriteTo excludes Add and Delete for its duration; searches go on.
+// reused, runs beside Add, Delete and searches (Delete starts it in the background
+// past a threshold): it rewrites link lists under the same node locks as inserts,
+// and frees a slot only after every search and insert that could have reached it
+// has finished (an epoch scheme), so readers never see a torn vector. WriteTo and
+// Freeze hold up Add and Delete only for the moment an image starts: the image is
+// then written while they go on, and still describes that one moment (see Image).
 //
 // A SearchOptions.Filter runs on the searching goroutine during the walk; it must
 // not call mutating methods of the same Index.

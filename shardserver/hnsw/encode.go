@@ -3,6 +3,7 @@ package hnsw
 import (
 	"bufio"
 	"encoding/binary"
+	"errors"
 	"fmt"
 	"hash"
 	"hash/crc32"
@@ -10,6 +11,9 @@ import (
 	"math"
 	"os"
 	"path/filepath"
+	"sync"
+	"sync/atomic"
+	"unsafe"
 )
 
 // File format, version 1, little-endian:
@@ -33,41 +37,158 @@ const (
 
 var castagnoli = crc32.MakeTable(crc32.Castagnoli)
 
-type encoder struct {
-	w   *bufio.Writer
-	crc hash.Hash32
-	n   int64
-	buf [8]byte
-	err error
+// Image is a consistent picture of an index at the moment Freeze returned, written
+// by its WriteTo while Add, Delete, Vacuum and searches go on. It reads the live
+// index, and three rules keep what it reads equal to that moment:
+//   - slots allocated after the moment are left out, and no slot is freed or reused
+//     while the image exists (Vacuum waits, Add allocates afresh), so every slot it
+//     reads keeps its key, level and vector;
+//   - a node tombstoned after the moment is recorded first (liveAtStart), and
+//     written as live;
+//   - a node whose links are about to change, and that the image has not written
+//     yet, has its lists copied first (preserveLinks, under the node's lock, which
+//     every change of a list holds), and the image writes the copy.
+//
+// So an image is exactly the index of that moment: the same keys, vectors, graph and
+// entry point, and a loaded image answers every search as the index did then. The
+// cost while it is written is the copies: about the lists that writers change ahead
+// of the image's progress, each dropped once written.
+type Image struct {
+	x    *Index
+	n    uint32   // slots allocated at the moment
+	ep   uint64   // entry point at the moment
+	undo []uint32 // bit per slot < n: tombstoned after the moment
+	next atomic.Uint32
+
+	savedMu sync.Mutex
+	saved   map[uint32][]uint32 // slot -> its lists at the moment, layer by layer: count, ids
+
+	once sync.Once
 }
 
-func (e *encoder) write(b []byte) {
-	if e.err != nil {
+// Freeze starts an Image of the index as it is now: it waits for the Add and
+// Delete calls in flight, runs atomically (if not nil) while none runs, and lets
+// them go on. The caller must Release the image. One image exists at a time:
+// Freeze waits for the previous one to be released.
+func (x *Index) Freeze(atomically func()) *Image {
+	x.imgMu.Lock()
+	x.structMu.Lock()
+	n := x.nslots.Load()
+	img := &Image{x: x, n: n, ep: x.ep.Load(), undo: make([]uint32, (n+31)/32), saved: map[uint32][]uint32{}}
+	x.img.Store(img)
+	if atomically != nil {
+		atomically()
+	}
+	x.structMu.Unlock()
+	return img
+}
+
+// Release ends the image: freed slots can be reused again. Calls after the first
+// do nothing.
+func (img *Image) Release() {
+	img.once.Do(func() {
+		img.x.img.Store(nil)
+		img.x.imgMu.Unlock()
+	})
+}
+
+// liveAtStart records that id, live now, is about to be tombstoned.
+func (img *Image) liveAtStart(id uint32) {
+	if id < img.n {
+		atomic.OrUint32(&img.undo[id>>5], 1<<(id&31))
+	}
+}
+
+// deletedAtStart reports whether id was a tombstone at the moment of the image,
+// given its flags now. The flags are read before the record of liveAtStart, which
+// is written before the flag: a tombstone set after the moment is always seen as
+// such.
+func (img *Image) deletedAtStart(id, flags uint32) bool {
+	return flags&flagDeleted != 0 && atomic.LoadUint32(&img.undo[id>>5])&(1<<(id&31)) == 0
+}
+
+// preserveLinks is called with id's lock held, before any of its lists changes: if
+// an image will still write id, it keeps a copy of the lists as they are.
+func (x *Index) preserveLinks(s *searcher, id uint32) {
+	img := x.img.Load()
+	// next is advanced under the lock of the node written, so a node it has
+	// passed is never copied in vain, and one it has not is always copied.
+	if img == nil || id >= img.n || id < img.next.Load() {
 		return
 	}
-	e.crc.Write(b)
-	n, err := e.w.Write(b)
-	e.n += int64(n)
-	e.err = err
+	img.savedMu.Lock()
+	defer img.savedMu.Unlock()
+	if _, ok := img.saved[id]; !ok {
+		img.saved[id] = x.appendLists(s, id, nil)
+	}
 }
 
-func (e *encoder) u32(v uint32) {
-	binary.LittleEndian.PutUint32(e.buf[:4], v)
-	e.write(e.buf[:4])
+// appendLists appends id's lists, layer 0 up: count, then ids. The caller holds
+// id's lock.
+func (x *Index) appendLists(s *searcher, id uint32, dst []uint32) []uint32 {
+	for l := 0; l <= x.levelIn(s.tbl, id); l++ {
+		w, base := x.listOf(s, id, l)
+		dst = append(dst, w[base:base+1+int(w[base])]...)
+	}
+	return dst
 }
 
-func (e *encoder) u64(v uint64) {
-	binary.LittleEndian.PutUint64(e.buf[:8], v)
-	e.write(e.buf[:8])
+// listsAtStart returns id's lists at the moment of the image and marks id written.
+func (img *Image) listsAtStart(s *searcher, id uint32, buf []uint32) []uint32 {
+	x := img.x
+	mu := &s.chunkOf(x, id).locks[id&chunkMask]
+	mu.Lock()
+	defer mu.Unlock()
+	img.next.Store(id + 1)
+	img.savedMu.Lock()
+	saved, ok := img.saved[id]
+	delete(img.saved, id)
+	img.savedMu.Unlock()
+	if ok {
+		return saved
+	}
+	return x.appendLists(s, id, buf[:0])
 }
 
 // WriteTo writes the index in the versioned binary format. It is a consistent
-// snapshot: Add, Delete and Vacuum wait while it runs; searches do not.
+// snapshot (see Image); writers are held up only while it starts.
 func (x *Index) WriteTo(w io.Writer) (int64, error) {
-	x.structMu.Lock()
-	defer x.structMu.Unlock()
-	e := &encoder{w: bufio.NewWriterSize(w, 1<<16), crc: crc32.New(castagnoli)}
-	e.write([]byte(magic))
+	img := x.Freeze(nil)
+	defer img.Release()
+	return img.WriteTo(w)
+}
+
+// encoder gathers the output in a buffer and checksums and writes it in blocks.
+type encoder struct {
+	w   io.Writer
+	crc hash.Hash32
+	buf []byte
+	n   int64
+	err error
+}
+
+const encodeBlock = 1 << 18
+
+func (e *encoder) flush() {
+	if e.err != nil || len(e.buf) == 0 {
+		return
+	}
+	e.crc.Write(e.buf)
+	n, err := e.w.Write(e.buf)
+	e.n += int64(n)
+	e.err = err
+	e.buf = e.buf[:0]
+}
+
+func (e *encoder) u32(v uint32) { e.buf = binary.LittleEndian.AppendUint32(e.buf, v) }
+func (e *encoder) u64(v uint64) { e.buf = binary.LittleEndian.AppendUint64(e.buf, v) }
+
+// WriteTo writes the image in the versioned binary format. The index may change
+// meanwhile; what is written is the index at the moment of Freeze.
+func (img *Image) WriteTo(w io.Writer) (int64, error) {
+	x := img.x
+	e := &encoder{w: w, crc: crc32.New(castagnoli), buf: make([]byte, 0, encodeBlock+1<<16)}
+	e.buf = append(e.buf, magic...)
 	e.u32(formatVersion)
 	e.u32(uint32(x.dim))
 	e.u32(uint32(x.cfg.Metric))
@@ -77,83 +198,137 @@ func (x *Index) WriteTo(w io.Writer) (int64, error) {
 	e.u64(uint64(x.cfg.Seed))
 	s := x.getSearcher()
 	defer x.putSearcher(s)
-	n := x.nslots.Load()
+	n := img.n
+	// Slots below n that are free now were free at the moment: none is freed or
+	// reused while the image exists.
+	const unused = math.MaxUint32
 	renum := make([]uint32, n)
 	var used uint32
 	for id := range n {
-		if x.flagsIn(s.tbl, id)&flagFree == 0 {
+		renum[id] = unused
+		if s.flagsOf(x, id)&flagFree == 0 {
 			renum[id] = used
 			used++
 		}
 	}
 	e.u32(used)
-	ep := x.ep.Load()
+	ep := img.ep
 	if ep != 0 {
 		ep = ep&^0xffffffff | uint64(renum[uint32(ep)])
 	}
 	e.u64(ep)
-	vb := make([]byte, 4*x.dim)
+	var lists []uint32
 	for id := range n {
-		flags := x.flagsIn(s.tbl, id)
-		if flags&flagFree != 0 {
+		if renum[id] == unused {
+			img.next.Store(id + 1)
 			continue
+		}
+		var flags uint32
+		if img.deletedAtStart(id, s.flagsOf(x, id)) {
+			flags = flagDeleted
 		}
 		e.u32(flags)
 		e.u64(x.keyIn(s.tbl, id))
 		level := x.levelIn(s.tbl, id)
 		e.u32(uint32(level))
-		for l := 0; l <= level; l++ {
-			lw, base := x.listOf(s, id, l)
-			cnt := lw[base]
-			e.u32(cnt)
-			for i := 1; i <= int(cnt); i++ {
-				e.u32(renum[lw[base+i]])
+		lists = img.listsAtStart(s, id, lists)
+		for i := 0; i < len(lists); {
+			cnt := int(lists[i])
+			e.u32(uint32(cnt))
+			for _, nb := range lists[i+1 : i+1+cnt] {
+				// Lists of the moment link only to slots used then.
+				if nb >= n || renum[nb] == unused {
+					return e.n, fmt.Errorf("write index: slot %d links to slot %d, not in use", id, nb)
+				}
+				e.u32(renum[nb])
 			}
+			i += 1 + cnt
 		}
-		for i, f := range x.vecIn(s.tbl, id) {
-			binary.LittleEndian.PutUint32(vb[4*i:], math.Float32bits(f))
+		e.buf = appendFloats(e.buf, s.vecOf(x, id))
+		if len(e.buf) >= encodeBlock {
+			e.flush()
 		}
-		e.write(vb)
 	}
-	sum := e.crc.Sum32()
-	e.u32(sum)
-	if e.err == nil {
-		e.err = e.w.Flush()
-	}
+	e.flush()
+	e.buf = binary.LittleEndian.AppendUint32(e.buf, e.crc.Sum32())
+	e.flush()
 	if e.err != nil {
 		return e.n, fmt.Errorf("write index: %w", e.err)
 	}
 	return e.n, nil
 }
 
+// appendFloats appends v as little-endian float32s.
+func appendFloats(b []byte, v []float32) []byte {
+	if littleEndian {
+		return append(b, unsafe.Slice((*byte)(unsafe.Pointer(unsafe.SliceData(v))), 4*len(v))...)
+	}
+	for _, f := range v {
+		b = binary.LittleEndian.AppendUint32(b, math.Float32bits(f))
+	}
+	return b
+}
+
+// littleEndian: the machine's float32s are already in the file's byte order.
+var littleEndian = binary.NativeEndian.Uint16([]byte{1, 0}) == 1
+
+// decoder reads the input through a large buffer and checksums each node's bytes
+// once they are parsed, in one call.
 type decoder struct {
 	r   *bufio.Reader
 	crc hash.Hash32
-	buf [8]byte
 	err error
 }
 
-func (d *decoder) read(b []byte) {
+// decodeBuffer holds the largest node (links of every layer at MaxM, a vector of
+// MaxDim) with room to spare.
+const decodeBuffer = 1 << 20
+
+// peek returns the next n bytes without consuming them.
+func (d *decoder) peek(n int) []byte {
 	if d.err != nil {
-		clear(b)
-		return
+		return nil
 	}
-	if _, err := io.ReadFull(d.r, b); err != nil {
+	b, err := d.r.Peek(n)
+	if err != nil {
+		if errors.Is(err, io.EOF) {
+			err = io.ErrUnexpectedEOF
+		}
 		d.err = fmt.Errorf("%w: %w", ErrCorrupt, err)
-		clear(b)
-		return
+		return nil
 	}
+	return b
+}
+
+// consume checksums and drops the next n bytes, which peek returned.
+func (d *decoder) consume(n int) {
+	b, _ := d.r.Peek(n)
 	d.crc.Write(b)
+	_, _ = d.r.Discard(n)
+}
+
+// take is peek and consume together: the returned bytes are valid until the next
+// call.
+func (d *decoder) take(n int) []byte {
+	b := d.peek(n)
+	if b != nil {
+		d.consume(n)
+	}
+	return b
 }
 
 func (d *decoder) u32() uint32 {
-	d.read(d.buf[:4])
-	return binary.LittleEndian.Uint32(d.buf[:4])
+	if b := d.take(4); b != nil {
+		return binary.LittleEndian.Uint32(b)
+	}
+	return 0
 }
 
 func (d *decoder) u64() uint64 {
-	d.read(d.buf[:8])
-	return binary.LittleEndian.Uint64(d.buf[:8])
+	if b := d.take(8); b != nil {
+		return binary.LittleEndian.Uint64(b)
+	}
+	return 0
 }
 
 func corrupt(format string, args ...any) error {
@@ -173,14 +348,13 @@ func Read(r io.Reader) (*Index, error) {
 }
 
 func read(r io.Reader) (*Index, error) {
-	d := &decoder{r: bufio.NewReaderSize(r, 1<<16), crc: crc32.New(castagnoli)}
-	var mg [len(magic)]byte
-	d.read(mg[:])
+	d := &decoder{r: bufio.NewReaderSize(r, decodeBuffer), crc: crc32.New(castagnoli)}
+	mg := d.take(len(magic))
 	if d.err != nil {
 		return nil, d.err
 	}
-	if string(mg[:]) != magic {
-		return nil, corrupt("bad magic %q", mg[:])
+	if string(mg) != magic {
+		return nil, corrupt("bad magic %q", mg)
 	}
 	if v := d.u32(); d.err == nil && v != formatVersion {
 		return nil, corrupt("unsupported version %d", v)
@@ -204,58 +378,53 @@ func read(r io.Reader) (*Index, error) {
 	if nslots > math.MaxInt32 {
 		return nil, corrupt("%d slots", nslots)
 	}
+	// Sized for the header's count up to a bound (a forged count costs at most that),
+	// so a large index is not rehashed again and again as it loads.
+	x.keys = make(map[uint64]uint32, min(nslots, 1<<20))
 	s := x.getSearcher()
 	defer x.putSearcher(s)
-	vb := make([]byte, 4*x.dim)
 	vec := make([]float32, x.dim)
+	vecBytes := 4 * x.dim
 	var live, deleted int64
 	for id := range nslots {
-		flags := d.u32()
-		if d.err != nil {
+		// A node is parsed from peeked bytes, growing the peek as its layers
+		// are read, and consumed (checksummed) whole at the end.
+		head := d.peek(16)
+		if head == nil {
 			return nil, d.err
 		}
+		flags := binary.LittleEndian.Uint32(head)
+		key := binary.LittleEndian.Uint64(head[4:])
+		level := binary.LittleEndian.Uint32(head[12:])
 		if flags != 0 && flags != flagDeleted {
 			return nil, corrupt("slot %d: flags %#x", id, flags)
-		}
-		key := d.u64()
-		level := d.u32()
-		if d.err != nil {
-			return nil, d.err
 		}
 		if level > maxLevel {
 			return nil, corrupt("slot %d: level %d", id, level)
 		}
-		// Links are read before the vector; stage them in s.out.
-		links := s.out[:0]
+		off := 16
 		for l := 0; l <= int(level); l++ {
-			cnt := d.u32()
 			maxM := x.m
 			if l == 0 {
 				maxM = x.m0
 			}
-			if d.err != nil {
+			b := d.peek(off + 4)
+			if b == nil {
 				return nil, d.err
 			}
-			if int(cnt) > maxM {
+			cnt := int(binary.LittleEndian.Uint32(b[off:]))
+			if cnt > maxM {
 				return nil, corrupt("slot %d layer %d: %d links", id, l, cnt)
 			}
-			links = append(links, pair{id: cnt})
-			for range cnt {
-				nb := d.u32()
-				if nb >= nslots || nb == id {
-					return nil, corrupt("slot %d layer %d: link to %d", id, l, nb)
-				}
-				links = append(links, pair{id: nb})
-			}
+			off += 4 + 4*cnt
 		}
-		s.out = links
-		d.read(vb)
-		if d.err != nil {
+		node := d.peek(off + vecBytes)
+		if node == nil {
 			return nil, d.err
 		}
 		for i := range vec {
-			vec[i] = math.Float32frombits(binary.LittleEndian.Uint32(vb[4*i:]))
-			if f := float64(vec[i]); math.IsNaN(f) || math.IsInf(f, 0) {
+			vec[i] = math.Float32frombits(binary.LittleEndian.Uint32(node[off+4*i:]))
+			if f := vec[i]; f-f != 0 {
 				return nil, corrupt("slot %d: NaN or Inf", id)
 			}
 		}
@@ -263,21 +432,27 @@ func read(r io.Reader) (*Index, error) {
 			return nil, corrupt("slot %d allocated as %d", id, got) // cannot happen: slots are sequential
 		}
 		s.refresh(x)
-		li := 0
+		off = 16
 		for l := 0; l <= int(level); l++ {
 			w, base := x.listOf(s, id, l)
-			cnt := int(links[li].id)
+			cnt := int(binary.LittleEndian.Uint32(node[off:]))
 			for i := 1; i <= cnt; i++ {
-				w[base+i] = links[li+i].id
+				nb := binary.LittleEndian.Uint32(node[off+4*i:])
+				if nb >= nslots || nb == id {
+					return nil, corrupt("slot %d layer %d: link to %d", id, l, nb)
+				}
+				w[base+i] = nb
 			}
 			w[base] = uint32(cnt)
-			li += cnt + 1
+			off += 4 + 4*cnt
 		}
+		d.consume(off + vecBytes)
 		if flags == 0 {
-			if _, dup := x.keys[key]; dup {
+			before := len(x.keys)
+			x.keys[key] = id // one hash lookup: a repeated key leaves the length
+			if len(x.keys) == before {
 				return nil, corrupt("key %d appears twice", key)
 			}
-			x.keys[key] = id
 			live++
 		} else {
 			deleted++
@@ -302,35 +477,37 @@ func read(r io.Reader) (*Index, error) {
 }
 
 // checkGraph verifies what a search relies on: every link points to a used slot
-// that has the layer, and the entry point is a used slot at the top level.
+// that has the layer, and the entry point is a used slot at its level, at or above
+// every live node's. It is 0 only when no node is live: tombstones a Vacuum was
+// about to free when the image was taken may be left above or without it. A file
+// has no free slot, and read already checked that every link names a slot of the
+// file other than its own, so layer 0 (most links, and each check a cache miss)
+// needs nothing more; upper layers check the level of the node linked to.
 func (x *Index) checkGraph(s *searcher, ep uint64) error {
 	n := x.nslots.Load()
-	used := func(id uint32) bool { return id < n && x.flagsIn(s.tbl, id)&flagFree == 0 }
-	top := -1
+	top := -1 // highest level of a live node
 	for id := range n {
-		if !used(id) {
-			continue
-		}
 		level := x.levelIn(s.tbl, id)
-		top = max(top, level)
-		for l := 0; l <= level; l++ {
+		if x.flagsIn(s.tbl, id) == 0 {
+			top = max(top, level)
+		}
+		for l := 1; l <= level; l++ {
 			w, base := x.listOf(s, id, l)
 			for i := 1; i <= int(w[base]); i++ {
-				nb := w[base+i]
-				if !used(nb) || x.levelIn(s.tbl, nb) < l {
-					return corrupt("slot %d layer %d: link to unusable slot %d", id, l, nb)
+				if nb := w[base+i]; x.levelIn(s.tbl, nb) < l {
+					return corrupt("slot %d layer %d: link to slot %d of level %d", id, l, nb, x.levelIn(s.tbl, nb))
 				}
 			}
 		}
 	}
 	if ep == 0 {
 		if top >= 0 {
-			return corrupt("no entry point in a non-empty index")
+			return corrupt("no entry point in an index with live nodes")
 		}
 		return nil
 	}
 	id, level := uint32(ep), int(ep>>32)-1
-	if !used(id) || x.levelIn(s.tbl, id) != level || level != top {
+	if id >= n || x.levelIn(s.tbl, id) != level || level < top {
 		return corrupt("bad entry point %d at level %d", id, level)
 	}
 	return nil

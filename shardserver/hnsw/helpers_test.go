@@ -147,6 +147,10 @@ func build(t testing.TB, cfg Config, data [][]float32) *Index {
 // have the layer; after a Vacuum nothing links to a tombstone.
 func checkInvariants(t testing.TB, x *Index, vacuumed bool) {
 	t.Helper()
+	// A Vacuum started in the background by a Delete runs beside writers: wait for
+	// it, and hold off the next one.
+	x.vacMu.Lock()
+	defer x.vacMu.Unlock()
 	x.structMu.Lock()
 	defer x.structMu.Unlock()
 	s := x.getSearcher()

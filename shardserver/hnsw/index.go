@@ -158,9 +158,10 @@ const (
 	upperChunkBits  = 16
 	upperChunkWords = 1 << upperChunkBits
 
-	flagDeleted = 1 << 0 // tombstone: navigable, never returned
-	flagPending = 1 << 1 // upsert in progress: navigable, not yet returned
-	flagFree    = 1 << 2 // slot on the free list, unreachable
+	flagDeleted   = 1 << 0 // tombstone: navigable, never returned
+	flagPending   = 1 << 1 // upsert in progress: navigable, not yet returned
+	flagFree      = 1 << 2 // slot on the free list, unreachable
+	flagCondemned = 1 << 3 // tombstone a running Vacuum will free: no new link may point to it
 )
 
 type chunk struct {
@@ -197,8 +198,8 @@ type Index struct {
 	keysMu sync.RWMutex
 	keys   map[uint64]uint32
 
-	// structMu is held shared by Add and Delete and exclusively by Vacuum and
-	// WriteTo; searches never take it.
+	// structMu is held shared by Add and Delete and exclusively, for a moment, by
+	// Freeze (so an image starts between writes); searches and Vacuum never take it.
 	structMu sync.RWMutex
 	keyLocks [64]sync.Mutex // serialise Add/Delete of one key
 
@@ -216,7 +217,15 @@ type Index struct {
 	_       [56]byte
 	readers [2]paddedCounter
 
-	vacMu    sync.Mutex
+	vacMu     sync.Mutex  // one Vacuum at a time
+	vacuuming atomic.Bool // a background Vacuum is started or running
+
+	// imgMu is held by an Image from Freeze to Release, and by Vacuum while it frees
+	// slots: the slots an image reads are never freed under it. img is the image
+	// being written, nil when none is.
+	imgMu sync.Mutex
+	img   atomic.Pointer[Image]
+
 	searcher sync.Pool
 }
 
@@ -339,7 +348,9 @@ func (x *Index) addChunkLocked() {
 func (x *Index) allocSlot(key uint64, vec []float32, level int, flags uint32) uint32 {
 	x.growMu.Lock()
 	var id uint32
-	if n := len(x.free); n > 0 {
+	// While an image is written, freed slots are not reused: every slot it reads
+	// keeps the vector it had when the image began.
+	if n := len(x.free); n > 0 && x.img.Load() == nil {
 		id = x.free[n-1]
 		x.free = x.free[:n-1]
 	} else {
@@ -448,6 +459,16 @@ func (x *Index) setFlag(tbl []*chunk, id uint32, bits uint32) bool {
 	}
 }
 
+// markDeleted tombstones id, which the caller holds the key lock of and found live in
+// the key map (so each slot is tombstoned once), and reports whether it was live. An
+// image being written learns first that id was live when the image began.
+func (x *Index) markDeleted(tbl []*chunk, id uint32) bool {
+	if img := x.img.Load(); img != nil {
+		img.liveAtStart(id)
+	}
+	return x.setFlag(tbl, id, flagDeleted)
+}
+
 func (x *Index) clearFlag(tbl []*chunk, id uint32, bits uint32) {
 	w := tbl[id>>chunkBits].words
 	p := &w[int(id&chunkMask)*x.stride+x.flagOff]
@@ -469,6 +490,14 @@ func (x *Index) randomLevel() int {
 		return maxLevel
 	}
 	return min(int(-math.Log(u)*x.mult), maxLevel)
+}
+
+// Prepare validates vec (its dimension, no NaN or Inf, a norm under Cosine) and
+// returns it as the index stores it and compares it: a normalised copy under Cosine,
+// else vec itself. Exact scans beside the index compare prepared vectors with
+// DistanceFunc, and get the distances a search of the index gives.
+func (x *Index) Prepare(vec []float32) ([]float32, error) {
+	return x.checkVector(vec, nil)
 }
 
 // checkVector validates a vector (or query) and returns the form to store or

@@ -3,6 +3,7 @@ package hnsw
 import (
 	"cmp"
 	"fmt"
+	"runtime"
 	"slices"
 	"sync/atomic"
 )
@@ -52,7 +53,6 @@ func (x *Index) add(key uint64, vec []float32) (upsert bool, err error) {
 	}
 	level := x.randomLevel()
 	id := x.allocSlot(key, v, level, flags)
-	s.refresh(x)
 	x.insert(s, id, v, level)
 
 	x.keysMu.Lock()
@@ -61,7 +61,7 @@ func (x *Index) add(key uint64, vec []float32) (upsert bool, err error) {
 	if exists {
 		x.upsertIn.Add(1)
 		x.clearFlag(s.tbl, id, flagPending)
-		if x.setFlag(s.tbl, old, flagDeleted) {
+		if x.markDeleted(s.tbl, old) {
 			x.deleted.Add(1)
 		}
 		x.upsertN.Add(1)
@@ -76,13 +76,32 @@ func (x *Index) add(key uint64, vec []float32) (upsert bool, err error) {
 // INSERT with hnswlib's choices (heuristic selection of M neighbours, back-links
 // pruned by the same heuristic down to M, or 2*M on layer 0).
 func (x *Index) insert(s *searcher, id uint32, v []float32, level int) {
+	for {
+		// An insert walks the graph like a search: registered as a reader, no
+		// slot it may reach is freed and reused by a concurrent Vacuum under it.
+		side := x.enter()
+		s.refresh(x)
+		done := x.insertFrom(s, id, v, level)
+		x.exit(side)
+		if done {
+			return
+		}
+		// Nothing but condemned tombstones in reach: a running Vacuum is moving
+		// the entry point off them (and waits for this attempt to end).
+		runtime.Gosched()
+	}
+}
+
+// insertFrom is one attempt of insert from the current entry point; it reports
+// false when the walk of layer 0 found no node a link may point to.
+func (x *Index) insertFrom(s *searcher, id uint32, v []float32, level int) bool {
 	e := x.ep.Load()
 	if e == 0 {
 		x.epMu.Lock()
 		if e = x.ep.Load(); e == 0 {
 			x.ep.Store(uint64(level+1)<<32 | uint64(id))
 			x.epMu.Unlock()
-			return
+			return true
 		}
 		x.epMu.Unlock()
 	}
@@ -101,6 +120,17 @@ func (x *Index) insert(s *searcher, id uint32, v []float32, level int) {
 			x.searchLayer(s, v, ep, x.cfg.EfConstruction, l, collectAny, nil)
 		}
 		s.tmp = s.res.drainAscending(s.tmp)
+		if len(s.tmp) == 0 {
+			// Not even a tombstone that may be linked to: everything this walk
+			// reaches on the layer is condemned by a running Vacuum (the descent
+			// went through links it has not repaired yet). Go on down without
+			// links here; on layer 0 give up this attempt (links set on higher
+			// layers stay, and the next attempt merges into them).
+			if l == 0 {
+				return false
+			}
+			continue
+		}
 		ep = s.tmp[0]
 		if len(s.tmp) < x.m {
 			// As hnswlib: with fewer candidates than M, keep them all.
@@ -124,6 +154,7 @@ func (x *Index) insert(s *searcher, id uint32, v []float32, level int) {
 		}
 		x.epMu.Unlock()
 	}
+	return true
 }
 
 // heuristic is the paper's SELECT-NEIGHBORS-HEURISTIC as hnswlib implements it:
@@ -214,6 +245,7 @@ func (x *Index) addBackLink(s *searcher, nb, id uint32, l, maxM int) {
 			return
 		}
 	}
+	x.preserveLinks(s, nb)
 	if n < maxM {
 		atomic.StoreUint32(&w[base+1+n], id)
 		atomic.StoreUint32(&w[base], uint32(n+1))

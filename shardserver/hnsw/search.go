@@ -139,7 +139,7 @@ func (x *Index) greedy(s *searcher, q []float32, ep pair, l int) pair {
 const (
 	collectLive    = iota // search: live nodes that pass the filter
 	collectNotDead        // construction: any node that is not a tombstone
-	collectAny            // construction when only tombstones are in reach
+	collectAny            // construction when only tombstones are in reach (not condemned ones)
 )
 
 // searchLayer is the paper's SEARCH-LAYER with hnswlib's refinements: it starts
@@ -228,7 +228,7 @@ func (x *Index) collectable(s *searcher, id uint32, mode int, filter func(uint64
 	case collectNotDead:
 		return flags&(flagDeleted|flagFree) == 0
 	case collectAny:
-		return flags&flagFree == 0
+		return flags&(flagFree|flagCondemned) == 0
 	}
 	if flags != 0 {
 		return false
