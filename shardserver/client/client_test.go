@@ -73,7 +73,11 @@ func TestJSONNames(t *testing.T) {
 		{"error", ErrorBody{Error: APIError{Code: CodeMoved, Message: "m", Epoch: 3, HTTPStatus: 409}},
 			`{"error":{"code":"moved","message":"m","epoch":3}}`},
 		{"load", LoadReport{QPS1s: 1, InFlight: 2, WALSeq: 3, Role: RolePrimary, SlotQueries: map[int]uint64{7: 1}},
-			`{"qps1s":1,"qps10s":0,"inFlight":2,"queueDepth":0,"latencyP50Ms":0,"latencyP99Ms":0,"cpuSeconds":0,"vectors":0,"memoryBytes":0,"walSeq":3,"replicationLagRecords":0,"role":"primary","ready":false,"epoch":0,"slotQueries":{"7":1}}`},
+			`{"qps1s":1,"qps10s":0,"inFlight":2,"queueDepth":0,"latencyP50Ms":0,"latencyP99Ms":0,"cpuSeconds":0,"vectors":0,"memoryBytes":0,"walSeq":3,"replicationLagRecords":0,"role":"primary","ready":false,"epoch":0,"slotQueries":{"7":1},"unindexed":0}`},
+		{"recovery", LoadReport{Recovery: &RecoveryReport{SnapshotSeq: 9, ReplayedVectors: 5, TailVectors: 5}, LastSnapshot: &SnapshotReport{Seq: 9, Bytes: 100, Seconds: 0.5}},
+			`{"qps1s":0,"qps10s":0,"inFlight":0,"queueDepth":0,"latencyP50Ms":0,"latencyP99Ms":0,"cpuSeconds":0,"vectors":0,"memoryBytes":0,"walSeq":0,"replicationLagRecords":0,"role":"","ready":false,"epoch":0,"unindexed":0,` +
+				`"recovery":{"snapshotSeq":9,"snapshotVectors":0,"snapshotLoadSeconds":0,"replayedRecords":0,"replayedVectors":5,"replayedBytes":0,"replaySeconds":0,"tailVectors":5,"drainSeconds":0,"seconds":0},` +
+				`"lastSnapshot":{"seq":9,"bytes":100,"seconds":0.5,"vectors":0,"tailVectors":0,"time":"0001-01-01T00:00:00Z"}}`},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

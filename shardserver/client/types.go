@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"math"
+	"time"
 )
 
 // SeqHeader carries a WAL sequence number: on answers to GET /v1/vectors/{id}, the
@@ -112,6 +113,41 @@ type LoadReport struct {
 	// Schema is what the shard accepts (its index's shape and request limits): a router
 	// checks requests against it before it sends any part of them to a shard.
 	Schema *Schema `json:"schema,omitempty"`
+	// Unindexed counts the vectors applied but not yet inserted into the graph (after a
+	// restart, until the background insert is done); searches scan them exactly.
+	Unindexed int64 `json:"unindexed"`
+	// Recovery says how the shard started: what the snapshot and the WAL after it held.
+	Recovery *RecoveryReport `json:"recovery,omitempty"`
+	// LastSnapshot is the last snapshot this process wrote; absent before the first.
+	LastSnapshot *SnapshotReport `json:"lastSnapshot,omitempty"`
+}
+
+// RecoveryReport describes a shard's start-up (or a replica's last bootstrap).
+type RecoveryReport struct {
+	SnapshotSeq         uint64  `json:"snapshotSeq"`
+	SnapshotVectors     int     `json:"snapshotVectors"`
+	SnapshotLoadSeconds float64 `json:"snapshotLoadSeconds"`
+	ReplayedRecords     int64   `json:"replayedRecords"`
+	ReplayedVectors     int64   `json:"replayedVectors"`
+	ReplayedBytes       int64   `json:"replayedBytes"`
+	ReplaySeconds       float64 `json:"replaySeconds"`
+	// TailVectors were applied but not in the graph when the shard was ready: those of
+	// the snapshot's tail and of the WAL replay. DrainSeconds is how long inserting them
+	// took, 0 until it is done.
+	TailVectors  int64   `json:"tailVectors"`
+	DrainSeconds float64 `json:"drainSeconds"`
+	// Seconds is the whole recovery, from opening the data directory to serving.
+	Seconds float64 `json:"seconds"`
+}
+
+// SnapshotReport describes a snapshot a shard wrote.
+type SnapshotReport struct {
+	Seq         uint64    `json:"seq"`
+	Bytes       int64     `json:"bytes"`
+	Seconds     float64   `json:"seconds"`
+	Vectors     int       `json:"vectors"`
+	TailVectors int       `json:"tailVectors"`
+	Time        time.Time `json:"time"`
 }
 
 // Roles reported in LoadReport.Role.

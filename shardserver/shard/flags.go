@@ -42,6 +42,11 @@ type Config struct {
 
 	Limits
 	SnapshotInterval time.Duration
+	// SnapshotVectors and SnapshotWALBytes bound what a restart redoes: a snapshot is
+	// written once the vectors written or inserted into the graph since the last one, or
+	// the WAL bytes after it, reach them. SnapshotRecords counts records (0: off).
+	SnapshotVectors  int64
+	SnapshotWALBytes int64
 	SnapshotRecords  int64
 	MaxLag           uint64
 	// PrimaryLossGrace is how long a replica that was caught up stays ready after losing
@@ -56,6 +61,15 @@ type Config struct {
 	Namespace  string
 	Kubeconfig string
 }
+
+// The default snapshot triggers. A restart reads the snapshot and the WAL after it,
+// then serves while it inserts the WAL's vectors into the graph in the background, so
+// these bound the background work after a crash (and the exact scan searches pay
+// meanwhile), while a snapshot rewrites the whole index: they weigh the two.
+const (
+	defaultSnapshotVectors  = 100000
+	defaultSnapshotWALBytes = 256 << 20
+)
 
 // envName is the environment fallback of a flag: ANNSHARD_ plus the flag in upper snake.
 func envName(flagName string) string {
@@ -95,7 +109,9 @@ func parseFlags(args []string, env func(string) string, out io.Writer) (Config, 
 	fs.IntVar(&c.MaxEf, "max-ef", 4096, "largest ef of a search")
 	fs.IntVar(&c.MaxBatch, "max-batch", 10000, "most vectors, ids or queries in one request")
 	fs.DurationVar(&c.SnapshotInterval, "snapshot-interval", 5*time.Minute, "write a snapshot this often when there were writes")
-	fs.Int64Var(&c.SnapshotRecords, "snapshot-records", 100000, "also write a snapshot after this many WAL records")
+	fs.Int64Var(&c.SnapshotVectors, "snapshot-vectors", defaultSnapshotVectors, "write a snapshot once this many vectors were written or inserted into the graph since the last one (0: off)")
+	fs.Int64Var(&c.SnapshotWALBytes, "snapshot-wal-bytes", defaultSnapshotWALBytes, "write a snapshot once the WAL after the last one holds this many bytes (0: off)")
+	fs.Int64Var(&c.SnapshotRecords, "snapshot-records", 0, "also write a snapshot after this many WAL records (0: off; a record is a batch, so vectors and bytes bound replay better)")
 	fs.Uint64Var(&c.MaxLag, "max-lag", 1000, "a replica is ready only when at most this many records behind")
 	fs.DurationVar(&c.PrimaryLossGrace, "primary-loss-grace", 30*time.Second, "a caught-up replica stays ready this long after losing its primary, so reads survive a primary restart")
 	fs.DurationVar(&c.DrainTimeout, "drain-timeout", 20*time.Second, "how long SIGTERM waits for in-flight requests")

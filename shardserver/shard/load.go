@@ -107,6 +107,9 @@ func (s *Server) loadReport(now time.Time) client.LoadReport {
 		SlotWrites:  map[int]uint64{},
 		Schema:      &s.schema.Schema,
 	}
+	rep.Unindexed = s.store.Unindexed()
+	recovery, snap := s.store.Recovery()
+	rep.Recovery, rep.LastSnapshot = &recovery, snap
 	if s.repl != nil {
 		rep.Role = client.RoleReplica
 		rep.ReplicationLagRecords = s.repl.lag()

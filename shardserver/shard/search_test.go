@@ -1,7 +1,6 @@
 package shard
 
 import (
-	"bytes"
 	"context"
 	"fmt"
 	"math/rand/v2"
@@ -116,17 +115,14 @@ func TestPartitionSearchFollowsWrites(t *testing.T) {
 		t.Fatal(err)
 	}
 	check("after a restart from the snapshot", s)
-	var buf bytes.Buffer
-	if err := writeState(&buf, &s.st); err != nil {
-		t.Fatal(err)
-	}
+	buf := encodeState(t, s)
 	replica, err := OpenStore(testStoreConfig(t.TempDir()))
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer replica.Close()
 	upsertN(t, replica, rand.New(rand.NewPCG(3, 3)), 100, 20) // state the Replace must discard
-	if err := replica.Replace(s.Applied(), &buf); err != nil {
+	if err := replica.Replace(s.Applied(), buf); err != nil {
 		t.Fatal(err)
 	}
 	check("on a replica after Replace", replica)

@@ -171,28 +171,47 @@ func (s *Server) Close() error {
 	return s.closeErr
 }
 
-// snapshotLoop writes a snapshot every SnapshotInterval when there were writes, or
-// sooner once SnapshotRecords records were applied.
+// snapshotLoop writes a snapshot when what a restart would redo (the store's
+// SinceSnapshot) reaches a threshold, and every SnapshotInterval when there were writes.
+// It looks at once on start: a recovery that replayed more than a threshold is
+// snapshotted right away, so the next restart does not replay it again.
 func (s *Server) snapshotLoop(ctx context.Context) {
 	t := time.NewTicker(time.Second)
 	defer t.Stop()
 	last := time.Now()
 	for {
+		if s.snapshotDue(s.store.SinceSnapshot(), time.Since(last)) {
+			start := time.Now()
+			if err := s.store.Snapshot(); err != nil {
+				slog.Error("Snapshot failed", "err", err)
+			} else if _, snap := s.store.Recovery(); snap != nil && !snap.Time.Before(start) {
+				last = time.Now()
+				slog.Info("Snapshot written", "seq", snap.Seq, "bytes", snap.Bytes, "vectors", snap.Vectors,
+					"tailVectors", snap.TailVectors, "seconds", snap.Seconds)
+			} else {
+				last = time.Now() // nothing new to write
+			}
+		}
 		select {
 		case <-ctx.Done():
 			return
 		case <-t.C:
 		}
-		n := s.store.RecordsSinceSnapshot()
-		if n == 0 || s.store.Broken() != nil || (n < s.cfg.SnapshotRecords && time.Since(last) < s.cfg.SnapshotInterval) {
-			continue
-		}
-		if err := s.store.Snapshot(); err != nil {
-			slog.Error("Snapshot failed", "err", err)
-			continue
-		}
-		last = time.Now()
 	}
+}
+
+// snapshotDue applies the snapshot triggers to the work since the last snapshot, age ago.
+func (s *Server) snapshotDue(c ReplayCost, age time.Duration) bool {
+	switch {
+	case (c.Records == 0 && c.Indexed == 0) || s.store.Broken() != nil:
+		// A broken store writes no snapshot: it would outlive the log it trims.
+		return false
+	case s.cfg.SnapshotVectors > 0 && max(c.Vectors, c.Indexed) >= s.cfg.SnapshotVectors,
+		s.cfg.SnapshotWALBytes > 0 && c.WALBytes >= s.cfg.SnapshotWALBytes,
+		s.cfg.SnapshotRecords > 0 && c.Records >= s.cfg.SnapshotRecords:
+		return true
+	}
+	return age >= s.cfg.SnapshotInterval
 }
 
 // Main is `shardserver serve`: it parses flags (and ANNSHARD_* variables), recovers the

@@ -2,17 +2,21 @@ package shard
 
 import (
 	"bufio"
+	"bytes"
 	"context"
 	"encoding/binary"
 	"errors"
 	"fmt"
 	"io"
 	"log/slog"
+	"math"
 	"os"
 	"path/filepath"
 	"runtime"
+	"slices"
 	"sync"
 	"sync/atomic"
+	"time"
 
 	"github.com/annshard/annshard/shardserver/client"
 	"github.com/annshard/annshard/shardserver/hnsw"
@@ -43,7 +47,8 @@ type breakage struct {
 // errGap is returned when a replicated record does not follow the last applied one.
 var errGap = errors.New("replicated record out of order")
 
-const snapshotMagic = "ANNSHRD1"
+// snapshotMagic starts a shard snapshot; see writeState for the layout.
+const snapshotMagic = "ANNSHRD2"
 
 // entry is the metadata of one index key. Keys are dense and assigned in WAL order
 // (len(entries) at the time of the first upsert of an id), so every replica that applies
@@ -56,23 +61,26 @@ type entry struct {
 }
 
 // state is everything a snapshot holds. It is replaced wholesale when a replica
-// re-bootstraps, under both Store locks.
+// re-bootstraps, under both Store locks; whoever holds a *state (an insert in flight,
+// the drain) keeps working on the one it has.
 type state struct {
 	idx     *hnsw.Index
+	tail    *tail // applied vectors the graph lacks yet
 	ids     map[string]uint64
 	entries []entry
 	parts   []string
 	partIdx map[string]uint32
 	live    int
 	meta    *keyMeta // entries' part, slot and liveness, for searches without Store.mu
+	history historyID
 }
 
-func newState(cfg hnsw.Config) (state, error) {
+func newState(cfg hnsw.Config) (*state, error) {
 	idx, err := hnsw.New(cfg)
 	if err != nil {
-		return state{}, fmt.Errorf("creating index: %w", err)
+		return nil, fmt.Errorf("creating index: %w", err)
 	}
-	return state{idx: idx, ids: map[string]uint64{}, parts: []string{""}, partIdx: map[string]uint32{"": 0}, meta: newKeyMeta()}, nil
+	return &state{idx: idx, tail: newTail(), ids: map[string]uint64{}, parts: []string{""}, partIdx: map[string]uint32{"": 0}, meta: newKeyMeta()}, nil
 }
 
 // indexMeta fills st.meta from st.entries (a state just read from a snapshot).
@@ -90,20 +98,33 @@ type StoreConfig struct {
 	Index   hnsw.Config
 	DataDir string
 	WAL     wal.Options
+	// DrainWorkers is how many goroutines insert the tail left by a recovery into the
+	// graph; 0 means GOMAXPROCS.
+	DrainWorkers int
 }
 
 // Store is the durable state of one shard replica: the HNSW index, the id and partition
 // maps, and the WAL they are rebuilt from.
 //
-// Locking: applyMu serialises applying records in sequence order (and snapshots, which
-// must see a state that matches one sequence number); mu guards the maps. A search
-// read-locks mu only to pick up the state and to map its result keys to ids: its graph
-// walk runs without it (the partition filter reads st.meta), so a writer waiting for mu
-// never holds up new searches behind the walks in flight.
+// A write is applied in two steps. Under applyMu, in sequence order, it changes the maps
+// and puts its vectors in the tail (cheap: searches and gets see it from then on); then,
+// outside any store-wide lock, its writer inserts the vectors into the graph, several
+// writes at once, and answers. Recovery applies the WAL the same way but leaves the
+// graph inserts to a background drain, so a shard serves as soon as its snapshot and WAL
+// are read (see tail.go).
+//
+// Locking: applyMu serialises applying records in sequence order (and the start of a
+// snapshot, which must see a state that matches one sequence number); mu guards the
+// maps. A search read-locks mu only to pick up the state and to map its result keys to
+// ids: its graph walk and tail scan run without it (the partition filter reads
+// st.meta), so a writer waiting for mu never holds up new searches behind the walks in
+// flight. keyLocks order the graph insert and delete of one key, so the graph ends with
+// a key's last write.
 type Store struct {
 	cfg     StoreConfig
 	log     *wal.Log
 	snapDir string
+	dist    func(a, b []float32) float32 // the metric, for scans of the tail
 
 	applyMu   sync.Mutex
 	applyCond *sync.Cond
@@ -112,21 +133,47 @@ type Store struct {
 	broken atomic.Pointer[breakage]
 
 	mu sync.RWMutex
-	st state
+	st *state
 
-	sinceSnap   atomic.Int64
+	keyLocks [256]sync.Mutex
+
 	snapMu      sync.Mutex
 	lastSnapSeq uint64
 	prevSnapSeq uint64
+	since       replayCost    // since the last snapshot began
 	appliedSeq  atomic.Uint64 // mirror of applied for lock-free readers
 	slotWrites  [slots.Count]atomic.Uint64
 
 	// walkStarts, when set (tests), is called by Search just before its graph walk.
 	walkStarts func()
+
+	drainStop context.CancelFunc // ends the drain of the tail; under applyMu
+	drainDone chan struct{}      // closed when that drain returns
+
+	statsMu  sync.Mutex
+	recovery client.RecoveryReport
+	lastSnap *client.SnapshotReport
+}
+
+// replayCost counts what a restart would redo if the shard stopped now: the WAL after
+// the last snapshot (records, bytes and the vectors they write) and the graph inserts
+// done since it (the vectors a restart puts back in the tail).
+type replayCost struct {
+	records, bytes, vectors, indexed atomic.Int64
+}
+
+// ReplayCost is the work since the last snapshot; Store.SinceSnapshot returns it.
+type ReplayCost struct {
+	Records  int64 // WAL records applied
+	WALBytes int64 // their payload bytes
+	Vectors  int64 // vectors they upserted or deleted
+	Indexed  int64 // vectors inserted into the graph
 }
 
 // OpenStore recovers a store from its data directory: the newest valid snapshot, then
-// the WAL after it.
+// the WAL after it. The WAL's vectors are applied to the maps and the tail, not yet
+// inserted into the graph: a drain does that in the background, on every core, once
+// OpenStore has returned.
 func OpenStore(cfg StoreConfig) (*Store, error) {
 	walDir, snapDir := filepath.Join(cfg.DataDir, "wal"), filepath.Join(cfg.DataDir, "snapshots")
 	for _, d := range []string{walDir, snapDir} {
@@ -134,63 +181,215 @@ func OpenStore(cfg StoreConfig) (*Store, error) {
 			return nil, fmt.Errorf("creating %s: %w", d, err)
 		}
 	}
-	s := &Store{cfg: cfg, snapDir: snapDir}
+	s := &Store{cfg: cfg, snapDir: snapDir, dist: hnsw.DistanceFunc(cfg.Index.Metric)}
 	s.applyCond = sync.NewCond(&s.applyMu)
-	st, err := newState(cfg.Index)
+	fileHistory, hasFile, err := readHistory(cfg.DataDir)
 	if err != nil {
 		return nil, err
 	}
-	s.st = st
+	if s.st, err = newState(cfg.Index); err != nil {
+		return nil, err
+	}
+	start := time.Now()
+	loaded := false
 	seq, err := wal.LoadSnapshot(snapDir, func(seq uint64, r io.Reader) error {
-		loaded, err := readState(r, cfg.Index)
+		st, err := readState(r, cfg.Index)
 		if err != nil {
 			return err
 		}
-		s.st = loaded
+		s.st, loaded = st, true
 		return nil
 	})
 	if err != nil {
 		return nil, fmt.Errorf("loading snapshot: %w", err)
 	}
+	s.recovery = client.RecoveryReport{SnapshotSeq: seq, SnapshotVectors: s.st.live, SnapshotLoadSeconds: time.Since(start).Seconds()}
 	s.applied, s.lastSnapSeq = seq, seq
 	if s.log, err = wal.Open(walDir, cfg.WAL); err != nil {
 		return nil, fmt.Errorf("opening wal: %w", err)
 	}
-	if last := s.log.LastSeq(); last < seq {
-		// The log ends before the snapshot (a replica that bootstrapped, or a lost log):
-		// continue numbering after the snapshot.
+	// The history file names whose records the log holds. A snapshot of another
+	// history means a bootstrap from a new primary stopped between writing its snapshot
+	// and resetting the log: the log is of the old history and must not be replayed.
+	foreign := loaded && hasFile && fileHistory != s.st.history
+	switch {
+	case !loaded && hasFile:
+		s.st.history = fileHistory
+	case !loaded:
+		s.st.history = newHistoryID()
+	}
+	if last := s.log.LastSeq(); last < seq || foreign {
+		// The log ends before the snapshot (a replica that bootstrapped, or a lost log)
+		// or is of another history: continue numbering after the snapshot.
 		if err := s.log.Reset(seq); err != nil {
 			s.log.Close()
 			return nil, fmt.Errorf("resetting wal to snapshot seq %d: %w", seq, err)
 		}
 	} else if last > seq {
-		err := s.log.Read(seq+1, func(rec wal.Record) error {
-			r, err := decodeRecord(rec.Data)
-			if err != nil {
-				return fmt.Errorf("record %d: %w", rec.Seq, err)
-			}
-			if err := checkDim(r, cfg.Index.Dim); err != nil {
-				return fmt.Errorf("record %d: %w", rec.Seq, err)
-			}
-			// An index that refuses a logged record cannot be made to follow the log: the
-			// shard does not start, rather than serve a state that silently lacks it.
-			if _, err := s.apply(r); err != nil {
-				return fmt.Errorf("record %d: %w", rec.Seq, err)
-			}
-			s.applied = rec.Seq
-			return nil
-		})
-		if err != nil {
+		if err := s.replay(seq); err != nil {
 			s.log.Close()
-			return nil, fmt.Errorf("replaying wal after snapshot %d: %w", seq, err)
+			return nil, err
+		}
+	}
+	if !hasFile || fileHistory != s.st.history {
+		if err := writeHistory(cfg.DataDir, s.st.history); err != nil {
+			s.log.Close()
+			return nil, err
 		}
 	}
 	s.appliedSeq.Store(s.applied)
+	s.recovery.TailVectors = s.st.tail.Len()
+	s.recovery.Seconds = time.Since(start).Seconds()
+	s.startDrain()
 	return s, nil
 }
 
-// Close syncs and closes the WAL (wal.Log.Close writes and fsyncs what is queued).
+// replay applies the WAL after the snapshot at seq: in order, to the maps and the tail.
+func (s *Store) replay(seq uint64) error {
+	start := time.Now()
+	err := s.log.Read(seq+1, func(rec wal.Record) error {
+		r, err := decodeRecord(rec.Data)
+		if err != nil {
+			return fmt.Errorf("record %d: %w", rec.Seq, err)
+		}
+		if err := checkDim(r, s.cfg.Index.Dim); err != nil {
+			return fmt.Errorf("record %d: %w", rec.Seq, err)
+		}
+		// An index that refuses a logged record cannot be made to follow the log: the
+		// shard does not start, rather than serve a state that silently lacks it.
+		n, _, err := s.apply(rec.Seq, r)
+		if err != nil {
+			return fmt.Errorf("record %d: %w", rec.Seq, err)
+		}
+		s.applied = rec.Seq
+		s.noteApplied(len(rec.Data), n)
+		s.recovery.ReplayedRecords++
+		s.recovery.ReplayedVectors += int64(n)
+		s.recovery.ReplayedBytes += int64(len(rec.Data))
+		return nil
+	})
+	if err != nil {
+		return fmt.Errorf("replaying wal after snapshot %d: %w", seq, err)
+	}
+	s.recovery.ReplaySeconds = time.Since(start).Seconds()
+	return nil
+}
+
+// startDrain inserts the tail's vectors into the graph in the background, on every
+// core; writes applied meanwhile insert their own. The caller holds applyMu, or owns
+// the store alone.
+func (s *Store) startDrain() {
+	st := s.st
+	ents := st.tail.pendingEntries()
+	if len(ents) == 0 {
+		return
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	s.drainStop, s.drainDone = cancel, done
+	go func() {
+		defer close(done)
+		if testHookDrain != nil {
+			testHookDrain()
+		}
+		start := time.Now()
+		workers := s.cfg.DrainWorkers
+		if workers <= 0 {
+			workers = runtime.GOMAXPROCS(0)
+		}
+		w := insertWork{st: st, ents: ents}
+		if err := s.insertAll(ctx, w, workers); err != nil {
+			// Not here: whoever stops this drain holds applyMu while it waits.
+			go s.insertFailed(w, err)
+			return
+		}
+		if ctx.Err() != nil {
+			return
+		}
+		s.statsMu.Lock()
+		s.recovery.DrainSeconds = time.Since(start).Seconds()
+		s.statsMu.Unlock()
+		slog.Info("Tail inserted into the graph", "vectors", len(ents), "seconds", time.Since(start).Seconds())
+	}()
+}
+
+// testHookDrain, set by tests, runs when a drain starts, before it inserts anything.
+var testHookDrain func()
+
+// stopDrain ends a running drain and waits for it. The caller holds applyMu, or owns the
+// store alone.
+func (s *Store) stopDrain() {
+	if s.drainStop != nil {
+		s.drainStop()
+		<-s.drainDone
+		s.drainStop, s.drainDone = nil, nil
+	}
+}
+
+// insertAll inserts w's entries into its state's graph from up to workers goroutines,
+// until done or ctx ends. An insert the index refuses (the vector was checked when it
+// was applied, so it is a bug) ends it with the error; see insertFailed.
+func (s *Store) insertAll(ctx context.Context, w insertWork, workers int) error {
+	var next atomic.Int64
+	var wg sync.WaitGroup
+	errs := make([]error, workers)
+	for i := range min(workers, len(w.ents)) {
+		wg.Go(func() {
+			for ctx.Err() == nil && errs[i] == nil {
+				j := int(next.Add(1)) - 1
+				if j >= len(w.ents) {
+					return
+				}
+				errs[i] = s.insert(w.st, w.ents[j])
+			}
+		})
+	}
+	wg.Wait()
+	return errors.Join(errs...)
+}
+
+// insertFailed stops the store after an insert of w failed with err, unless w's state
+// was replaced meanwhile (a replica's bootstrap).
+func (s *Store) insertFailed(w insertWork, err error) error {
+	s.applyMu.Lock()
+	defer s.applyMu.Unlock()
+	if s.st != w.st {
+		return err
+	}
+	var seq uint64
+	for _, e := range w.ents {
+		seq = max(seq, e.seq)
+	}
+	return s.breakLocked(brokenIndex, seq, err)
+}
+
+// insert puts e's vector into the graph, unless a later write of its key was applied
+// meanwhile (that write inserts its own, or deleted the key).
+func (s *Store) insert(st *state, e *tailEntry) error {
+	mu := s.keyLock(e.key)
+	mu.Lock()
+	defer mu.Unlock()
+	if !st.tail.current(e) {
+		return nil
+	}
+	if err := st.idx.Add(e.key, e.raw); err != nil {
+		return fmt.Errorf("adding key %d of record %d: %w", e.key, e.seq, err)
+	}
+	st.tail.indexed(e)
+	s.since.indexed.Add(1)
+	return nil
+}
+
+func (s *Store) keyLock(key uint64) *sync.Mutex {
+	return &s.keyLocks[(key*0x9e3779b97f4a7c15)>>56]
+}
+
+// Close stops the drain of the tail and closes the WAL (wal.Log.Close writes and fsyncs
+// what is queued). A snapshot written before keeps what the drain had not inserted.
 func (s *Store) Close() error {
+	s.applyMu.Lock()
+	s.stopDrain()
+	s.applyMu.Unlock()
 	if err := s.log.Close(); err != nil && !errors.Is(err, wal.ErrClosed) {
 		return fmt.Errorf("closing wal: %w", err)
 	}
@@ -207,8 +406,8 @@ func (s *Store) Log() *wal.Log { return s.log }
 func (s *Store) Dim() int { return s.cfg.Index.Dim }
 
 // Write appends one encoded record to the WAL and applies it, in sequence order with
-// every other write; it returns once both are done. Concurrent writers share fsyncs
-// (the WAL's group commit) and then apply one after another.
+// every other write, then inserts its vectors into the graph; it returns once all is
+// done. Concurrent writers share fsyncs (the WAL's group commit) and insert in parallel.
 func (s *Store) Write(ctx context.Context, r record) (uint64, int, error) {
 	data := encodeRecord(s.cfg.Index.Dim, r)
 	if err := s.Broken(); err != nil {
@@ -221,21 +420,29 @@ func (s *Store) Write(ctx context.Context, r record) (uint64, int, error) {
 		return 0, 0, &client.APIError{Code: client.CodePayloadTooLarge, Message: err.Error()}
 	}
 	s.applyMu.Lock()
-	defer s.applyMu.Unlock()
 	if err != nil {
-		return 0, 0, s.breakLocked(brokenWAL, 0, err)
+		err = s.breakLocked(brokenWAL, 0, err)
+		s.applyMu.Unlock()
+		return 0, 0, err
 	}
 	for s.applied+1 < seq && s.broken.Load() == nil {
 		s.applyCond.Wait()
 	}
 	if err := s.Broken(); err != nil {
+		s.applyMu.Unlock()
 		return 0, 0, err
 	}
-	n, err := s.apply(r)
+	n, work, err := s.apply(seq, r)
 	if err != nil {
-		return 0, 0, s.breakLocked(brokenIndex, seq, err)
+		err = s.breakLocked(brokenIndex, seq, err)
+		s.applyMu.Unlock()
+		return 0, 0, err
 	}
-	s.setApplied(seq)
+	s.setApplied(seq, len(data), n)
+	s.applyMu.Unlock()
+	if err := s.insertAll(context.Background(), work, insertWorkers(len(work.ents))); err != nil {
+		return 0, 0, s.insertFailed(work, err)
+	}
 	return seq, n, nil
 }
 
@@ -268,34 +475,50 @@ func (s *Store) breakLocked(cause string, seq uint64, err error) error {
 	return s.broken.Load().err
 }
 
+// insertWorkers is how many goroutines insert a write's n vectors: one per 16, up to
+// the cores.
+func insertWorkers(n int) int { return min(runtime.GOMAXPROCS(0), n/16+1) }
+
 // ApplyReplicated stores a record received from the primary under the primary's
 // sequence number and applies it. Records at or below the applied one are skipped.
 func (s *Store) ApplyReplicated(ctx context.Context, seq uint64, data []byte) error {
 	s.applyMu.Lock()
-	defer s.applyMu.Unlock()
 	if err := s.Broken(); err != nil {
+		s.applyMu.Unlock()
 		return err
 	}
 	if seq <= s.applied {
+		s.applyMu.Unlock()
 		return nil
 	}
 	if seq != s.applied+1 {
-		return fmt.Errorf("%w: got %d after %d", errGap, seq, s.applied)
+		applied := s.applied
+		s.applyMu.Unlock()
+		return fmt.Errorf("%w: got %d after %d", errGap, seq, applied)
 	}
 	r, err := decodeRecord(data)
 	if err == nil {
 		err = checkDim(r, s.cfg.Index.Dim)
 	}
 	if err != nil {
+		s.applyMu.Unlock()
 		return fmt.Errorf("record %d: %w", seq, err)
 	}
 	if err := s.log.AppendAt(ctx, seq, data); err != nil {
+		s.applyMu.Unlock()
 		return fmt.Errorf("appending replicated record %d: %w", seq, err)
 	}
-	if _, err := s.apply(r); err != nil {
-		return s.breakLocked(brokenIndex, seq, err)
+	n, work, err := s.apply(seq, r)
+	if err != nil {
+		err = s.breakLocked(brokenIndex, seq, err)
+		s.applyMu.Unlock()
+		return err
 	}
-	s.setApplied(seq)
+	s.setApplied(seq, len(data), n)
+	s.applyMu.Unlock()
+	if err := s.insertAll(context.Background(), work, insertWorkers(len(work.ents))); err != nil {
+		return s.insertFailed(work, err)
+	}
 	return nil
 }
 
@@ -308,21 +531,37 @@ func checkDim(r record, dim int) error {
 	return nil
 }
 
-func (s *Store) setApplied(seq uint64) {
+func (s *Store) setApplied(seq uint64, bytes, vectors int) {
 	s.applied = seq
 	s.appliedSeq.Store(seq)
-	s.sinceSnap.Add(1)
+	s.noteApplied(bytes, vectors)
 	s.applyCond.Broadcast()
 }
 
+// noteApplied adds an applied record to the replay cost since the last snapshot.
+func (s *Store) noteApplied(bytes, vectors int) {
+	s.since.records.Add(1)
+	s.since.bytes.Add(int64(bytes))
+	s.since.vectors.Add(int64(vectors))
+}
+
+// insertWork is what a write leaves for its writer to insert into the graph.
+type insertWork struct {
+	st   *state
+	ents []*tailEntry
+}
+
 // apply changes the in-memory state by one record; callers hold applyMu. It returns the
-// number of vectors upserted or deleted. Input was validated before it reached the WAL,
-// so the index refusing a change means the maps and the index no longer agree: the
-// error names the key, and the caller stops the store.
-func (s *Store) apply(r record) (int, error) {
+// number of vectors upserted or deleted, and the tail entries to insert into the graph.
+// Input was validated before it reached the WAL, so the index refusing a change means
+// the maps and the index no longer agree: the error names the key, and the caller stops
+// the store.
+func (s *Store) apply(seq uint64, r record) (int, insertWork, error) {
+	st := s.st
 	switch r.op {
 	case opUpsert:
-		return s.applyUpsert(r.upserts)
+		ents, err := s.applyUpsert(st, seq, r.upserts)
+		return len(r.upserts), insertWork{st: st, ents: ents}, err
 	case opDelete:
 		s.mu.Lock()
 		keys := make([]uint64, 0, len(r.deletes))
@@ -333,30 +572,36 @@ func (s *Store) apply(r record) (int, error) {
 			}
 		}
 		s.mu.Unlock()
-		return len(keys), s.deleteKeys(keys)
+		return len(keys), insertWork{}, s.deleteKeys(st, keys)
 	case opDrop:
 		s.mu.Lock()
 		var keys []uint64
-		for key := range s.st.entries {
-			if e := &s.st.entries[key]; e.live && r.drop.Has(int(e.slot)) {
+		for key := range st.entries {
+			if e := &st.entries[key]; e.live && r.drop.Has(int(e.slot)) {
 				s.removeLocked(e.id, "")
 				keys = append(keys, uint64(key))
 			}
 		}
 		s.mu.Unlock()
-		return len(keys), s.deleteKeys(keys)
+		return len(keys), insertWork{}, s.deleteKeys(st, keys)
 	}
-	return 0, nil
+	return 0, insertWork{}, nil
 }
 
-// deleteKeys removes keys from the index; the first failure is returned, after the rest
-// were tried.
-func (s *Store) deleteKeys(keys []uint64) error {
+// deleteKeys removes keys from the tail and the graph; the first failure is returned,
+// after the rest were tried. The key lock waits for an insert of the key in flight,
+// which would otherwise put it back. A key with a vector in the tail may have none in
+// the graph yet; any other must have one.
+func (s *Store) deleteKeys(st *state, keys []uint64) error {
 	var first error
 	for _, key := range keys {
-		if err := s.st.idx.Delete(key); err != nil && first == nil {
+		mu := s.keyLock(key)
+		mu.Lock()
+		pending := st.tail.remove(key)
+		if err := st.idx.Delete(key); err != nil && !(pending && errors.Is(err, hnsw.ErrNotFound)) && first == nil {
 			first = fmt.Errorf("deleting key %d: %w", key, err)
 		}
+		mu.Unlock()
 	}
 	return first
 }
@@ -377,57 +622,35 @@ func (s *Store) removeLocked(id, partition string) (uint64, bool) {
 	return key, true
 }
 
-func (s *Store) applyUpsert(items []upsertItem) (int, error) {
-	keys := make([]uint64, len(items))
+func (s *Store) applyUpsert(st *state, seq uint64, items []upsertItem) ([]*tailEntry, error) {
+	puts := make([]tailPut, len(items))
 	s.mu.Lock()
 	for i, it := range items {
-		key, ok := s.st.ids[it.id]
-		if !ok {
-			key = uint64(len(s.st.entries))
-			s.st.entries = append(s.st.entries, entry{})
-			s.st.ids[it.id] = key
-			s.st.live++
+		key, existed := st.ids[it.id]
+		if !existed {
+			key = uint64(len(st.entries))
+			st.entries = append(st.entries, entry{})
+			st.ids[it.id] = key
+			st.live++
 		}
-		e := entry{id: it.id, part: s.st.intern(it.partition), slot: uint16(it.slot), live: true}
-		s.st.entries[key] = e
-		s.st.meta.set(key, e.part, e.slot)
-		keys[i] = key
+		e := entry{id: it.id, part: st.intern(it.partition), slot: uint16(it.slot), live: true}
+		st.entries[key] = e
+		st.meta.set(key, e.part, e.slot)
+		// A key that existed may have a vector in the graph this one replaces.
+		puts[i] = tailPut{key: key, seq: seq, raw: it.vec, stale: existed}
 		s.slotWrites[it.slot].Add(1)
 	}
 	s.mu.Unlock()
-	// A batch may name an id twice; only its last vector counts, as if applied in order.
-	last := make(map[uint64]int, len(items))
-	for i, k := range keys {
-		last[k] = i
-	}
-	work := make([]int, 0, len(last))
-	for i, k := range keys {
-		if last[k] == i {
-			work = append(work, i)
+	for i := range puts {
+		var err error
+		if puts[i].vec, err = st.idx.Prepare(puts[i].raw); err != nil {
+			// The check the graph insert would make, made now: the record is refused
+			// before any of it is visible.
+			return nil, fmt.Errorf("adding id %q as key %d: %w", items[i].id, puts[i].key, err)
 		}
 	}
-	workers := min(runtime.GOMAXPROCS(0), len(work)/16+1)
-	var next atomic.Int64
-	var wg sync.WaitGroup
-	errs := make([]error, workers)
-	for w := range workers {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			for {
-				j := int(next.Add(1)) - 1
-				if j >= len(work) {
-					return
-				}
-				i := work[j]
-				if err := s.st.idx.Add(keys[i], items[i].vec); err != nil && errs[w] == nil {
-					errs[w] = fmt.Errorf("adding id %q as key %d: %w", items[i].id, keys[i], err)
-				}
-			}
-		}()
-	}
-	wg.Wait()
-	return len(items), errors.Join(errs...)
+	// A batch may name an id twice: put applies them in order, so only the last counts.
+	return st.tail.put(puts), nil
 }
 
 // intern returns the index of partition in st.parts, adding it if new. For the
@@ -454,11 +677,20 @@ func (s *Store) Get(id, partition string) (client.Vector, bool) {
 	if partition != "" && s.st.parts[e.part] != partition {
 		return client.Vector{}, false
 	}
-	vec, ok := s.st.idx.Get(key)
+	vec, ok := s.st.vector(key)
 	if !ok {
 		return client.Vector{}, false
 	}
 	return client.Vector{ID: id, Vector: vec, Partition: s.st.parts[e.part]}, true
+}
+
+// vector returns a copy of key's vector as the index stores it: the tail's when it
+// has one (the graph may hold an older one, or none yet), else the graph's.
+func (st *state) vector(key uint64) ([]float32, bool) {
+	if vec, ok := st.tail.get(key); ok {
+		return slices.Clone(vec), true
+	}
+	return st.idx.Get(key)
 }
 
 // storedSlots calls yield with the slot of every id in items that is stored now.
@@ -486,22 +718,45 @@ func (s *Store) SlotOf(id, partition string) int {
 }
 
 // Search returns the k nearest stored vectors to q; with a partition, only that
-// partition's vectors, filtered inside the graph walk. The walk holds no Store lock:
-// the index is safe for concurrent use, and the filter reads st.meta.
+// partition's vectors, filtered inside the graph walk. Vectors not in the graph yet are
+// scanned exactly beside it (see tail.go), first, so none written before the search is
+// missed. The walk and the scan hold no Store lock: the index and the tail are safe for
+// concurrent use, and the filter reads st.meta.
 func (s *Store) Search(q []float32, k, ef int, partition string) ([]client.Hit, error) {
 	for {
 		s.mu.RLock()
-		idx, meta := s.st.idx, s.st.meta
-		p, known := s.st.partIdx[partition]
+		st := s.st
+		p, known := st.partIdx[partition]
 		s.mu.RUnlock()
 		if !known {
 			return []client.Hit{}, nil
 		}
+		idx, meta, tl := st.idx, st.meta, st.tail
+		keep := func(key uint64) bool {
+			kp, _, live := meta.get(key)
+			return live && kp == p
+		}
+		var fromTail []hnsw.Result
+		if tl.Len() > 0 {
+			pq, err := idx.Prepare(q)
+			if err != nil {
+				return nil, fmt.Errorf("searching: %w", err)
+			}
+			live := keep
+			if partition == "" {
+				live = func(key uint64) bool { _, _, ok := meta.get(key); return ok }
+			}
+			fromTail = tl.scan(pq, k, live, s.dist)
+		}
 		opts := hnsw.SearchOptions{Ef: ef}
 		if partition != "" {
-			opts.Filter = func(key uint64) bool {
-				kp, _, live := meta.get(key)
-				return live && kp == p
+			opts.Filter = keep
+		}
+		if current := tl.staleFilter(); current != nil {
+			if partition == "" {
+				opts.Filter = current
+			} else {
+				opts.Filter = func(key uint64) bool { return current(key) && keep(key) }
 			}
 		}
 		if s.walkStarts != nil {
@@ -511,7 +766,7 @@ func (s *Store) Search(q []float32, k, ef int, partition string) ([]client.Hit, 
 		if err != nil {
 			return nil, fmt.Errorf("searching: %w", err)
 		}
-		if hits, ok := s.hits(res, idx, partition, p); ok {
+		if hits, ok := s.hits(mergeResults(fromTail, res, k), idx, partition, p); ok {
 			return hits, nil
 		}
 		// A replica re-bootstrapped during the walk: its keys name other ids now.
@@ -552,7 +807,19 @@ func (s *Store) Len() int {
 func (s *Store) MemoryBytes() int64 {
 	s.mu.RLock()
 	defer s.mu.RUnlock()
-	return s.st.idx.MemoryBytes() + int64(len(s.st.entries))*48
+	tailBytes := s.st.tail.Len() * int64(s.cfg.Index.Dim) * 4
+	if s.cfg.Index.Metric == hnsw.Cosine {
+		tailBytes *= 2 // the vector as written and normalised
+	}
+	return s.st.idx.MemoryBytes() + int64(len(s.st.entries))*48 + tailBytes
+}
+
+// Unindexed is the number of vectors applied but not in the graph yet (searched by an
+// exact scan meanwhile).
+func (s *Store) Unindexed() int64 {
+	s.mu.RLock()
+	defer s.mu.RUnlock()
+	return s.st.tail.Len()
 }
 
 // exportSlots calls fn with batches of the stored vectors whose slot is in set.
@@ -569,7 +836,7 @@ func (s *Store) exportSlots(set *slots.Set, batch int, fn func([]upsertItem) err
 	for _, key := range keys {
 		s.mu.RLock()
 		e := s.st.entries[key]
-		vec, ok := s.st.idx.Get(key)
+		vec, ok := s.st.vector(key)
 		part := s.st.parts[e.part]
 		s.mu.RUnlock()
 		if !ok || !e.live {
@@ -591,7 +858,9 @@ func (s *Store) exportSlots(set *slots.Set, batch int, fn func([]upsertItem) err
 
 // Snapshot writes the state at the applied sequence number (temp file and rename, by the
 // WAL package) and trims the log before the previous snapshot, which stays as a fallback.
-// Writes wait while it runs.
+// Writes wait only while it starts: it copies the maps, takes the tail's pending entries
+// and freezes an image of the graph (hnsw.Index.Freeze) at that sequence number, and
+// writes them while writes go on.
 func (s *Store) Snapshot() error {
 	if err := s.Broken(); err != nil {
 		// The state may lack records the log holds: a snapshot of it would outlive the
@@ -602,18 +871,32 @@ func (s *Store) Snapshot() error {
 	defer s.snapMu.Unlock()
 	s.applyMu.Lock()
 	seq := s.applied
-	if seq == s.lastSnapSeq && s.hasSnapshot() {
+	// At the same seq a new snapshot is still worth writing when the drain moved
+	// vectors from the tail into the graph: a restart redoes less.
+	if c := s.SinceSnapshot(); seq == s.lastSnapSeq && c.Records == 0 && c.Indexed == 0 && s.hasSnapshot() {
 		s.applyMu.Unlock()
 		return nil
 	}
-	err := wal.WriteSnapshot(s.snapDir, seq, func(w io.Writer) error { return writeState(w, &s.st) })
-	if err == nil {
-		s.sinceSnap.Store(0)
-	}
+	v := s.view()
+	cost := s.takeSince()
 	s.applyMu.Unlock()
+	defer v.img.Release()
+
+	start := time.Now()
+	var size int64
+	err := wal.WriteSnapshot(s.snapDir, seq, func(w io.Writer) error {
+		var err error
+		size, err = writeState(w, v)
+		return err
+	})
 	if err != nil {
+		s.restoreSince(cost)
 		return fmt.Errorf("writing snapshot at %d: %w", seq, err)
 	}
+	s.statsMu.Lock()
+	s.lastSnap = &client.SnapshotReport{Seq: seq, Bytes: size, Seconds: time.Since(start).Seconds(),
+		Vectors: v.live, TailVectors: len(v.tail), Time: time.Now().UTC()}
+	s.statsMu.Unlock()
 	if seq != s.lastSnapSeq {
 		s.prevSnapSeq, s.lastSnapSeq = s.lastSnapSeq, seq
 	}
@@ -625,13 +908,73 @@ func (s *Store) Snapshot() error {
 	return nil
 }
 
-func (s *Store) hasSnapshot() bool {
-	path, _, _, err := wal.LatestSnapshot(s.snapDir)
-	return err == nil && path != ""
+// snapView is a state as of one sequence number, for writeState: copies of the maps, the
+// tail's pending entries and a frozen image of the graph, all taken at once.
+type snapView struct {
+	history historyID
+	entries []entry
+	parts   []string
+	live    int
+	tail    []*tailEntry
+	img     *hnsw.Image
 }
 
-// RecordsSinceSnapshot counts records applied since the last snapshot.
-func (s *Store) RecordsSinceSnapshot() int64 { return s.sinceSnap.Load() }
+// view takes a snapView of the current state. The caller holds applyMu, so no record is
+// being applied; the image is frozen while no graph insert runs, and the tail is read in
+// that same moment, so every key's vector is in exactly one of the two as of then. The
+// caller must release the image.
+func (s *Store) view() *snapView {
+	st := s.st
+	s.mu.RLock()
+	v := &snapView{history: st.history, entries: slices.Clone(st.entries), parts: slices.Clone(st.parts), live: st.live}
+	s.mu.RUnlock()
+	v.img = st.idx.Freeze(func() { v.tail = st.tail.pendingEntries() })
+	return v
+}
+
+// takeSince returns the replay cost since the last snapshot and starts counting anew.
+func (s *Store) takeSince() ReplayCost {
+	return ReplayCost{Records: s.since.records.Swap(0), WALBytes: s.since.bytes.Swap(0),
+		Vectors: s.since.vectors.Swap(0), Indexed: s.since.indexed.Swap(0)}
+}
+
+// restoreSince adds back the cost of a snapshot that failed.
+func (s *Store) restoreSince(c ReplayCost) {
+	s.since.records.Add(c.Records)
+	s.since.bytes.Add(c.WALBytes)
+	s.since.vectors.Add(c.Vectors)
+	s.since.indexed.Add(c.Indexed)
+}
+
+// SinceSnapshot is the work a restart would redo now (see ReplayCost); the snapshot
+// triggers compare it with their thresholds.
+func (s *Store) SinceSnapshot() ReplayCost {
+	return ReplayCost{Records: s.since.records.Load(), WALBytes: s.since.bytes.Load(),
+		Vectors: s.since.vectors.Load(), Indexed: s.since.indexed.Load()}
+}
+
+// Recovery reports how the store was recovered when it opened (or last bootstrapped),
+// and the last snapshot it wrote (nil before the first).
+func (s *Store) Recovery() (client.RecoveryReport, *client.SnapshotReport) {
+	s.statsMu.Lock()
+	defer s.statsMu.Unlock()
+	return s.recovery, s.lastSnap
+}
+
+// hasSnapshot reports whether the newest snapshot file has a valid trailer (its payload
+// is checked when it is read; reading it here would cost as much as writing one).
+func (s *Store) hasSnapshot() bool {
+	seqs, err := wal.Snapshots(s.snapDir)
+	if err != nil || len(seqs) == 0 {
+		return false
+	}
+	rc, err := wal.OpenSnapshot(wal.SnapshotPath(s.snapDir, seqs[0]))
+	if err != nil {
+		return false
+	}
+	rc.Close()
+	return true
+}
 
 // openSnapshot returns the newest snapshot and its sequence number, writing one first
 // if there is none yet.
@@ -652,9 +995,10 @@ func (s *Store) openSnapshot() (io.ReadCloser, uint64, int64, error) {
 	return rc, seq, size, nil
 }
 
-// Replace installs a snapshot received from the primary at seq: the state, a local
-// snapshot, and a log that continues after seq. A replica uses it to bootstrap and when
-// the primary has trimmed the records it needs.
+// Replace installs a snapshot received from the primary at seq: the state, its history,
+// a local snapshot, and a log that continues after seq. A replica uses it to bootstrap,
+// when the primary has trimmed the records it needs, and when the primary's history is
+// not its own.
 func (s *Store) Replace(seq uint64, r io.Reader) error {
 	st, err := readState(r, s.cfg.Index)
 	if err != nil {
@@ -664,11 +1008,25 @@ func (s *Store) Replace(seq uint64, r io.Reader) error {
 	defer s.snapMu.Unlock()
 	s.applyMu.Lock()
 	defer s.applyMu.Unlock()
-	if err := wal.WriteSnapshot(s.snapDir, seq, func(w io.Writer) error { return writeState(w, &st) }); err != nil {
+	s.stopDrain()
+	// The order matters to a crash in between: the snapshot first (a restart finds it
+	// of another history than the history file, and resets the log), then the log,
+	// then the history file.
+	err = wal.WriteSnapshot(s.snapDir, seq, func(w io.Writer) error {
+		v := &snapView{history: st.history, entries: st.entries, parts: st.parts, live: st.live,
+			tail: st.tail.pendingEntries(), img: st.idx.Freeze(nil)}
+		defer v.img.Release()
+		_, err := writeState(w, v)
+		return err
+	})
+	if err != nil {
 		return fmt.Errorf("writing bootstrap snapshot: %w", err)
 	}
 	if err := s.log.Reset(seq); err != nil {
 		return fmt.Errorf("resetting wal to %d: %w", seq, err)
+	}
+	if err := writeHistory(s.cfg.DataDir, st.history); err != nil {
+		return err
 	}
 	s.mu.Lock()
 	s.st = st
@@ -676,74 +1034,196 @@ func (s *Store) Replace(seq uint64, r io.Reader) error {
 	s.prevSnapSeq, s.lastSnapSeq = 0, seq
 	s.applied = seq
 	s.appliedSeq.Store(seq)
-	s.sinceSnap.Store(0)
+	s.takeSince()
+	s.statsMu.Lock()
+	s.recovery = client.RecoveryReport{SnapshotSeq: seq, SnapshotVectors: st.live, TailVectors: st.tail.Len()}
+	s.statsMu.Unlock()
+	s.startDrain()
 	return nil
 }
 
-// writeState encodes the maps, then the index (its own format) last.
-func writeState(w io.Writer, st *state) error {
-	bw := bufio.NewWriterSize(w, 1<<16)
-	bw.WriteString(snapshotMagic)
-	var buf []byte
-	buf = binary.LittleEndian.AppendUint64(buf, uint64(len(st.entries)))
-	buf = binary.LittleEndian.AppendUint64(buf, uint64(st.live))
-	bw.Write(buf)
-	for key, e := range st.entries {
-		if !e.live {
-			continue
-		}
-		buf = binary.LittleEndian.AppendUint64(buf[:0], uint64(key))
-		buf = appendString(buf, e.id)
-		buf = appendString(buf, st.parts[e.part])
-		if _, err := bw.Write(buf); err != nil {
-			return fmt.Errorf("writing id map: %w", err)
-		}
-	}
-	if _, err := st.idx.WriteTo(bw); err != nil {
-		return fmt.Errorf("writing index: %w", err)
-	}
-	return bw.Flush()
+// History is the id of the history this store's data belongs to (see history.go).
+func (s *Store) History() historyID {
+	s.mu.RLock()
+	defer s.mu.RUnlock()
+	return s.st.history
 }
 
-func readState(r io.Reader, cfg hnsw.Config) (state, error) {
+// writeState encodes a snapshot, all integers little-endian:
+//
+//	magic "ANNSHRD2" | history id [16]byte | next key u64 | live u64 |
+//	id map bytes u64 | live x { key u64 | idLen u16 | id | partLen u16 | partition } |
+//	tail u64 | tail x { key u64 | dim x f32 } | the hnsw index (its own format)
+//
+// The tail holds the vectors applied but not in the graph at the snapshot's sequence
+// number: a restart scans and inserts them again, as it does those of the WAL after.
+// The id map's length lets a reader parse it beside the index. It returns the bytes
+// written.
+func writeState(w io.Writer, v *snapView) (int64, error) {
+	cw := &countingWriter{w: w}
+	bw := bufio.NewWriterSize(cw, 1<<16)
+	var idMap []byte
+	for key, e := range v.entries {
+		if e.live {
+			idMap = binary.LittleEndian.AppendUint64(idMap, uint64(key))
+			idMap = appendString(idMap, e.id)
+			idMap = appendString(idMap, v.parts[e.part])
+		}
+	}
+	bw.WriteString(snapshotMagic)
+	bw.Write(v.history[:])
+	var buf []byte
+	buf = binary.LittleEndian.AppendUint64(buf, uint64(len(v.entries)))
+	buf = binary.LittleEndian.AppendUint64(buf, uint64(v.live))
+	buf = binary.LittleEndian.AppendUint64(buf, uint64(len(idMap)))
+	bw.Write(buf)
+	if _, err := bw.Write(idMap); err != nil {
+		return cw.n, fmt.Errorf("writing id map: %w", err)
+	}
+	buf = binary.LittleEndian.AppendUint64(buf[:0], uint64(len(v.tail)))
+	bw.Write(buf)
+	for _, e := range v.tail {
+		buf = binary.LittleEndian.AppendUint64(buf[:0], e.key)
+		for _, f := range e.raw {
+			buf = binary.LittleEndian.AppendUint32(buf, math.Float32bits(f))
+		}
+		if _, err := bw.Write(buf); err != nil {
+			return cw.n, fmt.Errorf("writing tail: %w", err)
+		}
+	}
+	if _, err := v.img.WriteTo(bw); err != nil {
+		return cw.n, fmt.Errorf("writing index: %w", err)
+	}
+	err := bw.Flush()
+	return cw.n, err
+}
+
+// countingWriter counts the bytes written through it.
+type countingWriter struct {
+	w io.Writer
+	n int64
+}
+
+func (c *countingWriter) Write(p []byte) (int, error) {
+	n, err := c.w.Write(p)
+	c.n += int64(n)
+	return n, err
+}
+
+// readState decodes a snapshot of writeState and checks that it is whole: every live id
+// has a vector, in the graph or in the tail, and the graph holds no other. The id map
+// is parsed on another goroutine while the index is read.
+func readState(r io.Reader, cfg hnsw.Config) (*state, error) {
 	br := bufio.NewReaderSize(r, 1<<16)
-	var head [len(snapshotMagic) + 16]byte
+	var head [len(snapshotMagic) + len(historyID{}) + 24]byte
 	if _, err := io.ReadFull(br, head[:]); err != nil {
-		return state{}, fmt.Errorf("reading snapshot header: %w", err)
+		return nil, fmt.Errorf("reading snapshot header: %w", err)
 	}
 	if string(head[:len(snapshotMagic)]) != snapshotMagic {
-		return state{}, fmt.Errorf("%w: not a shard snapshot", hnsw.ErrCorrupt)
+		return nil, fmt.Errorf("%w: not a shard snapshot of this version", hnsw.ErrCorrupt)
 	}
-	nextKey := binary.LittleEndian.Uint64(head[len(snapshotMagic):])
-	live := binary.LittleEndian.Uint64(head[len(snapshotMagic)+8:])
-	if live > nextKey || nextKey > 1<<40 {
-		return state{}, fmt.Errorf("%w: %d live of %d keys", hnsw.ErrCorrupt, live, nextKey)
+	rest := head[len(snapshotMagic):]
+	var history historyID
+	copy(history[:], rest)
+	rest = rest[len(history):]
+	nextKey := binary.LittleEndian.Uint64(rest)
+	live := binary.LittleEndian.Uint64(rest[8:])
+	idMapBytes := binary.LittleEndian.Uint64(rest[16:])
+	if live > nextKey || nextKey > 1<<40 || idMapBytes < 12*live {
+		return nil, fmt.Errorf("%w: %d live of %d keys in %d bytes", hnsw.ErrCorrupt, live, nextKey, idMapBytes)
 	}
-	st := state{ids: make(map[string]uint64, live), entries: make([]entry, nextKey),
-		parts: []string{""}, partIdx: map[string]uint32{"": 0}, live: int(live)}
-	var kb [8]byte
+	// Read as it arrives (a forged length cannot allocate ahead of the data).
+	var idMap bytes.Buffer
+	if _, err := io.CopyN(&idMap, br, int64(idMapBytes)); err != nil {
+		return nil, fmt.Errorf("reading id map: %w", err)
+	}
+	st := &state{tail: newTail(), parts: []string{""}, partIdx: map[string]uint32{"": 0}, live: int(live), history: history}
+	parsed := make(chan error, 1)
+	go func() { parsed <- st.parseIDMap(idMap.Bytes(), nextKey, live) }()
+	idx, puts, err := readIndex(br, cfg, nextKey)
+	if perr := <-parsed; err == nil {
+		err = perr
+	}
+	if err != nil {
+		return nil, err
+	}
+	st.idx = idx
+	st.indexMeta()
+	inGraph := 0
+	for i := range puts {
+		if key := puts[i].key; !st.entries[key].live {
+			return nil, fmt.Errorf("%w: tail vector of key %d, not a live id", hnsw.ErrCorrupt, key)
+		}
+		if puts[i].vec, err = idx.Prepare(puts[i].raw); err != nil {
+			return nil, fmt.Errorf("%w: tail vector of key %d: %w", hnsw.ErrCorrupt, puts[i].key, err)
+		}
+		if puts[i].stale = idx.Contains(puts[i].key); puts[i].stale {
+			inGraph++
+		}
+	}
+	st.tail.put(puts)
+	if err := checkWhole(st, inGraph); err != nil {
+		return nil, err
+	}
+	return st, nil
+}
+
+// parseIDMap fills st's id maps from the id map section of a snapshot.
+func (st *state) parseIDMap(b []byte, nextKey, live uint64) error {
+	st.ids = make(map[string]uint64, live)
+	st.entries = make([]entry, nextKey)
+	d := &decoder{b: b}
 	for range live {
-		if _, err := io.ReadFull(br, kb[:]); err != nil {
-			return state{}, fmt.Errorf("reading id map: %w", err)
+		var key uint64
+		if kb := d.take(8); kb != nil {
+			key = binary.LittleEndian.Uint64(kb)
 		}
-		key := binary.LittleEndian.Uint64(kb[:])
-		id, err := readString(br)
-		if err != nil {
-			return state{}, err
-		}
-		part, err := readString(br)
-		if err != nil {
-			return state{}, err
+		id, part := d.str(), d.str()
+		if d.err != nil {
+			return fmt.Errorf("%w: reading id map: %w", hnsw.ErrCorrupt, d.err)
 		}
 		if key >= nextKey || st.entries[key].live {
-			return state{}, fmt.Errorf("%w: bad key %d in id map", hnsw.ErrCorrupt, key)
+			return fmt.Errorf("%w: bad key %d in id map", hnsw.ErrCorrupt, key)
 		}
 		st.entries[key] = entry{id: id, part: st.intern(part), slot: uint16(slots.Of(slots.KeyOf(id, part))), live: true}
 		st.ids[id] = key
 	}
+	if len(d.b) != 0 {
+		return fmt.Errorf("%w: %d bytes after the id map", hnsw.ErrCorrupt, len(d.b))
+	}
+	return nil
+}
+
+// readIndex reads the tail and the index of a snapshot, and checks the stream ends
+// there.
+func readIndex(br *bufio.Reader, cfg hnsw.Config, nextKey uint64) (*hnsw.Index, []tailPut, error) {
+	var kb [8]byte
+	if _, err := io.ReadFull(br, kb[:]); err != nil {
+		return nil, nil, fmt.Errorf("reading tail: %w", err)
+	}
+	ntail := binary.LittleEndian.Uint64(kb[:])
+	if ntail > nextKey {
+		return nil, nil, fmt.Errorf("%w: a tail of %d vectors for %d keys", hnsw.ErrCorrupt, ntail, nextKey)
+	}
+	var puts []tailPut
+	vb := make([]byte, 8+4*cfg.Dim)
+	for range ntail {
+		if _, err := io.ReadFull(br, vb); err != nil {
+			return nil, nil, fmt.Errorf("reading tail: %w", err)
+		}
+		key := binary.LittleEndian.Uint64(vb)
+		if key >= nextKey {
+			return nil, nil, fmt.Errorf("%w: tail vector of key %d of %d", hnsw.ErrCorrupt, key, nextKey)
+		}
+		vec := make([]float32, cfg.Dim)
+		for i := range vec {
+			vec[i] = math.Float32frombits(binary.LittleEndian.Uint32(vb[8+4*i:]))
+		}
+		puts = append(puts, tailPut{key: key, raw: vec})
+	}
 	idx, err := hnsw.Read(br)
 	if err != nil {
-		return state{}, fmt.Errorf("reading index: %w", err)
+		return nil, nil, fmt.Errorf("reading index: %w", err)
 	}
 	// A snapshot's checksum is checked when its reader reaches the end (and a replication
 	// stream is cut by the sender if it fails), so the state counts only after a clean EOF.
@@ -751,25 +1231,28 @@ func readState(r io.Reader, cfg hnsw.Config) (state, error) {
 		if err == nil {
 			err = fmt.Errorf("%w: trailing bytes after the index", hnsw.ErrCorrupt)
 		}
-		return state{}, fmt.Errorf("reading snapshot end: %w", err)
+		return nil, nil, fmt.Errorf("reading snapshot end: %w", err)
 	}
 	if got := idx.Config(); got.Dim != cfg.Dim || got.Metric != cfg.Metric {
-		return state{}, fmt.Errorf("snapshot holds dimension %d %s, configured %d %s: %w",
+		return nil, nil, fmt.Errorf("snapshot holds dimension %d %s, configured %d %s: %w",
 			got.Dim, got.Metric, cfg.Dim, cfg.Metric, hnsw.ErrDimension)
 	}
-	st.idx = idx
-	st.indexMeta()
-	return st, nil
+	return idx, puts, nil
 }
 
-func readString(br *bufio.Reader) (string, error) {
-	var lb [2]byte
-	if _, err := io.ReadFull(br, lb[:]); err != nil {
-		return "", fmt.Errorf("reading id map: %w", err)
+// checkWhole verifies that every live id of st has a vector in the graph or the tail,
+// and the graph holds no other key (inGraph of the tail's keys are in it too).
+func checkWhole(st *state, inGraph int) error {
+	if want := st.live - int(st.tail.Len()) + inGraph; st.idx.Len() != want {
+		return fmt.Errorf("%w: the graph holds %d vectors, the id map and the tail say %d", hnsw.ErrCorrupt, st.idx.Len(), want)
 	}
-	b := make([]byte, binary.LittleEndian.Uint16(lb[:]))
-	if _, err := io.ReadFull(br, b); err != nil {
-		return "", fmt.Errorf("reading id map: %w", err)
+	for key, e := range st.entries {
+		if !e.live || st.idx.Contains(uint64(key)) {
+			continue
+		}
+		if _, ok := st.tail.get(uint64(key)); !ok {
+			return fmt.Errorf("%w: id %q has no vector", hnsw.ErrCorrupt, e.id)
+		}
 	}
-	return string(b), nil
+	return nil
 }

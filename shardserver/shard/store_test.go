@@ -42,6 +42,20 @@ func contents(s *Store) map[string]string {
 	return out
 }
 
+// encodeState returns what a snapshot of s would hold now.
+func encodeState(t testing.TB, s *Store) *bytes.Buffer {
+	t.Helper()
+	s.applyMu.Lock()
+	v := s.view()
+	s.applyMu.Unlock()
+	defer v.img.Release()
+	var buf bytes.Buffer
+	if _, err := writeState(&buf, v); err != nil {
+		t.Fatal(err)
+	}
+	return &buf
+}
+
 func upsertN(t testing.TB, s *Store, r *rand.Rand, from, n int) {
 	t.Helper()
 	items := make([]upsertItem, n)
@@ -224,10 +238,7 @@ func TestReplaceRefusesCutOrPaddedStream(t *testing.T) {
 	}
 	defer src.Close()
 	upsertN(t, src, rand.New(rand.NewPCG(1, 1)), 0, 30)
-	var buf bytes.Buffer
-	if err := writeState(&buf, &src.st); err != nil {
-		t.Fatal(err)
-	}
+	buf := encodeState(t, src)
 	dst, err := OpenStore(testStoreConfig(t.TempDir()))
 	if err != nil {
 		t.Fatal(err)

@@ -28,6 +28,9 @@ const (
 
 func snapName(seq uint64) string { return fmt.Sprintf("%s%020d%s", snapPrefix, seq, snapSuffix) }
 
+// SnapshotPath is the file of the snapshot at seq in dir, as Snapshots lists them.
+func SnapshotPath(dir string, seq uint64) string { return filepath.Join(dir, snapName(seq)) }
+
 func parseSnapName(name string) (uint64, bool) {
 	if len(name) != len(snapPrefix)+20+len(snapSuffix) ||
 		!strings.HasPrefix(name, snapPrefix) || !strings.HasSuffix(name, snapSuffix) {
