@@ -22,7 +22,10 @@ import (
 // Replication protocol. GET /v1/replication/snapshot streams the payload of the
 // primary's newest snapshot, with its sequence number in the SeqHeader. GET
 // /v1/replication/wal?from=SEQ answers 410 Gone when SEQ is no longer in the log (the
-// replica must bootstrap again), else streams frames until the client goes away:
+// replica must bootstrap again), else streams frames until the client goes away. Both
+// name the primary's history in the HistoryHeader: a replica whose own history is
+// another bootstraps from the snapshot (which carries the id it adopts) instead of
+// following records of a history it does not have (see history.go). The frames:
 //
 //	seq:u64 len:u32 crc32c(data):u32 data
 //
@@ -40,8 +43,9 @@ const (
 
 var castagnoli = crc32.MakeTable(crc32.Castagnoli)
 
-// errNeedBootstrap means the primary no longer has the records the replica needs.
-var errNeedBootstrap = errors.New("primary has trimmed the records this replica needs")
+// errNeedBootstrap means the primary no longer has the records the replica needs, or
+// they are of another history than the replica's.
+var errNeedBootstrap = errors.New("the replica must bootstrap from the primary's snapshot")
 
 // streamContext ends when the request ends or the server starts shutting down.
 func (s *Server) streamContext(r *http.Request) (context.Context, context.CancelFunc) {
@@ -59,6 +63,7 @@ func (s *Server) handleReplSnapshot(w http.ResponseWriter, r *http.Request) {
 	defer rc.Close()
 	w.Header().Set("Content-Type", "application/octet-stream")
 	w.Header().Set(SeqHeader, strconv.FormatUint(seq, 10))
+	w.Header().Set(HistoryHeader, s.store.History().String())
 	w.WriteHeader(http.StatusOK)
 	if _, err := io.Copy(w, rc); err != nil {
 		// Break the connection so the replica cannot take a cut stream for a whole one.
@@ -157,6 +162,7 @@ func (s *Server) handleReplWAL(w http.ResponseWriter, r *http.Request) {
 	log := s.store.Log()
 	w.Header().Set("Content-Type", "application/octet-stream")
 	w.Header().Set(SeqHeader, strconv.FormatUint(log.LastSeq(), 10))
+	w.Header().Set(HistoryHeader, s.store.History().String())
 	w.WriteHeader(http.StatusOK)
 	fw := newFrameWriter(w)
 	defer startHeartbeats(ctx, cancel, func() error { return fw.write(log.LastSeq(), nil, true) })()
@@ -303,7 +309,7 @@ func (rp *replicator) bootstrap(ctx context.Context) error {
 	if err := rp.store.Replace(seq, resp.Body); err != nil {
 		return fmt.Errorf("installing snapshot %d: %w", seq, err)
 	}
-	slog.Info("Bootstrapped from the primary", "seq", seq, "vectors", rp.store.Len())
+	slog.Info("Bootstrapped from the primary", "seq", seq, "vectors", rp.store.Len(), "history", rp.store.History().String())
 	return nil
 }
 
@@ -324,6 +330,13 @@ func (rp *replicator) follow(ctx context.Context) error {
 	default:
 		b, _ := io.ReadAll(io.LimitReader(resp.Body, 4096))
 		return fmt.Errorf("GET wal from %d: HTTP %d: %s", from, resp.StatusCode, b)
+	}
+	history, err := parseHistoryID(resp.Header.Get(HistoryHeader))
+	if err != nil {
+		return fmt.Errorf("GET wal from %d: bad %s header: %w", from, HistoryHeader, err)
+	}
+	if own := rp.store.History(); history != own {
+		return fmt.Errorf("%w: the primary's history is %s, this replica's %s", errNeedBootstrap, history, own)
 	}
 	// A silent stream (a primary that vanished without closing) is cut after streamSilence.
 	watchdog := time.AfterFunc(streamSilence, cancel)

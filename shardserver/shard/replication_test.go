@@ -162,3 +162,58 @@ func TestReplicaStaysReadyThroughAPrimaryRestart(t *testing.T) {
 		})
 	}
 }
+
+// TestReplicaRebootstrapsOnNewHistory: a primary whose data directory was wiped and
+// refilled to the same length has other records under the same sequence numbers; its
+// replica must notice (the history id differs) and bootstrap again, not keep following.
+func TestReplicaRebootstrapsOnNewHistory(t *testing.T) {
+	ctx := context.Background()
+	newPrimary := func() (*Server, *client.Client, string) {
+		cfg := testConfig(t.TempDir())
+		cfg.Token = "tok"
+		p, hs := newTestServer(t, cfg)
+		return p, client.New(hs.URL, client.WithToken("tok")), hs.URL
+	}
+	fill := func(c *client.Client, seed uint64) {
+		r := rand.New(rand.NewPCG(seed, 1))
+		for i := range 8 {
+			if _, err := c.Upsert(ctx, &client.UpsertRequest{Vectors: []client.Vector{{ID: fmt.Sprint("id", i), Vector: randVec(r, testDim)}}}); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	p1, c1, url1 := newPrimary()
+	fill(c1, 1)
+	rcfg := testConfig(t.TempDir())
+	rcfg.Token, rcfg.Primary = "tok", url1
+	replica, _ := newTestServer(t, rcfg)
+	follow := func(p *Server) {
+		t.Helper()
+		runCtx, cancel := context.WithCancel(ctx)
+		done := make(chan struct{})
+		go func() { replica.repl.run(runCtx); close(done) }()
+		defer func() { cancel(); <-done }()
+		deadline := time.Now().Add(20 * time.Second)
+		for replica.store.Applied() != p.store.Applied() || replica.store.History() != p.store.History() ||
+			!reflect.DeepEqual(contents(replica.store), contents(p.store)) {
+			if time.Now().After(deadline) {
+				t.Fatalf("replica at seq %d (history %s), primary at %d (history %s): %s", replica.store.Applied(),
+					replica.store.History(), p.store.Applied(), p.store.History(), replica.repl.status())
+			}
+			time.Sleep(10 * time.Millisecond)
+		}
+	}
+	follow(p1)
+
+	// The wiped primary: same address in real life, same length, other vectors.
+	p2, c2, url2 := newPrimary()
+	fill(c2, 2)
+	if p2.store.Applied() != p1.store.Applied() {
+		t.Fatalf("the test needs equal lengths: %d and %d", p2.store.Applied(), p1.store.Applied())
+	}
+	replica.repl.setPrimary(url2)
+	follow(p2)
+	// And it keeps following the new history.
+	fill(c2, 3)
+	follow(p2)
+}
