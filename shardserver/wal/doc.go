@@ -63,8 +63,9 @@
 // written as "snap-%020d.tmp", fsynced, renamed and the directory fsynced; the one
 // written and the newest before it are kept. [Snapshots] lists them: trim the log
 // before the older one, so that the fallback below still finds its records.
-// Loading verifies the checksum before handing the payload to the caller and falls
-// back to the previous snapshot when the newest is bad or the caller rejects it.
+// Loading checks the checksum as the caller reads the payload (the reader fails at
+// its end instead of returning io.EOF) and falls back to the previous snapshot when
+// the newest is bad or the caller rejects it.
 //
 // # Concurrency
 //
