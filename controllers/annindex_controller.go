@@ -56,7 +56,7 @@ type AnnIndexReconciler struct {
 	// as they are.
 	Load *LoadCollector
 	// APIReader reads from the API server, bypassing the cache, where a stale read could
-	// do harm (see reconcileRouting); nil uses Client.
+	// do harm (see observeRouting and observeShards); nil uses Client.
 	APIReader client.Reader
 }
 
@@ -67,26 +67,40 @@ func (r *AnnIndexReconciler) apiReader() client.Reader {
 	return r.Client
 }
 
-// scope is what the phases of one reconcile share: the index, and the facts observed
-// while applying its objects, from which setStatus derives the status.
+// scope is what the phases of one reconcile share: the index, the facts observed, the
+// decisions taken on them, and what the API server returned when they were applied; the
+// status is derived from it.
 type scope struct {
 	index *annv1alpha1.AnnIndex
+
+	// Observed.
 
 	// table is the routing table read from (or just written to) the routing ConfigMap;
 	// nil until the routing phase has read it.
 	table *slots.Table
-	// shardSets are the shard StatefulSets by shard number, as the API server returned
-	// them; it includes StatefulSets of shards no longer in the table (never deleted).
-	// Their spec.replicas is each shard's desired replica count.
+	// shardSets are the shard StatefulSets by shard number: as observed, then as the API
+	// server returned them once applied. It includes StatefulSets of shards no longer in
+	// the table (never deleted). Their spec.replicas is what each shard runs now.
 	shardSets map[int32]*appsv1.StatefulSet
+	// shardPods are the pods of every shard StatefulSet of the index, by shard number.
+	shardPods map[int32][]corev1.Pod
 	// primaryReady says whether ordinal 0 of each shard is Ready.
 	primaryReady map[int32]bool
-	// router is the router Deployment as the API server returned it; nil if not applied.
-	router *appsv1.Deployment
 	// load is the per-shard load from the collector; loadKnown is false when there is
 	// no collector, and the figures in status are then left alone.
 	load      map[int32]ShardLoad
 	loadKnown bool
+
+	// Decided.
+
+	// replicas is the replica count decided for each shard of the routing table; the
+	// apply phase moves each StatefulSet toward it.
+	replicas map[int32]int32
+
+	// Applied.
+
+	// router is the router Deployment as the API server returned it; nil if not applied.
+	router *appsv1.Deployment
 	// err is the error of the phase that stopped the reconcile, reported by Degraded.
 	err error
 }
@@ -95,13 +109,17 @@ func newScope(idx *annv1alpha1.AnnIndex) *scope {
 	return &scope{
 		index:        idx,
 		shardSets:    map[int32]*appsv1.StatefulSet{},
+		shardPods:    map[int32][]corev1.Pod{},
 		primaryReady: map[int32]bool{},
+		replicas:     map[int32]int32{},
 	}
 }
 
 // phase is one step of a reconcile. Phases run in order and stop at the first error, so a
-// later phase may rely on what an earlier one put in the scope.
-type phase func(ctx context.Context, s *scope) error
+// later phase may rely on what an earlier one put in the scope. A phase that waits for
+// something outside the operator (a drain, a migration step) returns RequeueAfter; the
+// reconcile asks to be called again after the shortest wait any phase asked for.
+type phase func(ctx context.Context, s *scope) (ctrl.Result, error)
 
 // The operator's own permissions, least privilege: it never deletes what it creates
 // (owner references let the garbage collector do that), and only reads pods.
@@ -142,32 +160,71 @@ func (r *AnnIndexReconciler) Reconcile(ctx context.Context, req ctrl.Request) (_
 		}
 		r.recordTransitions(idx, before.Status.Conditions)
 	}()
-	return ctrl.Result{}, runPhases(ctx, s,
-		r.reconcileSecret,
-		r.reconcileRBAC,
-		r.reconcileRouting,
-		r.reconcileShards,
-		r.reconcileRouter,
+	// One order (DESIGN.md section 6): observe the cluster, decide on what was observed,
+	// apply the decisions, and derive the status (deferred above) from all three.
+	return runPhases(ctx, s,
+		// Observe.
+		r.observeRouting,
+		r.observeShards,
 		r.observeLoad,
+		// Decide.
+		r.decideReplicas,
+		r.decideMigrations,
+		// Apply.
+		r.applySecret,
+		r.applyRBAC,
+		r.applyShards,
+		r.applyMigrationStep,
+		r.applyRouter,
 	)
 }
 
 // observeLoad takes the collector's current figures for the index; it cannot fail, as
 // load is advisory.
-func (r *AnnIndexReconciler) observeLoad(_ context.Context, s *scope) error {
+func (r *AnnIndexReconciler) observeLoad(_ context.Context, s *scope) (ctrl.Result, error) {
 	if r.Load != nil {
 		s.load, s.loadKnown = r.Load.ShardLoad(client.ObjectKeyFromObject(s.index)), true
 	}
-	return nil
+	return ctrl.Result{}, nil
 }
 
-func runPhases(ctx context.Context, s *scope, phases ...phase) error {
+// decideMigrations is where the migration planner decides which slots move next, from the
+// table, the shards and their load observed above. Nothing moves slots yet.
+func (r *AnnIndexReconciler) decideMigrations(context.Context, *scope) (ctrl.Result, error) {
+	return ctrl.Result{}, nil
+}
+
+// applyMigrationStep is where the migration executor advances the moves decided above by
+// one idempotent step; it runs after the shards are applied (a new shard exists before
+// slots move to it) and asks for RequeueAfter while a step waits on the shards.
+func (r *AnnIndexReconciler) applyMigrationStep(context.Context, *scope) (ctrl.Result, error) {
+	return ctrl.Result{}, nil
+}
+
+// runPhases runs the phases in order until one fails and merges what they asked for:
+// the lowest non-zero RequeueAfter wins (cluster-api's LowestNonZeroResult), so the
+// phase that must look again soonest is served.
+func runPhases(ctx context.Context, s *scope, phases ...phase) (ctrl.Result, error) {
+	var res ctrl.Result
 	for _, p := range phases {
-		if err := p(ctx, s); err != nil {
-			return err
+		got, err := p(ctx, s)
+		res = lowestNonZeroResult(res, got)
+		if err != nil {
+			return res, err
 		}
 	}
-	return nil
+	return res, nil
+}
+
+// lowestNonZeroResult merges two results: the shorter non-zero RequeueAfter.
+func lowestNonZeroResult(a, b ctrl.Result) ctrl.Result {
+	switch {
+	case a.RequeueAfter == 0:
+		return b
+	case b.RequeueAfter == 0:
+		return a
+	}
+	return ctrl.Result{RequeueAfter: min(a.RequeueAfter, b.RequeueAfter)}
 }
 
 // recordTransitions emits an event when a condition a user acts on changes status; the

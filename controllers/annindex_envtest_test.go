@@ -403,6 +403,39 @@ var _ = Describe("AnnIndex reconciler", func() {
 		Expect(getIndex(ctx, idx).Status.Shards).To(HaveLen(2))
 	})
 
+	It("keeps the replicas the StatefulSets run when the status is lost", func() {
+		idx := newIndex(ns, "restored", 2)
+		idx.Spec.Replicas = annv1alpha1.ReplicaRange{Min: 3, Max: 4}
+		idx.Spec.Autoscaling = annv1alpha1.AutoscalingSpec{Enabled: true, Metric: annv1alpha1.AutoscalingQPSPerReplica, Target: 100}
+		createReady(ctx, idx)
+		stsReplicas := func(k int32) int32 {
+			sts := &appsv1.StatefulSet{}
+			Expect(k8sClient.Get(ctx, client.ObjectKey{Namespace: ns, Name: shardName(idx, k)}, sts)).To(Succeed())
+			return ptr.Deref(sts.Spec.Replicas, 0)
+		}
+		Expect(stsReplicas(0)).To(Equal(int32(3)))
+
+		By("lowering replicas.min, which leaves running replicas to the autoscaler")
+		cur := getIndex(ctx, idx)
+		patch := client.MergeFrom(cur.DeepCopy())
+		cur.Spec.Replicas.Min = 1
+		Expect(k8sClient.Patch(ctx, cur, patch)).To(Succeed())
+		Eventually(func() int64 { return getIndex(ctx, idx).Status.ObservedGeneration }, timeout, interval).Should(Equal(cur.Generation))
+
+		By("emptying the status, as a restore from a backup would")
+		cur = getIndex(ctx, idx)
+		cur.Status = annv1alpha1.AnnIndexStatus{}
+		Expect(k8sClient.Status().Update(ctx, cur)).To(Succeed())
+		By("reconciling again, as any change to an owned object does")
+		Expect(k8sClient.Delete(ctx, &policyv1.PodDisruptionBudget{ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: shardName(idx, 0)}})).To(Succeed())
+		Eventually(func() []annv1alpha1.ShardStatus { return getIndex(ctx, idx).Status.Shards }, timeout, interval).Should(HaveLen(2))
+		Consistently(func() []int32 { return []int32{stsReplicas(0), stsReplicas(1)} }, time.Second, 100*time.Millisecond).
+			Should(Equal([]int32{3, 3}))
+		for _, sh := range getIndex(ctx, idx).Status.Shards {
+			Expect(sh.Replicas).To(Equal(int32(3)), "shard %d", sh.Shard)
+		}
+	})
+
 	It("rebuilds a lost initial routing table and refuses to guess one that has changed", func() {
 		idx := newIndex(ns, "lost", 2)
 		createReady(ctx, idx)

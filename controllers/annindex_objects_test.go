@@ -29,7 +29,7 @@ func TestToApplyObject(t *testing.T) {
 	if err := clientgoscheme.AddToScheme(scheme); err != nil {
 		t.Fatal(err)
 	}
-	u, err := toApplyObject(shardStatefulSet(testIndex(), 0), scheme)
+	u, err := toApplyObject(shardStatefulSet(testIndex(), 0, 1), scheme)
 	if err != nil {
 		t.Fatal(err)
 	}

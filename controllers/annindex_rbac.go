@@ -22,6 +22,7 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	rbacv1 "k8s.io/api/rbac/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	annv1alpha1 "github.com/annshard/annshard/api/v1alpha1"
@@ -69,14 +70,14 @@ func componentRoleBinding(idx *annv1alpha1.AnnIndex, component string) *rbacv1.R
 	}
 }
 
-// reconcileRBAC applies the ServiceAccount, Role and RoleBinding of both components.
-func (r *AnnIndexReconciler) reconcileRBAC(ctx context.Context, s *scope) error {
+// applyRBAC applies the ServiceAccount, Role and RoleBinding of both components.
+func (r *AnnIndexReconciler) applyRBAC(ctx context.Context, s *scope) (ctrl.Result, error) {
 	for _, c := range []string{componentShard, componentRouter} {
 		for _, obj := range []client.Object{serviceAccount(s.index, c), componentRole(s.index, c), componentRoleBinding(s.index, c)} {
 			if err := r.apply(ctx, s.index, obj); err != nil {
-				return err
+				return ctrl.Result{}, err
 			}
 		}
 	}
-	return nil
+	return ctrl.Result{}, nil
 }

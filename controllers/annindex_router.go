@@ -25,6 +25,7 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/util/intstr"
 	"k8s.io/utils/ptr"
+	ctrl "sigs.k8s.io/controller-runtime"
 
 	annv1alpha1 "github.com/annshard/annshard/api/v1alpha1"
 )
@@ -128,16 +129,16 @@ func routerDeployment(idx *annv1alpha1.AnnIndex) *appsv1.Deployment {
 	}
 }
 
-// reconcileRouter applies the router Service and Deployment and records the Deployment
+// applyRouter applies the router Service and Deployment and records the Deployment
 // the API server returned, for status.
-func (r *AnnIndexReconciler) reconcileRouter(ctx context.Context, s *scope) error {
+func (r *AnnIndexReconciler) applyRouter(ctx context.Context, s *scope) (ctrl.Result, error) {
 	if err := r.apply(ctx, s.index, routerService(s.index)); err != nil {
-		return err
+		return ctrl.Result{}, err
 	}
 	d := routerDeployment(s.index)
 	if err := r.apply(ctx, s.index, d); err != nil {
-		return err
+		return ctrl.Result{}, err
 	}
 	s.router = d
-	return nil
+	return ctrl.Result{}, nil
 }

@@ -24,6 +24,7 @@ import (
 
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/controller/controllerutil"
 	"sigs.k8s.io/controller-runtime/pkg/log"
@@ -95,14 +96,16 @@ func mutateRoutingConfigMap(idx *annv1alpha1.AnnIndex, cm *corev1.ConfigMap) (sl
 	return t, nil
 }
 
-// reconcileRouting creates the routing ConfigMap if it is missing and records its table
-// in the scope; the shard phase runs one StatefulSet per shard of that table.
+// observeRouting reads the routing table into the scope, creating the routing ConfigMap
+// with the initial table first if it is missing; the shard phases run one StatefulSet per
+// shard of that table. It is the one write among the observe phases: the table is the
+// fact every later phase follows, and only the migration executor changes it afterwards.
 //
 // Writing a table is the one decision here that can misroute data, so it rests on fresh
 // facts: createOrUpdate looks a ConfigMap missing from the cache up on the API server,
 // and a new table is decided on the index as the API server has it (the cached index may
 // predate the status write that recorded a newer epoch).
-func (r *AnnIndexReconciler) reconcileRouting(ctx context.Context, s *scope) error {
+func (r *AnnIndexReconciler) observeRouting(ctx context.Context, s *scope) (ctrl.Result, error) {
 	cm := &corev1.ConfigMap{ObjectMeta: metav1.ObjectMeta{Name: routingName(s.index), Namespace: s.index.Namespace}}
 	var table slots.Table
 	res, err := r.createOrUpdate(ctx, cm, func() error {
@@ -120,11 +123,11 @@ func (r *AnnIndexReconciler) reconcileRouting(ctx context.Context, s *scope) err
 		return controllerutil.SetControllerReference(s.index, cm, r.Scheme)
 	})
 	if err != nil {
-		return fmt.Errorf("reconciling routing ConfigMap %s: %w", cm.Name, err)
+		return ctrl.Result{}, fmt.Errorf("reconciling routing ConfigMap %s: %w", cm.Name, err)
 	}
 	if res == controllerutil.OperationResultCreated {
 		log.FromContext(ctx).Info("Created routing table", "configMap", cm.Name, "shards", table.Shards, "epoch", table.Epoch)
 	}
 	s.table = &table
-	return nil
+	return ctrl.Result{}, nil
 }

@@ -25,6 +25,7 @@ import (
 
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/controller/controllerutil"
 	"sigs.k8s.io/controller-runtime/pkg/log"
 
@@ -70,9 +71,9 @@ func mutateTokenSecret(idx *annv1alpha1.AnnIndex, sec *corev1.Secret, rnd io.Rea
 	return nil
 }
 
-// reconcileSecret creates the token Secret once and keeps its labels and owner; see
+// applySecret creates the token Secret once and keeps its labels and owner; see
 // mutateTokenSecret for why the token itself is never replaced.
-func (r *AnnIndexReconciler) reconcileSecret(ctx context.Context, s *scope) error {
+func (r *AnnIndexReconciler) applySecret(ctx context.Context, s *scope) (ctrl.Result, error) {
 	sec := &corev1.Secret{ObjectMeta: metav1.ObjectMeta{Name: tokenSecretName(s.index), Namespace: s.index.Namespace}}
 	res, err := r.createOrUpdate(ctx, sec, func() error {
 		if err := mutateTokenSecret(s.index, sec, rand.Reader); err != nil {
@@ -81,10 +82,10 @@ func (r *AnnIndexReconciler) reconcileSecret(ctx context.Context, s *scope) erro
 		return controllerutil.SetControllerReference(s.index, sec, r.Scheme)
 	})
 	if err != nil {
-		return fmt.Errorf("reconciling token Secret %s: %w", sec.Name, err)
+		return ctrl.Result{}, fmt.Errorf("reconciling token Secret %s: %w", sec.Name, err)
 	}
 	if res == controllerutil.OperationResultCreated {
 		log.FromContext(ctx).Info("Created token Secret", "secret", sec.Name)
 	}
-	return nil
+	return ctrl.Result{}, nil
 }

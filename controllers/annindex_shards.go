@@ -28,6 +28,7 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/util/intstr"
 	"k8s.io/utils/ptr"
+	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	annv1alpha1 "github.com/annshard/annshard/api/v1alpha1"
@@ -46,22 +47,24 @@ const (
 	startupFailures = 120
 )
 
-// shardReplicas is the replica count of shard k: replicas.min, or the autoscaler's
-// decision kept in status.shards[k].replicas when autoscaling is on, clamped to
-// [replicas.min, replicas.max].
-func shardReplicas(idx *annv1alpha1.AnnIndex, k int32) int32 {
-	lo, hi := idx.Spec.Replicas.Min, idx.Spec.Replicas.Max
-	lo = max(lo, 1)
-	hi = max(hi, lo)
-	n := lo
-	if idx.Spec.Autoscaling.Enabled {
-		for _, st := range idx.Status.Shards {
-			if st.Shard == k {
-				n = max(n, st.Replicas)
-			}
-		}
+// replicaBounds are the [replicas.min, replicas.max] of every shard, made sane for
+// objects that did not go through the API server's validation: at least the primary, and
+// max never below min.
+func replicaBounds(idx *annv1alpha1.AnnIndex) (lo, hi int32) {
+	lo = max(idx.Spec.Replicas.Min, 1)
+	return lo, max(idx.Spec.Replicas.Max, lo)
+}
+
+// runningReplicas is the replica count shard k runs now, read from its StatefulSet (nil
+// for a shard not created yet, which starts at replicas.min). The count lives in the
+// StatefulSet, not in status, so an index restored from a backup without its status
+// keeps the replicas its shards run instead of dropping every shard to replicas.min.
+func runningReplicas(idx *annv1alpha1.AnnIndex, sts *appsv1.StatefulSet) int32 {
+	lo, _ := replicaBounds(idx)
+	if sts == nil || sts.Spec.Replicas == nil {
+		return lo
 	}
-	return min(n, hi)
+	return *sts.Spec.Replicas
 }
 
 // shardPodConfig is every setting that shapes a shard pod; its hash goes on the pod
@@ -196,12 +199,12 @@ func shardPDB(idx *annv1alpha1.AnnIndex, k int32) *policyv1.PodDisruptionBudget 
 	}
 }
 
-// shardStatefulSet is the StatefulSet of shard k. Ordinal 0 is the primary; OrderedReady
+// shardStatefulSet is the StatefulSet of shard k running replicas pods. Ordinal 0 is the primary; OrderedReady
 // starts it first, so replicas find a primary to bootstrap from, and scale-down removes
 // the highest ordinal first, never the primary. A scaled-away replica's volume is kept
 // (WhenScaled: Retain) so scaling back up does not copy the shard again; deleting the
 // index deletes the volumes.
-func shardStatefulSet(idx *annv1alpha1.AnnIndex, k int32) *appsv1.StatefulSet {
+func shardStatefulSet(idx *annv1alpha1.AnnIndex, k, replicas int32) *appsv1.StatefulSet {
 	ss := idx.Spec.ShardServer
 	sel := shardLabels(idx, k)
 	affinity := ss.Scheduling.Affinity.DeepCopy()
@@ -222,7 +225,7 @@ func shardStatefulSet(idx *annv1alpha1.AnnIndex, k int32) *appsv1.StatefulSet {
 	return &appsv1.StatefulSet{
 		ObjectMeta: metav1.ObjectMeta{Name: shardName(idx, k), Namespace: idx.Namespace, Labels: shardLabels(idx, k)},
 		Spec: appsv1.StatefulSetSpec{
-			Replicas:            ptr.To(shardReplicas(idx, k)),
+			Replicas:            ptr.To(replicas),
 			ServiceName:         shardName(idx, k),
 			Selector:            &metav1.LabelSelector{MatchLabels: sel},
 			PodManagementPolicy: appsv1.OrderedReadyPodManagement,
@@ -272,27 +275,16 @@ func shardStatefulSet(idx *annv1alpha1.AnnIndex, k int32) *appsv1.StatefulSet {
 	}
 }
 
-// reconcileShards applies the Service, StatefulSet and PodDisruptionBudget of every shard
-// of the routing table, then records every shard StatefulSet of the index (those of
-// shards that left the table are kept, never deleted: they may hold data) and which
+// observeShards records every shard StatefulSet of the index (those of shards that left
+// the table are kept, never deleted: they may hold data), the pods of each shard and which
 // primaries are ready.
-func (r *AnnIndexReconciler) reconcileShards(ctx context.Context, s *scope) error {
-	for k := int32(0); k < int32(s.table.Shards); k++ {
-		if err := r.apply(ctx, s.index, shardService(s.index, k)); err != nil {
-			return err
-		}
-		sts := shardStatefulSet(s.index, k)
-		if err := r.apply(ctx, s.index, sts); err != nil {
-			return err
-		}
-		s.shardSets[k] = sts
-		if err := r.apply(ctx, s.index, shardPDB(s.index, k)); err != nil {
-			return err
-		}
-	}
+func (r *AnnIndexReconciler) observeShards(ctx context.Context, s *scope) (ctrl.Result, error) {
+	// The StatefulSets are read from the API server: their spec.replicas is what the
+	// replica decision starts from, and a cache that lags behind the last scale would
+	// undo it.
 	var list appsv1.StatefulSetList
-	if err := r.List(ctx, &list, client.InNamespace(s.index.Namespace), client.MatchingLabels(componentLabels(s.index, componentShard))); err != nil {
-		return fmt.Errorf("listing shard StatefulSets: %w", err)
+	if err := r.apiReader().List(ctx, &list, client.InNamespace(s.index.Namespace), client.MatchingLabels(componentLabels(s.index, componentShard))); err != nil {
+		return ctrl.Result{}, fmt.Errorf("listing shard StatefulSets: %w", err)
 	}
 	for i := range list.Items {
 		sts := &list.Items[i]
@@ -300,16 +292,53 @@ func (r *AnnIndexReconciler) reconcileShards(ctx context.Context, s *scope) erro
 		if err != nil || !metav1.IsControlledBy(sts, s.index) {
 			continue
 		}
-		if _, ok := s.shardSets[int32(k)]; !ok {
-			s.shardSets[int32(k)] = sts
-		}
+		s.shardSets[int32(k)] = sts
 	}
 	var pods corev1.PodList
 	if err := r.List(ctx, &pods, client.InNamespace(s.index.Namespace), client.MatchingLabels(componentLabels(s.index, componentShard))); err != nil {
-		return fmt.Errorf("listing shard pods: %w", err)
+		return ctrl.Result{}, fmt.Errorf("listing shard pods: %w", err)
+	}
+	for _, p := range pods.Items {
+		if k, err := strconv.Atoi(p.Labels[labelShard]); err == nil {
+			s.shardPods[int32(k)] = append(s.shardPods[int32(k)], p)
+		}
 	}
 	s.primaryReady = primaryReadiness(s.index, pods.Items)
-	return nil
+	return ctrl.Result{}, nil
+}
+
+// decideReplicas decides the replica count of every shard of the routing table: what it
+// runs now within [replicas.min, replicas.max] with autoscaling on, replicas.min with it
+// off.
+func (r *AnnIndexReconciler) decideReplicas(_ context.Context, s *scope) (ctrl.Result, error) {
+	lo, hi := replicaBounds(s.index)
+	for k := int32(0); k < int32(s.table.Shards); k++ {
+		n := lo
+		if s.index.Spec.Autoscaling.Enabled {
+			n = min(max(runningReplicas(s.index, s.shardSets[k]), lo), hi)
+		}
+		s.replicas[k] = n
+	}
+	return ctrl.Result{}, nil
+}
+
+// applyShards applies the Service, StatefulSet (at the decided replica count) and
+// PodDisruptionBudget of every shard of the routing table.
+func (r *AnnIndexReconciler) applyShards(ctx context.Context, s *scope) (ctrl.Result, error) {
+	for k := int32(0); k < int32(s.table.Shards); k++ {
+		if err := r.apply(ctx, s.index, shardService(s.index, k)); err != nil {
+			return ctrl.Result{}, err
+		}
+		sts := shardStatefulSet(s.index, k, s.replicas[k])
+		if err := r.apply(ctx, s.index, sts); err != nil {
+			return ctrl.Result{}, err
+		}
+		s.shardSets[k] = sts
+		if err := r.apply(ctx, s.index, shardPDB(s.index, k)); err != nil {
+			return ctrl.Result{}, err
+		}
+	}
+	return ctrl.Result{}, nil
 }
 
 // primaryReadiness says, per shard, whether its primary (ordinal 0) is Ready and not

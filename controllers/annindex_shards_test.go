@@ -17,6 +17,7 @@ limitations under the License.
 package controllers
 
 import (
+	"context"
 	"flag"
 	"os"
 	"path/filepath"
@@ -85,7 +86,7 @@ func golden(t *testing.T, name string, obj any) {
 }
 
 func TestShardStatefulSetGolden(t *testing.T) {
-	golden(t, "shard_statefulset.yaml", shardStatefulSet(testIndex(), 2))
+	golden(t, "shard_statefulset.yaml", shardStatefulSet(testIndex(), 2, 1))
 }
 
 func TestShardServiceAndPDBGolden(t *testing.T) {
@@ -99,32 +100,48 @@ func TestMaxShardsMatchesSlots(t *testing.T) {
 	}
 }
 
-func TestShardReplicas(t *testing.T) {
+// TestDecideReplicas checks the replica count decided without load: replicas.min with
+// autoscaling off, else what the StatefulSet runs within [min, max]. Status plays no part,
+// so an index whose status was lost keeps what its shards run.
+func TestDecideReplicas(t *testing.T) {
 	tests := []struct {
 		name        string
 		min, max    int32
 		autoscaling bool
-		decided     int32 // status.shards[k].replicas, 0 for none
+		running     int32 // the StatefulSet's spec.replicas, 0 for no StatefulSet
+		status      int32 // status.shards[k].replicas, 0 for none
 		want        int32
 	}{
-		{"min when autoscaling is off", 2, 5, false, 4, 2},
-		{"min without a decision", 2, 5, true, 0, 2},
-		{"the autoscaler's decision", 2, 5, true, 4, 4},
-		{"a decision below min is raised", 2, 5, true, 1, 2},
-		{"a decision above max is clamped", 2, 5, true, 9, 5},
-		{"max below min never goes under min", 3, 1, true, 0, 3},
-		{"zero min still runs the primary", 0, 0, false, 0, 1},
+		{"min when autoscaling is off", 2, 5, false, 4, 4, 2},
+		{"min for a new shard", 2, 5, true, 0, 0, 2},
+		{"what the StatefulSet runs", 2, 5, true, 4, 4, 4},
+		{"a lost status keeps what the StatefulSet runs", 2, 5, true, 4, 0, 4},
+		{"status does not override the StatefulSet", 2, 5, true, 3, 5, 3},
+		{"below min is raised", 2, 5, true, 1, 0, 2},
+		{"above max is clamped", 2, 5, true, 9, 0, 5},
+		{"max below min never goes under min", 3, 1, true, 0, 0, 3},
+		{"zero min still runs the primary", 0, 0, false, 0, 0, 1},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			idx := testIndex()
+			idx.Spec.Shards = 2
 			idx.Spec.Replicas = annv1alpha1.ReplicaRange{Min: tt.min, Max: tt.max}
 			idx.Spec.Autoscaling.Enabled = tt.autoscaling
-			if tt.decided > 0 {
-				idx.Status.Shards = []annv1alpha1.ShardStatus{{Shard: 0, Replicas: 99}, {Shard: 1, Replicas: tt.decided}}
+			if tt.status > 0 {
+				idx.Status.Shards = []annv1alpha1.ShardStatus{{Shard: 0, Replicas: 99}, {Shard: 1, Replicas: tt.status}}
 			}
-			if got := shardReplicas(idx, 1); got != tt.want {
-				t.Fatalf("shardReplicas = %d, want %d", got, tt.want)
+			s := newScope(idx)
+			s.table = ptr.To(slots.Even(2))
+			s.shardSets[0] = shardStatefulSet(idx, 0, 7)
+			if tt.running > 0 {
+				s.shardSets[1] = shardStatefulSet(idx, 1, tt.running)
+			}
+			if _, err := (&AnnIndexReconciler{}).decideReplicas(context.Background(), s); err != nil {
+				t.Fatal(err)
+			}
+			if got := s.replicas[1]; got != tt.want {
+				t.Fatalf("decided %d replicas, want %d", got, tt.want)
 			}
 		})
 	}
@@ -133,7 +150,7 @@ func TestShardReplicas(t *testing.T) {
 // TestShardConfigHashRolls checks which edits change the pod template hash: everything
 // the pods are started with does, the replica count and router settings do not.
 func TestShardConfigHashRolls(t *testing.T) {
-	base := shardStatefulSet(testIndex(), 0).Spec.Template.Annotations[annotationConfigHash]
+	base := shardStatefulSet(testIndex(), 0, 1).Spec.Template.Annotations[annotationConfigHash]
 	tests := []struct {
 		name  string
 		edit  func(*annv1alpha1.AnnIndex)
@@ -156,7 +173,7 @@ func TestShardConfigHashRolls(t *testing.T) {
 		t.Run(tt.name, func(t *testing.T) {
 			idx := testIndex()
 			tt.edit(idx)
-			got := shardStatefulSet(idx, 0).Spec.Template.Annotations[annotationConfigHash]
+			got := shardStatefulSet(idx, 0, 1).Spec.Template.Annotations[annotationConfigHash]
 			if (got != base) != tt.rolls {
 				t.Fatalf("hash changed = %v, want %v", got != base, tt.rolls)
 			}
@@ -166,8 +183,7 @@ func TestShardConfigHashRolls(t *testing.T) {
 
 func TestShardStatefulSetShape(t *testing.T) {
 	idx := testIndex()
-	idx.Spec.Replicas.Min = 3
-	sts := shardStatefulSet(idx, 3)
+	sts := shardStatefulSet(idx, 3, 3)
 	pod := sts.Spec.Template.Spec
 	c := pod.Containers[0]
 	checks := []struct {
@@ -205,7 +221,7 @@ func TestShardStatefulSetUserAffinityWins(t *testing.T) {
 	idx := testIndex()
 	user := &corev1.PodAntiAffinity{RequiredDuringSchedulingIgnoredDuringExecution: []corev1.PodAffinityTerm{{TopologyKey: "zone"}}}
 	idx.Spec.ShardServer.Scheduling.Affinity = &corev1.Affinity{PodAntiAffinity: user}
-	got := shardStatefulSet(idx, 0).Spec.Template.Spec.Affinity.PodAntiAffinity
+	got := shardStatefulSet(idx, 0, 1).Spec.Template.Spec.Affinity.PodAntiAffinity
 	if len(got.PreferredDuringSchedulingIgnoredDuringExecution) != 0 || got.RequiredDuringSchedulingIgnoredDuringExecution[0].TopologyKey != "zone" {
 		t.Fatalf("user anti-affinity replaced: %+v", got)
 	}

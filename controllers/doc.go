@@ -19,9 +19,26 @@ limitations under the License.
 // StatefulSet and PodDisruptionBudget, router Deployment and Service, ServiceAccounts and
 // Roles) and reports what it observed in the AnnIndex status.
 //
+// One reconcile runs its phases in one order (DESIGN.md section 6), each a function of a
+// shared scope returning (ctrl.Result, error); results merge to the lowest non-zero
+// RequeueAfter, so a phase that waits (a drain, a migration step) asks to be called again:
+//
+//   - observe: the routing table (observeRouting writes the initial one if none exists),
+//     the shard StatefulSets (from the API server, not the cache: their replica counts
+//     are what decisions start from) and pods, the load;
+//   - decide: the replica count of every shard (decideReplicas), the slot moves
+//     (decideMigrations, the migration planner's place);
+//   - apply: token Secret, RBAC, shard Services, StatefulSets and PDBs (applyShards), the
+//     next migration step (applyMigrationStep, the executor's place), the router;
+//   - status: derived from the scope by pure functions and written once, deferred.
+//
+// Replica counts live in the StatefulSets, never only in status: an index restored from a
+// backup with an empty status keeps the replicas its StatefulSets run.
+//
 // The builders (shardStatefulSet, routerDeployment, ...) are pure functions of the
-// AnnIndex, so they are tested without a cluster; the suite in suite_test.go runs the
-// reconciler against a real kube-apiserver and etcd (envtest).
+// AnnIndex and the decisions (a shard's replica count is an argument), so they are tested
+// without a cluster; the suite in suite_test.go runs the reconciler against a real
+// kube-apiserver and etcd (envtest).
 //
 // The LoadCollector scrapes GET /v1/load of every ready shard pod every few seconds and
 // hands per-shard load (vectors, QPS, p99) to the reconciler for status.shards.
