@@ -129,6 +129,16 @@ func (c *Client) Load(ctx context.Context) (*LoadReport, error) {
 	return &out, nil
 }
 
+// RouterStatus returns a router's routing epoch and what it knows of every shard replica
+// (internal endpoint of the router role).
+func (c *Client) RouterStatus(ctx context.Context) (*RouterStatus, error) {
+	var out RouterStatus
+	if err := c.Do(ctx, http.MethodGet, "/v1/internal/router", nil, &out); err != nil {
+		return nil, err
+	}
+	return &out, nil
+}
+
 // Health returns nil when /healthz answers 2xx (the process is alive).
 func (c *Client) Health(ctx context.Context) error {
 	return c.Do(ctx, http.MethodGet, "/healthz", nil, nil)

@@ -156,6 +156,43 @@ const (
 	RoleReplica = "replica"
 )
 
+// RouterStatus is the answer of a router's GET /v1/internal/router (bearer token): the
+// routing epoch it routes by now and, per shard, the replicas it knows. The operator asks
+// every ready router to learn that all of them adopted an epoch, and that a draining pod
+// gets no new requests and has none in flight before it removes the pod.
+type RouterStatus struct {
+	// Epoch is the epoch of the routing table the router uses now; 0 before it has one.
+	Epoch  uint64        `json:"epoch"`
+	Shards []RouterShard `json:"shards"`
+}
+
+// RouterShard is what a router knows of one shard's replicas.
+type RouterShard struct {
+	Shard     int              `json:"shard"`
+	Endpoints []RouterEndpoint `json:"endpoints"`
+}
+
+// RouterEndpoint is one shard replica as a router sees it.
+type RouterEndpoint struct {
+	// Pod is the replica's pod name (its host:port for static endpoints).
+	Pod     string `json:"pod"`
+	Ordinal int    `json:"ordinal"`
+	// Draining is true when the router no longer chooses the replica for new requests:
+	// its pod carries DrainAnnotation, or the pod left the router's endpoints while
+	// requests to it were still open. A draining replica that is a shard's only ready
+	// one keeps being chosen, and is then not reported as Draining.
+	Draining bool `json:"draining"`
+	// InFlight is the number of requests the router has open to the replica plus the
+	// reads that started on a routing view that still offered it: an upper bound, exact
+	// at 0, which is what the operator waits for.
+	InFlight int `json:"inFlight"`
+}
+
+// DrainAnnotation with the value "true" on a shard pod takes it out of routing: routers
+// stop choosing it for new requests at once and let in-flight ones finish. The operator
+// sets it before it removes the pod; the shard server itself keeps serving what reaches it.
+const DrainAnnotation = "annshard.io/drain"
+
 // SlotsRequest is the body of the internal slot endpoints: POST /v1/internal/slots sets the
 // owned set (and, optionally, the frozen subset) at an epoch; freeze and drop take the set
 // to act on. Slots use the slots.Set text form ("0-255,300").

@@ -11,6 +11,7 @@ import (
 
 	corev1 "k8s.io/api/core/v1"
 
+	"github.com/annshard/annshard/shardserver/client"
 	"github.com/annshard/annshard/shardserver/kube"
 )
 
@@ -27,6 +28,9 @@ type Endpoint struct {
 	URL     string
 	Ordinal int
 	Name    string // pod name, or the URL for static endpoints; used in metrics
+	// Draining is set by the pod's client.DrainAnnotation: the router stops choosing the
+	// replica for new requests (see Router.Status).
+	Draining bool
 }
 
 // ErrBadShards is returned for a malformed --shards list.
@@ -82,7 +86,8 @@ func PodSelector(index string) string {
 
 // EndpointsFromPods turns the shard Pods of an index into the ready endpoints of each
 // shard, sorted by ordinal. A Pod counts when it is Ready, has an IP, is not being
-// deleted, carries a valid shard label and a name ending in -<ordinal> (StatefulSet).
+// deleted, carries a valid shard label and a name ending in -<ordinal> (StatefulSet). A
+// Pod with the drain annotation is kept, marked Draining.
 // Everything else is skipped rather than an error: a half-created Pod is normal. The
 // port is the Pod's container port named "http" (what the operator declares), else
 // defaultPort.
@@ -109,9 +114,10 @@ func EndpointsFromPods(pods []*corev1.Pod, defaultPort int) map[int][]Endpoint {
 			}
 		}
 		out[shard] = append(out[shard], Endpoint{
-			URL:     "http://" + net.JoinHostPort(p.Status.PodIP, strconv.Itoa(port)),
-			Ordinal: ord,
-			Name:    p.Name,
+			URL:      "http://" + net.JoinHostPort(p.Status.PodIP, strconv.Itoa(port)),
+			Ordinal:  ord,
+			Name:     p.Name,
+			Draining: p.Annotations[client.DrainAnnotation] == "true",
 		})
 	}
 	for _, eps := range out {

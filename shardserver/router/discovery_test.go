@@ -12,6 +12,7 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
 	"github.com/annshard/annshard/shardserver/balance"
+	"github.com/annshard/annshard/shardserver/client"
 	"github.com/annshard/annshard/shardserver/slots"
 )
 
@@ -21,8 +22,8 @@ func TestParseStaticShards(t *testing.T) {
 		want    string
 		wantErr bool
 	}{
-		{"0=http://a:1,http://b:2;1=http://c:3", "map[0:[{http://a:1 0 a:1} {http://b:2 1 b:2}] 1:[{http://c:3 0 c:3}]]", false},
-		{" 0 = http://a:1/ ; ", "map[0:[{http://a:1 0 a:1}]]", false},
+		{"0=http://a:1,http://b:2;1=http://c:3", "map[0:[{http://a:1 0 a:1 false} {http://b:2 1 b:2 false}] 1:[{http://c:3 0 c:3 false}]]", false},
+		{" 0 = http://a:1/ ; ", "map[0:[{http://a:1 0 a:1 false}]]", false},
 		{"", "", true},
 		{"0=http://a;2=http://c", "", true},  // gap
 		{"0=http://a;0=http://b", "", true},  // twice
@@ -31,7 +32,7 @@ func TestParseStaticShards(t *testing.T) {
 		{"0http://a", "", true},              // no '='
 		{"0=http://a,", "", true},            // empty URL
 		{"-1=http://a;0=http://b", "", true}, // negative
-		{"0=http://[::1]:80", "map[0:[{http://[::1]:80 0 [::1]:80}]]", false},
+		{"0=http://[::1]:80", "map[0:[{http://[::1]:80 0 [::1]:80 false}]]", false},
 	} {
 		t.Run(tc.spec, func(t *testing.T) {
 			got, err := ParseStaticShards(tc.spec)
@@ -80,7 +81,7 @@ func TestEndpointsFromPods(t *testing.T) {
 			pod("idx-shard-0-0", "0", "127.0.1.1", true),
 			pod("idx-shard-1-0", "1", "127.0.2.1", true),
 			pod("idx-shard-0-1", "0", "127.0.1.2", true),
-		}, "map[0:[{http://127.0.1.1:8080 0 idx-shard-0-0} {http://127.0.1.2:8080 1 idx-shard-0-1} {http://127.0.1.3:8080 2 idx-shard-0-2}] 1:[{http://127.0.2.1:8080 0 idx-shard-1-0}]]"},
+		}, "map[0:[{http://127.0.1.1:8080 0 idx-shard-0-0 false} {http://127.0.1.2:8080 1 idx-shard-0-1 false} {http://127.0.1.3:8080 2 idx-shard-0-2 false}] 1:[{http://127.0.2.1:8080 0 idx-shard-1-0 false}]]"},
 		{"not ready, no IP, deleting, bad labels or names are skipped", []*corev1.Pod{
 			pod("idx-shard-0-0", "0", "127.0.1.1", false),
 			pod("idx-shard-0-1", "0", "", true),
@@ -90,11 +91,16 @@ func TestEndpointsFromPods(t *testing.T) {
 			pod("idx-shard-0-4", "0", "127.0.1.6", true, func(p *corev1.Pod) { p.Status.Conditions = nil }),
 			pod("idx-shard-0-5", "0", "127.0.1.7", true),
 			nil,
-		}, "map[0:[{http://127.0.1.7:8080 5 idx-shard-0-5}]]"},
-		{"IPv6", []*corev1.Pod{pod("a-0", "0", "fd00::1", true)}, "map[0:[{http://[fd00::1]:8080 0 a-0}]]"},
+		}, "map[0:[{http://127.0.1.7:8080 5 idx-shard-0-5 false}]]"},
+		{"IPv6", []*corev1.Pod{pod("a-0", "0", "fd00::1", true)}, "map[0:[{http://[fd00::1]:8080 0 a-0 false}]]"},
 		{"container port named http wins", []*corev1.Pod{pod("a-0", "0", "127.0.0.9", true, func(p *corev1.Pod) {
 			p.Spec.Containers = []corev1.Container{{Name: "shard", Ports: []corev1.ContainerPort{{Name: "metrics", ContainerPort: 9090}, {Name: "http", ContainerPort: 18080}}}}
-		})}, "map[0:[{http://127.0.0.9:18080 0 a-0}]]"},
+		})}, "map[0:[{http://127.0.0.9:18080 0 a-0 false}]]"},
+		{"a drain-marked pod is kept, marked", []*corev1.Pod{
+			pod("a-0", "0", "127.0.0.9", true),
+			pod("a-1", "0", "127.0.0.10", true, func(p *corev1.Pod) { p.Annotations = map[string]string{client.DrainAnnotation: "true"} }),
+			pod("a-2", "0", "127.0.0.11", true, func(p *corev1.Pod) { p.Annotations = map[string]string{client.DrainAnnotation: "false"} }),
+		}, "map[0:[{http://127.0.0.9:8080 0 a-0 false} {http://127.0.0.10:8080 1 a-1 true} {http://127.0.0.11:8080 2 a-2 false}]]"},
 		{"none", nil, "map[]"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {

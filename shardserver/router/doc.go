@@ -17,8 +17,18 @@
 // the Pods of each shard or a static list. Both feed one immutable view that is swapped
 // atomically, so a request sees one consistent table and replica set from start to end.
 //
+// Drain: a shard Pod annotated client.DrainAnnotation="true" (set by the operator before
+// it removes the replica) is left out of the replicas reads choose from the next view on;
+// writes still reach a primary so marked, and a shard whose ready replicas are all
+// draining keeps reading from them rather than fail. GET /v1/internal/router (Status)
+// reports the epoch the router routes by and, per replica, whether it is draining and how
+// many requests may still reach it: those open to it plus the reads pinned to a replaced
+// view that offered it. At 0 no request of this router reaches the replica any more.
+//
 // Concurrency: a *Router serves any number of concurrent requests. Shared mutable state
-// is the atomically swapped view, per-shard atomic counters, the balancers (lock-free)
-// and the cache and batchers (each behind its own mutex). Every goroutine the Router
-// starts stops when the context given to Run is cancelled.
+// is the atomically swapped view (with its count of pinned reads), per-shard and
+// per-replica atomic counters, the balancers (lock-free), the cache and batchers (each
+// behind its own mutex), and the replaced views and request counters Status reads (under
+// the Router's mutexes). Every goroutine the Router starts stops when the context given
+// to Run is cancelled.
 package router

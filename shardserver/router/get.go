@@ -16,7 +16,8 @@ func (r *Router) Get(ctx context.Context, id, partition string) (*client.Vector,
 	if err := checkPathID(id, partition); err != nil {
 		return nil, err
 	}
-	v := r.view.Load()
+	v, unpin := r.pinView()
+	defer unpin()
 	if v.table == nil {
 		return nil, apiErr(client.CodeUnavailable, "no routing table yet")
 	}

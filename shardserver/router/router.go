@@ -83,6 +83,14 @@ type Router struct {
 	table     *slots.Table
 	endpoints map[int][]Endpoint
 	changed   chan struct{} // closed and replaced on every new view
+	// retired are replaced views that reads may still run on (users > 0); Status counts
+	// them, and each rebuild forgets those no read uses any more.
+	retired []*view
+
+	// open counts the requests open to each replica, by endpoint name; its entries
+	// outlive the shard sets (rebuilt when endpoints change) that share them.
+	openMu sync.Mutex
+	open   map[string]*openRequests
 
 	refresh atomic.Pointer[func()] // asks the table source to re-read now
 
@@ -106,6 +114,7 @@ func New(cfg Config) (*Router, error) {
 		cache:   newResultCache(cfg.CacheEntries),
 		m:       newMetrics(cfg.Policy),
 		changed: make(chan struct{}),
+		open:    map[string]*openRequests{},
 	}
 	r.view.Store(&view{})
 	return r, nil
@@ -154,35 +163,67 @@ func (r *Router) rebuildLocked() {
 		nv.shards[k] = r.newShardSet(k, eps)
 	}
 	r.view.Store(nv)
+	r.retired = slices.DeleteFunc(append(r.retired, old), func(v *view) bool { return v.users.Load() == 0 })
 	close(r.changed)
 	r.changed = make(chan struct{})
 }
 
+// pinView returns the current view for a read and counts the read as its user until
+// unpin is called. The count is checked against the view still being current, so a
+// read either runs on a view that Status sees as used, or on a newer one.
+func (r *Router) pinView() (v *view, unpin func()) {
+	for {
+		v = r.view.Load()
+		v.users.Add(1)
+		if r.view.Load() == v {
+			return v, func() { v.users.Add(-1) }
+		}
+		v.users.Add(-1)
+	}
+}
+
 func (r *Router) newShardSet(k int, eps []Endpoint) *shardSet {
+	active := slices.DeleteFunc(slices.Clone(eps), func(ep Endpoint) bool { return ep.Draining })
+	fallback := len(active) == 0 && len(eps) > 0
+	if fallback {
+		// Better a draining replica than a failed read: the operator drains a replica only
+		// while others are ready, so this lasts until they are seen again.
+		active = eps
+	}
 	var opts []balance.Option
 	if r.cfg.Seed != 0 {
 		opts = append(opts, balance.WithSeed(r.cfg.Seed+uint64(k)))
 	}
-	bal, err := balance.New(r.cfg.Policy, len(eps), opts...)
+	bal, err := balance.New(r.cfg.Policy, len(active), opts...)
 	if err != nil {
 		// New validated the policy; a failure here is a programming error, but keep
 		// serving with the baseline policy rather than crash.
-		bal, _ = balance.New(balance.RoundRobin, len(eps))
+		bal, _ = balance.New(balance.RoundRobin, len(active))
 	}
-	s := &shardSet{id: k, bal: bal, lat: newLatencyWindow(r.cfg.HedgePercentile)}
+	s := &shardSet{id: k, endpoints: slices.Clone(eps), fallback: fallback, bal: bal, lat: newLatencyWindow(r.cfg.HedgePercentile)}
 	label := strconv.Itoa(k)
-	for _, ep := range eps {
+	newReplica := func(ep Endpoint) *replica {
+		hc := countingClient(r.cfg.HTTPClient, r.openRequests(k, ep))
 		rep := &replica{
 			ep:  ep,
-			c:   client.New(ep.URL, client.WithToken(r.cfg.Token), client.WithHTTPClient(r.cfg.HTTPClient)),
+			c:   client.New(ep.URL, client.WithToken(r.cfg.Token), client.WithHTTPClient(hc)),
 			obs: r.m.forReplica(label, ep.Name),
 		}
 		if r.cfg.BatchMax >= 2 {
 			rep.batch = newBatcher(rep.c, r.cfg.BatchMax, r.cfg.BatchWait, r.cfg.Timeout, r.m)
 		}
+		return rep
+	}
+	for _, ep := range active {
+		rep := newReplica(ep)
 		s.replicas = append(s.replicas, rep)
 		if ep.Ordinal == 0 {
 			s.primary = rep
+		}
+	}
+	if s.primary == nil {
+		if i := slices.IndexFunc(eps, func(ep Endpoint) bool { return ep.Ordinal == 0 }); i >= 0 {
+			s.primary = newReplica(eps[i]) // draining, yet the one that takes writes
 		}
 	}
 	return s

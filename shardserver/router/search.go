@@ -20,7 +20,8 @@ func (r *Router) Search(ctx context.Context, req *client.SearchRequest) (*client
 	if err != nil {
 		return nil, err
 	}
-	v := r.view.Load()
+	v, unpin := r.pinView()
+	defer unpin()
 	if v.table == nil {
 		return nil, apiErr(client.CodeUnavailable, "no routing table yet")
 	}
@@ -137,7 +138,8 @@ func (r *Router) callSearch(ctx context.Context, rep *replica, req *client.Searc
 // BatchSearch answers several queries; each is routed like Search. One failed query
 // fails the batch, since the answer format has no per-query error.
 func (r *Router) BatchSearch(ctx context.Context, req *client.BatchSearchRequest) (*client.BatchSearchResponse, error) {
-	v := r.view.Load()
+	v, unpin := r.pinView()
+	defer unpin()
 	if v.table == nil {
 		return nil, apiErr(client.CodeUnavailable, "no routing table yet")
 	}

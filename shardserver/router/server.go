@@ -18,7 +18,8 @@ import (
 const MaxBodyBytes = 64 << 20
 
 // Handler returns the router's HTTP API: the public API of DESIGN.md section 4 plus
-// /metrics, /healthz and /readyz.
+// /metrics, /healthz, /readyz and the internal status the operator polls
+// (GET /v1/internal/router, see Status).
 func (r *Router) Handler() http.Handler {
 	mux := http.NewServeMux()
 	mux.HandleFunc("POST /v1/search", r.serveSearch)
@@ -27,6 +28,7 @@ func (r *Router) Handler() http.Handler {
 	mux.HandleFunc("POST /v1/vectors:delete", r.serveDeleteBatch)
 	mux.HandleFunc("GET /v1/vectors/{id}", r.serveGet)
 	mux.HandleFunc("DELETE /v1/vectors/{id}", r.serveDelete)
+	mux.HandleFunc("GET /v1/internal/router", r.serveStatus)
 	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) { _, _ = io.WriteString(w, "ok\n") })
 	mux.HandleFunc("GET /readyz", func(w http.ResponseWriter, _ *http.Request) {
 		if err := r.Ready(); err != nil {

@@ -14,6 +14,10 @@ import (
 type view struct {
 	table  *slots.Table // nil until a table is known
 	shards []*shardSet  // indexed by shard number; nil entries have no known replicas
+	// users counts the reads running on this view (Router.pinView). Once the view is
+	// replaced, its count says whether a read may still choose a replica the new view no
+	// longer offers (Router.Status).
+	users atomic.Int64
 }
 
 // epoch returns the routing epoch, 0 without a table.
@@ -43,9 +47,13 @@ func (v *view) shard(k int) *shardSet {
 // the set of endpoints changes, so the balancer keeps what it learned across table
 // updates.
 type shardSet struct {
-	id       int
-	replicas []*replica // ready replicas, by ordinal; reads pick among them
-	primary  *replica   // ordinal 0 when ready, else nil
+	id        int
+	endpoints []Endpoint // every ready endpoint, draining ones included, by ordinal
+	replicas  []*replica // the replicas reads pick among, by ordinal: the non-draining ones
+	// fallback is set when every ready replica is draining: reads then pick among them
+	// rather than fail.
+	fallback bool
+	primary  *replica // ordinal 0 when ready, else nil; writes go to it even if draining
 	bal      balance.Balancer
 	lat      *latencyWindow // recent latencies, for the hedging threshold
 }
@@ -59,9 +67,10 @@ type replica struct {
 	obs   *replicaMetrics
 }
 
-// sameEndpoints reports whether a shard set already serves exactly eps.
+// sameEndpoints reports whether a shard set already serves exactly eps, drain marks
+// included.
 func (s *shardSet) sameEndpoints(eps []Endpoint) bool {
-	return s != nil && slices.EqualFunc(s.replicas, eps, func(r *replica, e Endpoint) bool { return r.ep == e })
+	return s != nil && slices.Equal(s.endpoints, eps)
 }
 
 // pick chooses a replica for a read, avoiding exclude and, while another one is left,
