@@ -20,6 +20,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"net/http"
 
 	appsv1 "k8s.io/api/apps/v1"
 	corev1 "k8s.io/api/core/v1"
@@ -58,6 +59,9 @@ type AnnIndexReconciler struct {
 	// APIReader reads from the API server, bypassing the cache, where a stale read could
 	// do harm (see observeRouting and observeShards); nil uses Client.
 	APIReader client.Reader
+	// HTTP is the client for the routers' status endpoint; nil uses one with a short
+	// timeout.
+	HTTP *http.Client
 }
 
 func (r *AnnIndexReconciler) apiReader() client.Reader {
@@ -122,12 +126,13 @@ func newScope(idx *annv1alpha1.AnnIndex) *scope {
 type phase func(ctx context.Context, s *scope) (ctrl.Result, error)
 
 // The operator's own permissions, least privilege: it never deletes what it creates
-// (owner references let the garbage collector do that), and only reads pods.
+// (owner references let the garbage collector do that), and of pods it only reads them
+// and patches the drain annotation onto a shard replica it is about to remove.
 // +kubebuilder:rbac:groups=annshard.io,resources=annindexes,verbs=get;list;watch
 // +kubebuilder:rbac:groups=annshard.io,resources=annindexes/status,verbs=get;update;patch
 // +kubebuilder:rbac:groups=annshard.io,resources=annindexes/finalizers,verbs=update
 // +kubebuilder:rbac:groups="",resources=secrets;configmaps;services;serviceaccounts,verbs=get;list;watch;create;update;patch
-// +kubebuilder:rbac:groups="",resources=pods,verbs=get;list;watch
+// +kubebuilder:rbac:groups="",resources=pods,verbs=get;list;watch;patch
 // +kubebuilder:rbac:groups=events.k8s.io,resources=events,verbs=create;patch
 // +kubebuilder:rbac:groups=apps,resources=statefulsets;deployments,verbs=get;list;watch;create;update;patch
 // +kubebuilder:rbac:groups=policy,resources=poddisruptionbudgets,verbs=get;list;watch;create;update;patch

@@ -155,20 +155,12 @@ func scrapeTargets(pods []corev1.Pod) []loadTarget {
 		if err != nil || !strings.HasPrefix(p.Name, stsName+"-") {
 			continue
 		}
-		port := int32(httpPort)
-		for _, ctr := range p.Spec.Containers {
-			for _, cp := range ctr.Ports {
-				if cp.Name == "http" {
-					port = cp.ContainerPort
-				}
-			}
-		}
 		out = append(out, loadTarget{
 			pod:     types.NamespacedName{Namespace: p.Namespace, Name: p.Name},
 			index:   types.NamespacedName{Namespace: p.Namespace, Name: p.Labels[labelInstance]},
 			shard:   int32(k),
 			ordinal: ord,
-			url:     "http://" + hostPort(p.Status.PodIP, port),
+			url:     "http://" + hostPort(p.Status.PodIP, podHTTPPort(p)),
 		})
 	}
 	return out
