@@ -15,13 +15,25 @@ const minServiceNs = float64(time.Microsecond)
 const errorFactor = 4
 
 // adaptive ranks replicas by C3's score (Suresh et al., "C3: Cutting Tail Latency in
-// Cloud Data Stores via Adaptive Replica Selection", NSDI 2015):
+// Cloud Data Stores via Adaptive Replica Selection", NSDI 2015), with the network part
+// of the latency queued too:
 //
-//	score = R - T + q^3 * T,  q = 1 + outstanding*clients + reportedQueue
+//	score = (R - T) * (1 + outstanding*clients) + q^3 * T,
+//	q = 1 + outstanding*clients + reportedQueue
 //
 // R is the EWMA of the latency this router observed, T the replica's own service time
 // (1/mu; the observed latency when the replica reports none) and the cube makes a
 // replica with a queue lose quickly to one without, which is what cuts the tail.
+//
+// R - T is what the replica does not account for: the transfer of request and answer
+// and the hops. C3 adds it once, as if links had no queue. But a slow link is a queue
+// of its own (a request waits behind the transfers ahead of it, as in network-aware
+// load distribution over heterogeneous servers, where each server's cost is its
+// transfer time plus its service time, each growing with its backlog), so each
+// outstanding request adds another R - T. On a fast link R - T is small and this
+// changes little; on a slow one a second request in flight doubles its cost, so
+// bursts spill onto the fast replicas' service queues instead of piling up on the
+// slow link.
 //
 // Three additions. C3 learns that a replica turned slow only when its first slow answer
 // arrives; meanwhile every pick may land there. So R is at least the age of the oldest
@@ -80,8 +92,9 @@ func (a *adaptive) score(i int, now int64) float64 {
 		svc = lat
 	}
 	svc = max(svc, minServiceNs)
-	q := 1 + float64(r.inflight.Load())*a.clients + math.Float64frombits(r.queue.Load())
-	return lat - svc + q*q*q*svc
+	out := float64(r.inflight.Load()) * a.clients
+	q := 1 + out + math.Float64frombits(r.queue.Load())
+	return max(lat-svc, 0)*(1+out) + q*q*q*svc
 }
 
 // Start also keeps the start time in a free slot, for the outstanding-age term.

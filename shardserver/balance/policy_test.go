@@ -383,6 +383,19 @@ func TestAdaptiveScore(t *testing.T) {
 			b.Start(0)
 			c.t += 20 * time.Millisecond // no answer yet: replica 0 turned slow
 		}, 1, 0},
+		{"a slow link queues its transfers", func(b Balancer, c *fakeClock) {
+			// Both serve in 0.1ms. Replica 0 sits behind a slow link (6ms observed) with a
+			// transfer in flight; replica 1 answers in 1ms but has 3 in flight. Plain C3
+			// scores them 6.7ms and 7.3ms and queues a second transfer on the link.
+			b.Report(0, Load{ServiceTime: 100 * time.Microsecond})
+			b.Report(1, Load{ServiceTime: 100 * time.Microsecond})
+			serve(b, c, 0, 6*time.Millisecond, nil)
+			serve(b, c, 1, time.Millisecond, nil)
+			b.Start(0)
+			b.Start(1)
+			b.Start(1)
+			b.Start(1)
+		}, 1, 0},
 		{"a young outstanding request does not", func(b Balancer, c *fakeClock) {
 			b.Report(0, Load{ServiceTime: 100 * time.Microsecond})
 			b.Report(1, Load{ServiceTime: 100 * time.Microsecond})
