@@ -11,6 +11,7 @@ import (
 	"net/url"
 	"strconv"
 	"strings"
+	"sync"
 )
 
 // Client calls one annshard endpoint (a shard replica or a router) over HTTP.
@@ -226,10 +227,33 @@ func (c *Client) do(ctx context.Context, method, path string, in, out any) (http
 		_, _ = io.Copy(io.Discard, resp.Body)
 		return resp.Header, nil
 	}
-	if err := json.NewDecoder(resp.Body).Decode(out); err != nil {
+	if err := decodeBody(resp.Body, out); err != nil {
 		return resp.Header, fmt.Errorf("decoding answer of %s %s: %w", method, path, err)
 	}
 	return resp.Header, nil
+}
+
+// bodies recycles the buffers answers are read into.
+var bodies = sync.Pool{New: func() any { return new(bytes.Buffer) }}
+
+// decodeBody decodes a JSON answer into out: search answers through decodeFast,
+// anything else (or a search answer of another shape) with encoding/json.
+func decodeBody(r io.Reader, out any) error {
+	switch out.(type) {
+	case *SearchResponse, *BatchSearchResponse:
+	default:
+		return json.NewDecoder(r).Decode(out)
+	}
+	buf := bodies.Get().(*bytes.Buffer)
+	defer bodies.Put(buf)
+	buf.Reset()
+	if _, err := buf.ReadFrom(r); err != nil {
+		return err
+	}
+	if decodeFast(buf.Bytes(), out) {
+		return nil
+	}
+	return json.NewDecoder(bytes.NewReader(buf.Bytes())).Decode(out)
 }
 
 // newRequest builds a request to path on the client's server, with its token.
