@@ -13,6 +13,11 @@ import (
 // shard's applied seq as of the lookup; on a replication snapshot, the seq it includes.
 const SeqHeader = "X-Annshard-Seq"
 
+// TokenHeader carries the write token where the Authorization header cannot: through
+// the Kubernetes API server's service proxy, which authenticates the caller with that
+// header and removes it. Routers accept the token in either.
+const TokenHeader = "X-Annshard-Token"
+
 // Vector is one stored vector. Exactly one of Vector and VectorB64 is set on the wire.
 type Vector struct {
 	ID        string    `json:"id"`

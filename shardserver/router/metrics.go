@@ -64,6 +64,11 @@ func newMetrics(policy balance.Policy) *metrics {
 			Name: "annshard_router_batch_size", Help: "Searches per micro-batch sent to a replica.", Buckets: []float64{1, 2, 4, 8, 16, 32, 64},
 		}),
 	}
+	// Every retry reason has a series from the start, so a dashboard's rate() of retries
+	// shows 0 rather than no data before the first retry.
+	for _, op := range []string{"search", "get", "upsert", "delete", "search_on_primary", "get_on_primary"} {
+		m.retries.WithLabelValues(op)
+	}
 	m.reg.MustRegister(m.requests, m.duration, m.replicaLat, m.selections, m.hedges, m.retries,
 		m.cacheHits, m.cacheMisses, m.batchSize,
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))

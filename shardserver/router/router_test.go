@@ -757,3 +757,30 @@ func TestBalancerSurvivesTableUpdates(t *testing.T) {
 		t.Fatal("shard set kept although a replica joined")
 	}
 }
+
+// The write token also passes in client.TokenHeader, as it must through the Kubernetes
+// API server's proxy (which removes the Authorization header); a wrong one there fails.
+func TestWriteTokenInHeader(t *testing.T) {
+	cl := newCluster(t, 1, 1, Config{})
+	ctx := context.Background()
+	upsert := func(token string) error {
+		req := &client.UpsertRequest{Vectors: []client.Vector{{ID: "h", Vector: vec(1)}}}
+		hc := &http.Client{Transport: headerTransport{client.TokenHeader, token}}
+		_, err := client.New(cl.c.BaseURL(), client.WithHTTPClient(hc)).Upsert(ctx, req)
+		return err
+	}
+	if err := upsert(testToken); err != nil {
+		t.Fatalf("token in %s: %v", client.TokenHeader, err)
+	}
+	if err := upsert("nope"); errCode(err) != client.CodeUnauthorized {
+		t.Fatalf("wrong token in %s: %v, want unauthorized", client.TokenHeader, err)
+	}
+}
+
+type headerTransport struct{ name, value string }
+
+func (h headerTransport) RoundTrip(r *http.Request) (*http.Response, error) {
+	r = r.Clone(r.Context())
+	r.Header.Set(h.name, h.value)
+	return http.DefaultTransport.RoundTrip(r)
+}

@@ -103,12 +103,19 @@ func (r *Router) serveDelete(w http.ResponseWriter, req *http.Request) {
 }
 
 // authorized checks the bearer token of a write when the router has one: the router
-// holds the shards' token, so an open router would be an open door to them.
+// holds the shards' token, so an open router would be an open door to them. The token may
+// also come in client.TokenHeader, for requests that reach the router through the
+// Kubernetes API server's service proxy: the API server authenticates the caller with the
+// Authorization header and removes it before proxying.
 func (r *Router) authorized(w http.ResponseWriter, req *http.Request, op string, start time.Time) bool {
 	if r.cfg.Token == "" {
 		return true
 	}
 	got, ok := strings.CutPrefix(req.Header.Get("Authorization"), "Bearer ")
+	if !ok {
+		got = req.Header.Get(client.TokenHeader)
+		ok = got != ""
+	}
 	if ok && subtle.ConstantTimeCompare([]byte(got), []byte(r.cfg.Token)) == 1 {
 		return true
 	}
