@@ -1,0 +1,299 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"slices"
+	"strconv"
+	"time"
+
+	"github.com/spf13/cobra"
+	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+
+	annv1alpha1 "github.com/annshard/annshard/api/v1alpha1"
+	"github.com/annshard/annshard/shardserver/client"
+)
+
+func newStatusCmd(g *globalOptions) *cobra.Command {
+	var output string
+	c := &cobra.Command{
+		Use:   "status INDEX",
+		Short: "Conditions, shards and migrations of an index, in one screen",
+		Long: `status shows whether an index is healthy and what it is doing: its conditions, then one row per
+shard (replicas ready/desired, hash slots, vectors, queries per second, p99 latency, replication
+lag) and one row per slot migration in flight (phase, progress, rate).
+
+Replicas, slots, vectors, QPS and p99 come from the index's status, which the operator updates
+every few seconds; the replication lag is read live from the shard pods (the largest lag of a
+shard's replicas, in WAL records). Colours are used only on a terminal (NO_COLOR turns them off).`,
+		Example: `  kubectl annshard status products
+  kubectl annshard status products -n search -o yaml
+  kubectl annshard status products -o json | jq '.shards[] | select(.readyReplicas < .replicas)'`,
+		Args: exactArgs(1, "the index name"),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			if err := checkOutput(output); err != nil {
+				return err
+			}
+			s, err := newSession(g)
+			if err != nil {
+				return err
+			}
+			rep, err := buildStatus(cmd.Context(), s, args[0], time.Now())
+			if err != nil {
+				return err
+			}
+			if output != "" {
+				return printData(g.streams.Out, output, rep)
+			}
+			return rep.print(g.streams.Out, newStyle(g.streams.Out))
+		},
+	}
+	outputFlag(c, &output)
+	return c
+}
+
+// statusReport is what status prints, and its -o json|yaml form.
+type statusReport struct {
+	Name         string            `json:"name"`
+	Namespace    string            `json:"namespace"`
+	Dimension    int32             `json:"dimension"`
+	Metric       string            `json:"metric"`
+	Shards       int32             `json:"shardsWanted"`
+	ReadyShards  int32             `json:"readyShards"`
+	Vectors      int64             `json:"vectors"`
+	QPS          int64             `json:"qps"`
+	RoutingEpoch int64             `json:"routingEpoch"`
+	Generation   int64             `json:"generation"`
+	Observed     int64             `json:"observedGeneration"`
+	Conditions   []conditionRow    `json:"conditions"`
+	ShardRows    []shardRow        `json:"shards"`
+	Migrations   []migrationRow    `json:"migrations"`
+	LiveErrors   map[string]string `json:"podErrors,omitempty"`
+	now          time.Time
+}
+
+type conditionRow struct {
+	Type               string    `json:"type"`
+	Status             string    `json:"status"`
+	Reason             string    `json:"reason"`
+	Message            string    `json:"message"`
+	LastTransitionTime time.Time `json:"lastTransitionTime"`
+}
+
+type shardRow struct {
+	Shard         int32   `json:"shard"`
+	Replicas      int32   `json:"replicas"`
+	ReadyReplicas int32   `json:"readyReplicas"`
+	Slots         int32   `json:"slots"`
+	Vectors       int64   `json:"vectors"`
+	QPS           int64   `json:"qps"`
+	P99Millis     int64   `json:"p99Millis"`
+	LagRecords    *uint64 `json:"replicationLagRecords,omitempty"`
+}
+
+type migrationRow struct {
+	ID      string `json:"id"`
+	From    int32  `json:"fromShard"`
+	To      int32  `json:"toShard"`
+	Slots   string `json:"slots"`
+	Phase   string `json:"phase"`
+	Copied  int64  `json:"copied"`
+	Message string `json:"message,omitempty"`
+}
+
+// buildStatus reads the index and the live replication lag of its shard pods.
+func buildStatus(ctx context.Context, s *session, name string, now time.Time) (*statusReport, error) {
+	idx, err := s.index(ctx, name)
+	if err != nil {
+		return nil, err
+	}
+	rep := statusFromIndex(idx, now)
+	pods, err := s.podsOf(ctx, name, "shard")
+	if err != nil {
+		rep.LiveErrors = map[string]string{"pods": err.Error()}
+		return rep, nil
+	}
+	loads, errs := loadReports(ctx, s, pods)
+	rep.addLag(pods, loads)
+	if len(errs) > 0 {
+		rep.LiveErrors = map[string]string{}
+		for pod, err := range errs {
+			rep.LiveErrors[pod] = err.Error()
+		}
+	}
+	return rep, nil
+}
+
+// loadReports fetches /v1/load of every pod that can be reached.
+func loadReports(ctx context.Context, s *session, pods []corev1.Pod) (map[string]*client.LoadReport, map[string]error) {
+	conns, errs := s.podClients(ctx, pods)
+	loads := map[string]*client.LoadReport{}
+	for name, c := range conns {
+		ctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+		l, err := c.api.Load(ctx)
+		cancel()
+		if err != nil {
+			errs[name] = err
+			continue
+		}
+		loads[name] = l
+	}
+	return loads, errs
+}
+
+func statusFromIndex(idx *annv1alpha1.AnnIndex, now time.Time) *statusReport {
+	st := idx.Status
+	rep := &statusReport{
+		Name: idx.Name, Namespace: idx.Namespace, Dimension: idx.Spec.Dimension, Metric: string(idx.Spec.Metric),
+		Shards: idx.Spec.Shards, ReadyShards: st.ReadyShards, Vectors: st.Vectors, QPS: st.QPS,
+		RoutingEpoch: st.RoutingEpoch, Generation: idx.Generation, Observed: st.ObservedGeneration,
+		Conditions: []conditionRow{}, ShardRows: []shardRow{}, Migrations: []migrationRow{}, now: now,
+	}
+	// Conditions in the order a person reads them: the summary first.
+	order := []string{annv1alpha1.ConditionAvailable, annv1alpha1.ConditionProgressing, annv1alpha1.ConditionDegraded,
+		annv1alpha1.ConditionScaling, annv1alpha1.ConditionMigrating}
+	conds := slices.Clone(st.Conditions)
+	slices.SortStableFunc(conds, func(a, b metav1.Condition) int {
+		ia, ib := slices.Index(order, a.Type), slices.Index(order, b.Type)
+		if ia < 0 {
+			ia = len(order)
+		}
+		if ib < 0 {
+			ib = len(order)
+		}
+		return ia - ib
+	})
+	for _, c := range conds {
+		rep.Conditions = append(rep.Conditions, conditionRow{Type: c.Type, Status: string(c.Status), Reason: c.Reason,
+			Message: c.Message, LastTransitionTime: c.LastTransitionTime.Time})
+	}
+	for _, sh := range st.Shards {
+		rep.ShardRows = append(rep.ShardRows, shardRow{Shard: sh.Shard, Replicas: sh.Replicas, ReadyReplicas: sh.ReadyReplicas,
+			Slots: sh.Slots, Vectors: sh.Vectors, QPS: sh.QPS, P99Millis: sh.P99Millis})
+	}
+	for _, m := range st.Migrations {
+		if m.Phase == annv1alpha1.MigrationDone {
+			continue // finished: not in flight
+		}
+		rep.Migrations = append(rep.Migrations, migrationRow{ID: m.ID, From: m.FromShard, To: m.ToShard, Slots: m.Slots,
+			Phase: string(m.Phase), Copied: m.Copied, Message: m.Message})
+	}
+	return rep
+}
+
+// addLag sets each shard's replication lag: the largest lag among its reachable replicas.
+func (r *statusReport) addLag(pods []corev1.Pod, loads map[string]*client.LoadReport) {
+	lag := map[int32]uint64{}
+	seen := map[int32]bool{}
+	for _, p := range pods {
+		l, ok := loads[p.Name]
+		if !ok {
+			continue
+		}
+		k, err := strconv.Atoi(p.Labels["annshard.io/shard"])
+		if err != nil {
+			continue
+		}
+		seen[int32(k)] = true
+		lag[int32(k)] = max(lag[int32(k)], l.ReplicationLagRecords)
+	}
+	for i := range r.ShardRows {
+		if k := r.ShardRows[i].Shard; seen[k] {
+			v := lag[k]
+			r.ShardRows[i].LagRecords = &v
+		}
+	}
+}
+
+func (r *statusReport) print(w io.Writer, st style) error {
+	fmt.Fprintf(w, "AnnIndex %s/%s: %d/%d shards ready, dimension %d, %s, %d vectors, %d QPS, routing epoch %d",
+		r.Namespace, r.Name, r.ReadyShards, r.Shards, r.Dimension, r.Metric, r.Vectors, r.QPS, r.RoutingEpoch)
+	if r.Observed != r.Generation {
+		fmt.Fprintf(w, " (status is of generation %d, the spec is at %d)", r.Observed, r.Generation)
+	}
+	fmt.Fprint(w, "\n\n")
+
+	if len(r.Conditions) == 0 {
+		fmt.Fprintln(w, "No conditions yet: the operator has not reconciled the index (is it running?).")
+	} else {
+		t := newTable(w, "CONDITION", "STATUS", "REASON", "AGE", "MESSAGE")
+		for _, c := range r.Conditions {
+			t.row(c.Type, st.paint(conditionColour(c), c.Status), c.Reason, fmtAge(r.now.Sub(c.LastTransitionTime)), c.Message)
+		}
+		if err := t.flush(); err != nil {
+			return err
+		}
+	}
+	fmt.Fprintln(w)
+
+	if len(r.ShardRows) == 0 {
+		fmt.Fprintln(w, "No shards observed yet.")
+	} else {
+		t := newTable(w, "SHARD", "READY/DESIRED", "SLOTS", "VECTORS", "QPS", "P99", "REPL LAG")
+		for _, sh := range r.ShardRows {
+			colour := colGreen
+			switch {
+			case sh.ReadyReplicas == 0:
+				colour = colRed
+			case sh.ReadyReplicas < sh.Replicas:
+				colour = colYellow
+			}
+			lag := "?"
+			if sh.LagRecords != nil {
+				lag = strconv.FormatUint(*sh.LagRecords, 10)
+			}
+			t.row(sh.Shard, st.paint(colour, fmt.Sprintf("%d/%d", sh.ReadyReplicas, sh.Replicas)), sh.Slots,
+				sh.Vectors, sh.QPS, fmtMillis(float64(sh.P99Millis)), lag)
+		}
+		if err := t.flush(); err != nil {
+			return err
+		}
+	}
+	fmt.Fprintln(w)
+
+	if len(r.Migrations) == 0 {
+		fmt.Fprintln(w, "No slot migrations in flight.")
+	} else {
+		t := newTable(w, "MIGRATION", "FROM", "TO", "SLOTS", "PHASE", "COPIED", "MESSAGE")
+		for _, m := range r.Migrations {
+			colour := colPlain
+			if m.Phase == string(annv1alpha1.MigrationFailed) {
+				colour = colRed
+			}
+			t.row(m.ID, m.From, m.To, m.Slots, st.paint(colour, m.Phase), m.Copied, m.Message)
+		}
+		if err := t.flush(); err != nil {
+			return err
+		}
+	}
+	if len(r.LiveErrors) > 0 {
+		fmt.Fprintf(w, "\nReplication lag unknown (?) for pods that could not be reached:\n")
+		names := make([]string, 0, len(r.LiveErrors))
+		for n := range r.LiveErrors {
+			names = append(names, n)
+		}
+		slices.Sort(names)
+		for _, n := range names {
+			fmt.Fprintf(w, "  %s: %s\n", n, r.LiveErrors[n])
+		}
+	}
+	return nil
+}
+
+// conditionColour: green when the condition is in its good state, red when in its bad
+// one, yellow for Unknown and for the transient ones (Progressing, Scaling, Migrating).
+func conditionColour(c conditionRow) string {
+	switch {
+	case c.Status == "Unknown":
+		return colYellow
+	case c.Type == annv1alpha1.ConditionAvailable:
+		return map[bool]string{true: colGreen, false: colRed}[c.Status == "True"]
+	case c.Type == annv1alpha1.ConditionDegraded:
+		return map[bool]string{true: colRed, false: colGreen}[c.Status == "True"]
+	case c.Status == "True":
+		return colYellow
+	}
+	return colPlain
+}
