@@ -31,6 +31,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/cache"
 	"sigs.k8s.io/controller-runtime/pkg/healthz"
 	"sigs.k8s.io/controller-runtime/pkg/log/zap"
+	ctrlmetrics "sigs.k8s.io/controller-runtime/pkg/metrics"
 	metricsserver "sigs.k8s.io/controller-runtime/pkg/metrics/server"
 
 	annv1alpha1 "github.com/annshard/annshard/api/v1alpha1"
@@ -102,6 +103,8 @@ func run() error {
 	if err := r.SetupWithManager(mgr); err != nil {
 		return fmt.Errorf("setting up the AnnIndex controller: %w", err)
 	}
+	// Every index's status as gauges on /metrics, for dashboards.
+	ctrlmetrics.Registry.MustRegister(&controllers.IndexMetrics{Reader: mgr.GetCache()})
 	if err := mgr.AddHealthzCheck("healthz", healthz.Ping); err != nil {
 		return fmt.Errorf("adding health check: %w", err)
 	}
