@@ -28,5 +28,8 @@ test-chart: $(HELM) ## Lint and render the chart (default and namespaced values)
 	$(HELM) template annshard $(CHART) --namespace annshard-system > /dev/null
 	$(HELM) template annshard $(CHART) --namespace annshard-system --set watchNamespace=team-a \
 		--set metrics.serviceMonitor.enabled=true > /dev/null
+	$(HELM) lint --strict $(CHART) --set dashboards.enabled=true
+	$(HELM) template annshard $(CHART) --namespace annshard-system --set dashboards.enabled=true \
+		--show-only templates/dashboard.yaml | grep -q 'grafana_dashboard: "1"'
 
 TEST_TARGETS += test-chart
