@@ -30,9 +30,22 @@ func main() {
 		fmt.Fprintf(os.Stderr, "annbench: %v\n", err)
 		os.Exit(2)
 	}
-	if err := execute(ctx, c, newReporter(c, os.Stdout)); err != nil {
+	var rep reporter = newReporter(c, os.Stdout)
+	var pr *plotReporter
+	if c.plot != "" {
+		pr = &plotReporter{next: rep}
+		rep = pr
+	}
+	if err := execute(ctx, c, rep); err != nil {
 		fmt.Fprintf(os.Stderr, "annbench: %v\n", err)
 		os.Exit(1)
+	}
+	if pr != nil {
+		if err := pr.write(c.plot, c); err != nil {
+			fmt.Fprintf(os.Stderr, "annbench: %v\n", err)
+			os.Exit(1)
+		}
+		fmt.Fprintf(os.Stderr, "annbench: wrote %s\n", c.plot)
 	}
 }
 
@@ -54,6 +67,7 @@ func parseFlags(args []string, usageOut io.Writer) (*config, error) {
 	threads := fs.Int("threads", 0, "goroutines for the parallel build, all-core QPS and ground truth (0 = all cores)")
 	metricName := fs.String("metric", "L2", "distance: L2 (squared), InnerProduct or Cosine (both 1 - dot)")
 	jsonOut := fs.Bool("json", false, "print only JSON, one object per line")
+	plotOut := fs.String("plot", "", "also draw the recall-QPS curve with the brute-force line to this `file` (.svg, .png or .pdf)")
 	if err := fs.Parse(args); err != nil {
 		return nil, err
 	}
@@ -102,6 +116,11 @@ func parseFlags(args []string, usageOut io.Writer) (*config, error) {
 	c.base, c.query, c.gt = *base, *query, *gt
 	c.nq, c.k, c.m, c.efc, c.json = *nq, *k, *m, *efc, *jsonOut
 	c.threads = *threads
+	if c.plot = *plotOut; c.plot != "" {
+		if err := checkPlotPath(c.plot); err != nil {
+			return nil, err
+		}
+	}
 	if c.threads == 0 {
 		c.threads = runtime.GOMAXPROCS(0)
 	}

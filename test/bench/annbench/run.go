@@ -21,6 +21,7 @@ type config struct {
 	efs             []int
 	threads         int // goroutines of the parallel phases
 	json            bool
+	plot            string // -plot: where to draw the recall-QPS curve
 
 	// minMeasure is how long each throughput measurement runs at least: the query set is
 	// repeated until it has passed, so that QPS on a small set is not one noisy blink.

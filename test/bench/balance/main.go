@@ -77,6 +77,7 @@ type options struct {
 	policies           string
 	scenarios          string
 	seed               uint64
+	plot               string
 }
 
 func main() {
@@ -101,7 +102,14 @@ func main() {
 	flag.StringVar(&o.policies, "policies", "", "comma-separated policies (default: all)")
 	flag.StringVar(&o.scenarios, "scenarios", "", "comma-separated scenarios (default: all)")
 	flag.Uint64Var(&o.seed, "seed", 1, "data and query seed")
+	flag.StringVar(&o.plot, "plot", "", "also draw the p99 of every policy per scenario to this `file` (.svg, .png or .pdf)")
 	flag.Parse()
+	if o.plot != "" {
+		if err := checkPlotPath(o.plot); err != nil {
+			fmt.Fprintln(os.Stderr, "balance bench:", err)
+			os.Exit(2)
+		}
+	}
 	// SIGINT and SIGTERM cancel the run, so an interrupted run still stops its shard processes.
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
@@ -210,6 +218,12 @@ func run(ctx context.Context, o options) error {
 			}
 			fmt.Fprintln(b.out)
 		}
+	}
+	if o.plot != "" {
+		if err := plotP99(o.plot, scenarios, policies, results, o); err != nil {
+			return fmt.Errorf("drawing %s: %w", o.plot, err)
+		}
+		b.logf("wrote %s", o.plot)
 	}
 	if o.batchConc > 0 {
 		// Off and on alternate over rounds so that machine noise hits both alike.
