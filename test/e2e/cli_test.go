@@ -167,7 +167,7 @@ var _ = Describe("kubectl annshard", Ordered, Label("cli"), func() {
 	})
 
 	It("finds an imported vector with search", func(ctx SpecContext) {
-		out, code := run(ctx, "search", name, "--id", "d-7", "--partition", "p1", "-k", "3", "-o", "json")
+		out, code := run(ctx, "search", name, "--id", "j7", "--partition", "p1", "-k", "3", "-o", "json")
 		Expect(code).To(Equal(0), out)
 		var res struct {
 			Results []struct {
@@ -177,7 +177,7 @@ var _ = Describe("kubectl annshard", Ordered, Label("cli"), func() {
 		}
 		Expect(json.Unmarshal([]byte(out), &res)).To(Succeed())
 		Expect(res.Results).NotTo(BeEmpty())
-		Expect(res.Results[0].ID).To(Equal("d-7"))
+		Expect(res.Results[0].ID).To(Equal("j7"))
 		Expect(res.Results[0].Distance).To(BeNumerically("<", 1e-4))
 
 		// The parquet file's row 5 as a query finds its own id first.
