@@ -15,7 +15,6 @@ import (
 	"sync"
 	"sync/atomic"
 	"time"
-	"unicode/utf8"
 
 	"github.com/spf13/cobra"
 	"golang.org/x/sync/errgroup"
@@ -24,10 +23,6 @@ import (
 	"github.com/annshard/annshard/cmd/kubectl-annshard/vecfile"
 	"github.com/annshard/annshard/shardserver/client"
 )
-
-// maxIDBytes is the shard server's limit on ids and partitions (shard.MaxIDBytes); rows
-// over it are rejected here, before they could fail a whole batch there.
-const maxIDBytes = 256
 
 // maxReasons is how many rejected rows are described; the rest are counted.
 const maxReasons = 10
@@ -192,8 +187,8 @@ func (o *importOptions) validate() error {
 		return codef(exitUsage, "--retries must be at least 1")
 	case o.idStart < 0:
 		return codef(exitUsage, "--id-start must not be negative")
-	case len(o.partition) > maxIDBytes:
-		return codef(exitUsage, "--partition is over %d bytes", maxIDBytes)
+	case client.CheckPartition("--partition", o.partition) != nil:
+		return codef(exitUsage, "%s", reasonOf(client.CheckPartition("--partition", o.partition)))
 	}
 	return checkOutput(o.output)
 }
@@ -350,44 +345,37 @@ func openFiles(paths []string, o *importOptions, dim int, index string, errOut i
 	return files, nil
 }
 
-// rowValidator repeats the shard server's checks of a vector, so a bad row is rejected
-// alone here instead of failing its whole batch there.
+// rowValidator applies the servers' own rules (client.CheckID, client.Schema.Vector) to
+// each row, so a bad row is rejected alone here instead of failing its whole batch there.
 type rowValidator struct {
-	cosine    bool
-	partition string
+	schema client.Schema
 }
 
 func newRowValidator(o *importOptions, idx *annv1alpha1.AnnIndex) *rowValidator {
-	return &rowValidator{cosine: idx.Spec.Metric == annv1alpha1.MetricCosine, partition: o.partition}
+	return &rowValidator{schema: client.Schema{Dimension: int(idx.Spec.Dimension), Metric: string(idx.Spec.Metric)}}
 }
 
 // check returns why the record cannot be stored, or "". id is the id it will get.
 func (v *rowValidator) check(rec *vecfile.Record, id string) string {
-	switch {
-	case id == "":
-		return "empty id"
-	case len(id) > maxIDBytes:
-		return fmt.Sprintf("id of %d bytes, the limit is %d", len(id), maxIDBytes)
-	case !utf8.ValidString(id):
-		return "id is not valid UTF-8"
-	case len(rec.Partition) > maxIDBytes:
-		return fmt.Sprintf("partition of %d bytes, the limit is %d", len(rec.Partition), maxIDBytes)
-	case !utf8.ValidString(rec.Partition):
-		return "partition is not valid UTF-8"
+	if err := client.CheckID("id", id); err != nil {
+		return reasonOf(err)
 	}
-	if v.cosine {
-		zero := true
-		for _, x := range rec.Vector {
-			if x != 0 {
-				zero = false
-				break
-			}
-		}
-		if zero {
-			return "a zero vector has no direction (the index's metric is Cosine)"
-		}
+	if err := client.CheckPartition("partition", rec.Partition); err != nil {
+		return reasonOf(err)
+	}
+	if _, err := v.schema.Vector("", rec.Vector, ""); err != nil {
+		return reasonOf(err)
 	}
 	return ""
+}
+
+// reasonOf is an API error's message without its code ("id: empty").
+func reasonOf(err error) string {
+	var ae *client.APIError
+	if errors.As(err, &ae) {
+		return ae.Message
+	}
+	return err.Error()
 }
 
 // idOf is the id a row is stored under.

@@ -181,6 +181,7 @@ func TestImportRefusesBadRowsBeforeWriting(t *testing.T) {
 {"id":"a","vector":[3,4]}
 {"id":"d","vector":[0,0]}
 {"id":"e","vector":[5,6]}
+{"id":"  ","vector":[7,8]}
 `), 0o644)
 	router, pool := newFakeRouter(t)
 	o := testImportOptions(dir)
@@ -188,7 +189,7 @@ func TestImportRefusesBadRowsBeforeWriting(t *testing.T) {
 	if exitCodeOf(err) != exitBadInput || router.requests.Load() != 0 {
 		t.Fatalf("exit %d, %d requests: %v\n%s", exitCodeOf(err), router.requests.Load(), err, out)
 	}
-	for _, want := range []string{"4 bad rows", "row 1: dimension 3, want 2", "row 2: contains NaN", "row 4: a zero vector", "row 3: duplicate id (also at " + jl + " row 0)", "nothing was written"} {
+	for _, want := range []string{"5 bad rows", "row 1: dimension 3, want 2", "row 2: contains NaN", "row 4: vector: a zero vector", "row 6: id: only whitespace", "row 3: duplicate id (also at " + jl + " row 0)", "nothing was written"} {
 		if !strings.Contains(err.Error(), want) {
 			t.Errorf("error lacks %q:\n%v", want, err)
 		}
@@ -203,7 +204,7 @@ func TestImportRefusesBadRowsBeforeWriting(t *testing.T) {
 	if len(router.stored) != 2 || router.stored["a"][0] != 1 || router.stored["e"] == nil {
 		t.Fatalf("stored %v", router.stored)
 	}
-	if !strings.Contains(out, "Imported 2 vectors") || !strings.Contains(out, "Rejected 4 rows:") {
+	if !strings.Contains(out, "Imported 2 vectors") || !strings.Contains(out, "Rejected 5 rows:") {
 		t.Fatalf("summary:\n%s", out)
 	}
 
