@@ -9,7 +9,7 @@ import (
 
 func TestPlotWritesSVGAndPNG(t *testing.T) {
 	p := &plotReporter{info: datasetInfo{source: "test", n: 100, dim: 8},
-		efs: []efReport{{Ef: 10, Recall: 0.9, QPS1: 9000, QPSAll: 15000}, {Ef: 40, Recall: 0.99, QPS1: 4000, QPSAll: 7000}},
+		efs:    []efReport{{Ef: 10, Recall: 0.9, QPS1: 9000, QPSAll: 15000}, {Ef: 40, Recall: 0.99, QPS1: 4000, QPSAll: 7000}},
 		bruteR: bruteReport{QPS1: 800}}
 	c := &config{k: 10, m: 16, efc: 100, threads: 2}
 	dir := t.TempDir()
