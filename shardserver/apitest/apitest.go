@@ -147,6 +147,17 @@ func BadInput(sc client.Schema) []Case {
 		{"get whitespace partition", "GET", "/v1/vectors/keep?partition=%20", ``, bad, inv, "partition: only whitespace"},
 		{"delete one long id", "DELETE", "/v1/vectors/" + long, ``, bad, inv, "id: 257 bytes"},
 		{"delete one control partition", "DELETE", "/v1/vectors/keep?partition=a%0Ab", ``, bad, inv, "partition: control character U+000A"},
+		// Query strings, paths and methods.
+		{"misspelt query parameter", "GET", "/v1/vectors/keep?partiton=a", ``, bad, inv, `query string: unknown parameter "partiton"`},
+		{"repeated partition", "GET", "/v1/vectors/keep?partition=a&partition=b", ``, bad, inv, "partition: given 2 times in the query string"},
+		{"delete one repeated partition", "DELETE", "/v1/vectors/keep?partition=&partition=", ``, bad, inv, "partition: given 2 times"},
+		{"bad query escape", "GET", "/v1/vectors/keep?partition=%zz", ``, bad, inv, "query string: invalid URL escape"},
+		{"search query parameter", "POST", "/v1/search?k=5", search(vf + `,"k":1`), bad, inv, `query string: unknown parameter "k"`},
+		{"upsert query parameter", "POST", "/v1/vectors?dryRun=true", item(`"id":"z",` + vf), bad, inv, `query string: unknown parameter "dryRun"`},
+		{"wrong method", "PUT", "/v1/vectors", item(`"id":"z",` + vf), http.StatusMethodNotAllowed, client.CodeMethodNotAllowed, "PUT /v1/vectors: not allowed, use POST"},
+		{"GET a search", "GET", "/v1/search", ``, http.StatusMethodNotAllowed, client.CodeMethodNotAllowed, "GET /v1/search: not allowed, use POST"},
+		{"PATCH a vector", "PATCH", "/v1/vectors/keep", `{}`, http.StatusMethodNotAllowed, client.CodeMethodNotAllowed, "not allowed, use GET or DELETE"},
+		{"unknown path", "POST", "/v1/vector", item(`"id":"z",` + vf), http.StatusNotFound, client.CodeNotFound, "no such endpoint: POST /v1/vector"},
 		// Batches and limits.
 		{"empty batch", "POST", "/v1/vectors", `{"vectors":[]}`, bad, inv, "vectors: empty batch"},
 		{"batch too big", "POST", "/v1/vectors", upsert(repeat(sc.MaxBatch+1, func(i int) string { return fmt.Sprintf(`{"id":"m%d",%s}`, i, vf) })), bad, inv, fmt.Sprintf("vectors: %d in one batch, the limit is %d", sc.MaxBatch+1, sc.MaxBatch)},

@@ -299,6 +299,8 @@ func StatusFor(code string) int {
 		return http.StatusRequestEntityTooLarge
 	case CodeUnavailable:
 		return http.StatusServiceUnavailable
+	case CodeMethodNotAllowed:
+		return http.StatusMethodNotAllowed
 	default:
 		return http.StatusInternalServerError
 	}
@@ -320,6 +322,8 @@ func codeForStatus(status int) string {
 		return CodePayloadTooLarge
 	case http.StatusServiceUnavailable, http.StatusBadGateway, http.StatusGatewayTimeout:
 		return CodeUnavailable
+	case http.StatusMethodNotAllowed:
+		return CodeMethodNotAllowed
 	default:
 		return CodeInternal
 	}

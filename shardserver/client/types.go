@@ -228,6 +228,8 @@ const (
 	CodeUnavailable     = "unavailable"
 	CodeInternal        = "internal"
 	CodeConflict        = "conflict"
+	// CodeMethodNotAllowed: the path exists, but not for this method (HTTP 405).
+	CodeMethodNotAllowed = "method_not_allowed"
 )
 
 // ErrorBody is the JSON of every error answer.

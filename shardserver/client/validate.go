@@ -4,9 +4,12 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"maps"
 	"math"
 	"net/http"
+	"net/url"
 	"reflect"
+	"slices"
 	"strconv"
 	"strings"
 	"unicode"
@@ -206,6 +209,33 @@ func typeWords(t reflect.Type) string {
 		return "an array"
 	}
 	return t.String()
+}
+
+// CheckQuery checks the query string of a public endpoint: parameters other than
+// allowed, or given twice, are refused like unknown or duplicate JSON fields (a
+// misspelt ?partiton= would otherwise be ignored, and a delete applied in every
+// partition), and so is a query string that does not parse.
+func CheckQuery(rawQuery string, allowed ...string) error {
+	q, err := url.ParseQuery(rawQuery)
+	if err != nil {
+		return invalid("query string: %v", err)
+	}
+	names := slices.Sorted(maps.Keys(q))
+	for _, name := range names {
+		if !slices.Contains(allowed, name) {
+			return invalid("query string: unknown parameter %s", quote(name))
+		}
+		if n := len(q[name]); n > 1 {
+			return invalid("%s: given %d times in the query string", name, n)
+		}
+	}
+	return nil
+}
+
+// MethodNotAllowed is the answer to a method that a path of the API does not serve.
+func MethodNotAllowed(method, path string, allowed []string) *APIError {
+	return &APIError{Code: CodeMethodNotAllowed, HTTPStatus: http.StatusMethodNotAllowed,
+		Message: fmt.Sprintf("%s %s: not allowed, use %s", method, path, strings.Join(allowed, " or "))}
 }
 
 // CheckID checks an id (field names where it came from).

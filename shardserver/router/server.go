@@ -22,22 +22,49 @@ const MaxBodyBytes = 64 << 20
 // (GET /v1/internal/router, see Status).
 func (r *Router) Handler() http.Handler {
 	mux := http.NewServeMux()
-	mux.HandleFunc("POST /v1/search", r.serveSearch)
-	mux.HandleFunc("POST /v1/search:batch", r.serveBatchSearch)
-	mux.HandleFunc("POST /v1/vectors", r.serveUpsert)
-	mux.HandleFunc("POST /v1/vectors:delete", r.serveDeleteBatch)
-	mux.HandleFunc("GET /v1/vectors/{id}", r.serveGet)
-	mux.HandleFunc("DELETE /v1/vectors/{id}", r.serveDelete)
-	mux.HandleFunc("GET /v1/internal/router", r.serveStatus)
-	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) { _, _ = io.WriteString(w, "ok\n") })
-	mux.HandleFunc("GET /readyz", func(w http.ResponseWriter, _ *http.Request) {
+	methods := map[string][]string{} // path -> the methods it serves
+	handle := func(pattern string, h http.Handler) {
+		mux.Handle(pattern, h)
+		method, path, _ := strings.Cut(pattern, " ")
+		methods[path] = append(methods[path], method)
+	}
+	// The public API refuses query parameters it does not take (client.CheckQuery).
+	params := func(op string, h http.HandlerFunc, allowed ...string) http.HandlerFunc {
+		return func(w http.ResponseWriter, req *http.Request) {
+			if err := client.CheckQuery(req.URL.RawQuery, allowed...); err != nil {
+				r.answer(w, op, time.Now(), nil, err)
+				return
+			}
+			h(w, req)
+		}
+	}
+	handle("POST /v1/search", params("search", r.serveSearch))
+	handle("POST /v1/search:batch", params("search_batch", r.serveBatchSearch))
+	handle("POST /v1/vectors", params("upsert", r.serveUpsert))
+	handle("POST /v1/vectors:delete", params("delete", r.serveDeleteBatch))
+	handle("GET /v1/vectors/{id}", params("get", r.serveGet, "partition"))
+	handle("DELETE /v1/vectors/{id}", params("delete", r.serveDelete, "partition"))
+	handle("GET /v1/internal/router", http.HandlerFunc(r.serveStatus))
+	handle("GET /healthz", http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) { _, _ = io.WriteString(w, "ok\n") }))
+	handle("GET /readyz", http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) {
 		if err := r.Ready(); err != nil {
 			http.Error(w, err.Error(), http.StatusServiceUnavailable)
 			return
 		}
 		_, _ = io.WriteString(w, "ok\n")
+	}))
+	handle("GET /metrics", promhttp.HandlerFor(r.m.reg, promhttp.HandlerOpts{}))
+	// Errors in the API's JSON form for a path the router does not have or a method a
+	// path does not serve (the mux's own answers are plain text).
+	for path, allowed := range methods {
+		mux.HandleFunc(path, func(w http.ResponseWriter, req *http.Request) {
+			w.Header().Set("Allow", strings.Join(allowed, ", "))
+			r.answer(w, "other", time.Now(), nil, client.MethodNotAllowed(req.Method, req.URL.Path, allowed))
+		})
+	}
+	mux.HandleFunc("/", func(w http.ResponseWriter, req *http.Request) {
+		r.answer(w, "other", time.Now(), nil, apiErr(client.CodeNotFound, "no such endpoint: %s %s", req.Method, req.URL.Path))
 	})
-	mux.Handle("GET /metrics", promhttp.HandlerFor(r.m.reg, promhttp.HandlerOpts{}))
 	return mux
 }
 

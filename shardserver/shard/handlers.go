@@ -6,6 +6,7 @@ import (
 	"log/slog"
 	"net/http"
 	"strconv"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -16,16 +17,34 @@ import (
 
 func (s *Server) routes() {
 	m := http.NewServeMux()
-	handle := func(pattern, route string, h http.HandlerFunc) { m.HandleFunc(pattern, s.instrument(route, h)) }
+	methods := map[string][]string{} // path -> the methods it serves
+	handle := func(pattern, route string, h http.HandlerFunc) {
+		m.HandleFunc(pattern, s.instrument(route, h))
+		method, path, _ := strings.Cut(pattern, " ")
+		methods[path] = append(methods[path], method)
+	}
 	write := func(h http.HandlerFunc) http.HandlerFunc { return s.requireToken(s.primaryOnly(s.serving(h))) }
 	read := s.serving
+	// The public API refuses query parameters it does not take (client.CheckQuery).
+	params := func(allowed ...string) func(http.HandlerFunc) http.HandlerFunc {
+		return func(h http.HandlerFunc) http.HandlerFunc {
+			return func(w http.ResponseWriter, r *http.Request) {
+				if err := client.CheckQuery(r.URL.RawQuery, allowed...); err != nil {
+					writeError(w, err)
+					return
+				}
+				h(w, r)
+			}
+		}
+	}
+	none, partition := params(), params("partition")
 
-	handle("POST /v1/vectors", "upsert", write(s.handleUpsert))
-	handle("GET /v1/vectors/{id}", "get", read(s.handleGet))
-	handle("DELETE /v1/vectors/{id}", "delete", write(s.handleDeleteOne))
-	handle("POST /v1/vectors:delete", "delete_batch", write(s.handleDeleteBatch))
-	handle("POST /v1/search", "search", read(s.handleSearch))
-	handle("POST /v1/search:batch", "search_batch", read(s.handleBatchSearch))
+	handle("POST /v1/vectors", "upsert", none(write(s.handleUpsert)))
+	handle("GET /v1/vectors/{id}", "get", partition(read(s.handleGet)))
+	handle("DELETE /v1/vectors/{id}", "delete", partition(write(s.handleDeleteOne)))
+	handle("POST /v1/vectors:delete", "delete_batch", none(write(s.handleDeleteBatch)))
+	handle("POST /v1/search", "search", none(read(s.handleSearch)))
+	handle("POST /v1/search:batch", "search_batch", none(read(s.handleBatchSearch)))
 	handle("GET /v1/load", "load", func(w http.ResponseWriter, r *http.Request) {
 		writeJSON(w, http.StatusOK, s.loadReport(time.Now()))
 	})
@@ -42,6 +61,7 @@ func (s *Server) routes() {
 	})
 	handle("GET /readyz", "readyz", s.handleReady)
 	m.Handle("GET /metrics", s.metrics.handler())
+	methods["/metrics"] = []string{"GET"}
 
 	handle("GET /v1/replication/snapshot", "replication_snapshot", s.requireToken(s.handleReplSnapshot))
 	handle("GET /v1/replication/wal", "replication_wal", s.requireToken(s.handleReplWAL))
@@ -51,6 +71,14 @@ func (s *Server) routes() {
 	handle("POST /v1/internal/slots:drop", "slots_drop", write(s.handleSlotsDrop))
 	handle("GET /v1/internal/slots:export", "slots_export", s.requireToken(read(s.handleSlotsExport)))
 	handle("GET /v1/internal/slots:wal", "slots_wal", s.requireToken(s.handleSlotsWAL))
+	// Errors in the API's JSON form for a path it does not have or a method a path does
+	// not serve (the mux's own answers are plain text).
+	for path, allowed := range methods {
+		m.HandleFunc(path, func(w http.ResponseWriter, r *http.Request) {
+			w.Header().Set("Allow", strings.Join(allowed, ", "))
+			writeError(w, client.MethodNotAllowed(r.Method, r.URL.Path, allowed))
+		})
+	}
 	m.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
 		writeError(w, &client.APIError{Code: client.CodeNotFound, Message: "no such endpoint: " + r.Method + " " + r.URL.Path})
 	})
