@@ -159,7 +159,7 @@ func (r *Router) BatchSearch(ctx context.Context, req *client.BatchSearchRequest
 			defer func() { <-sem }()
 			resp, err := r.search(ctx, v, vecs[i], &req.Queries[i])
 			if err != nil {
-				errs[i] = fmt.Errorf("query %d: %w", i, err)
+				errs[i] = fmt.Errorf("queries[%d]: %w", i, err)
 				return
 			}
 			out.Results[i] = resp.Results
