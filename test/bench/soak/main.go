@@ -85,6 +85,7 @@ type result struct {
 	WritesAcked      int     `json:"writesAcknowledged"`
 	ItemsAcked       int     `json:"itemsAcknowledged"`
 	WritesInDoubt    int     `json:"writesInDoubt"`
+	InDoubtApplied   int     `json:"writesInDoubtApplied"`
 	Lost             int     `json:"lost"`
 	ChecksPrimary    int     `json:"idChecksPrimary"`
 	ChecksReplica    int     `json:"idChecksReplica"`
@@ -107,7 +108,8 @@ func (r *result) print(asJSON bool) {
 	}
 	fmt.Printf("rounds                 %d (primary killed %d times, replica %d times; %d writers, --wal-sync %s)\n",
 		r.Rounds, r.PrimaryKills, r.ReplicaKills, r.Writers, r.WALSync)
-	fmt.Printf("writes acknowledged    %d (%d ids written), %d unacknowledged in flight at a kill\n", r.WritesAcked, r.ItemsAcked, r.WritesInDoubt)
+	fmt.Printf("writes acknowledged    %d (%d ids written); %d failed at a kill, unacknowledged, of which %d were applied whole\n",
+		r.WritesAcked, r.ItemsAcked, r.WritesInDoubt, r.InDoubtApplied)
 	fmt.Printf("lost                   %d\n", r.Lost)
 	fmt.Printf("ids checked            %d on the primary, %d on the replica\n", r.ChecksPrimary, r.ChecksReplica)
 	fmt.Printf("recovery (start→ready) p50 %.0f ms   p99 %.0f ms   max %.0f ms\n", r.RecoveryP50Ms, r.RecoveryP99Ms, r.RecoveryMaxMs)
@@ -266,6 +268,7 @@ func run(ctx context.Context, o options) (*result, error) {
 		res.WritesAcked += w.acks
 		res.ItemsAcked += w.items
 		res.WritesInDoubt += w.inDoubt
+		res.InDoubtApplied += w.inDoubtApplied
 	}
 	if lr, err := primary.c.Load(ctx); err == nil {
 		res.FinalSeq, res.FinalVectors = lr.WALSeq, lr.Vectors
@@ -365,6 +368,7 @@ type writer struct {
 	acked                  map[int]int // id index -> version; absent or 0: not stored
 	pending                map[int]int // the batch in flight at the kill: id -> version (0 = delete)
 	acks, items, inDoubt   int         // counters for the result
+	inDoubtApplied         int
 }
 
 func newWriter(id int, o options, rng *rand.Rand) *writer {
@@ -494,6 +498,7 @@ func (w *writer) check(ctx context.Context, c *client.Client, settle bool) (chec
 			note("the batch in flight at the kill is half applied (%d of %d ids)", applied, applied+notApplied)
 		}
 		if applied > 0 {
+			w.inDoubtApplied++
 			for i, v := range w.pending {
 				w.acked[i] = v
 			}
