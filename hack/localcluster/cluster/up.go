@@ -136,13 +136,30 @@ func Up(ctx context.Context, c Config, out io.Writer) error {
 		return err
 	}
 	env := append(os.Environ(), "KUBECONFIG="+c.Kubeconfig())
-	for _, comp := range c.components(self) {
-		if _, err := startDetached(c.pidFile(comp.name), c.logFile(comp.name), comp.argv, env); err != nil {
+	ctx, cancel := context.WithTimeout(ctx, upTimeout)
+	defer cancel()
+	stages, err := c.readyStages(start)
+	if err != nil {
+		return errors.Join(err, Down(c, io.Discard))
+	}
+	// etcd and the API server start first; their clients (controller manager, scheduler,
+	// agent) once the API server is ready. Started together, a controller manager on a
+	// loaded machine gives up waiting for the API server's RBAC bootstrap and exits.
+	comps := c.components(self)
+	var started []string
+	for _, step := range []struct {
+		comps  []component
+		stages []readyStage
+	}{{comps[:controlPlaneCore], stages[:controlPlaneCore]}, {comps[controlPlaneCore:], stages[controlPlaneCore:]}} {
+		for _, comp := range step.comps {
+			if _, err := startDetached(c.pidFile(comp.name), c.logFile(comp.name), comp.argv, env); err != nil {
+				return errors.Join(err, Down(c, io.Discard))
+			}
+			started = append(started, comp.name)
+		}
+		if err := c.waitStages(ctx, out, start, step.stages, started); err != nil {
 			return errors.Join(err, Down(c, io.Discard))
 		}
-	}
-	if err := c.waitReady(ctx, out, start); err != nil {
-		return errors.Join(err, Down(c, io.Discard))
 	}
 	fmt.Fprintf(out, "local cluster up in %s; export KUBECONFIG=%s\n", time.Since(start).Round(10*time.Millisecond), c.Kubeconfig())
 	return nil
@@ -206,28 +223,36 @@ func (c Config) RESTConfig() (*rest.Config, error) {
 	return rc, nil
 }
 
-// waitReady waits for each stage in turn and reports how long it took, so a slow
-// start shows where the time went. A component that exits while we wait fails the
-// wait at once, with the tail of its log.
-func (c Config) waitReady(ctx context.Context, out io.Writer, start time.Time) error {
-	ctx, cancel := context.WithTimeout(ctx, 90*time.Second)
-	defer cancel()
+// upTimeout bounds how long `up` waits for the whole cluster; generous, because a
+// loaded 2-core machine starts the control plane several times slower than an idle one.
+const upTimeout = 4 * time.Minute
+
+// controlPlaneCore is how many of components() (etcd, kube-apiserver) start before the
+// rest, and how many of readyStages() they must pass first.
+const controlPlaneCore = 2
+
+// readyStage is one thing `up` waits for, in order.
+type readyStage struct {
+	what  string
+	check func(context.Context) error
+}
+
+// readyStages are the checks of a started cluster, in order: the first controlPlaneCore
+// need only etcd and the API server.
+func (c Config) readyStages(start time.Time) ([]readyStage, error) {
 	rc, err := c.RESTConfig()
 	if err != nil {
-		return err
+		return nil, err
 	}
 	cs, err := kubernetes.NewForConfig(rc)
 	if err != nil {
-		return fmt.Errorf("creating client: %w", err)
+		return nil, fmt.Errorf("creating client: %w", err)
 	}
 	tlsClient, err := rest.HTTPClientFor(rc)
 	if err != nil {
-		return fmt.Errorf("creating HTTP client: %w", err)
+		return nil, fmt.Errorf("creating HTTP client: %w", err)
 	}
-	stages := []struct {
-		what  string
-		check func(context.Context) error
-	}{
+	return []readyStage{
 		{"etcd healthy", func(ctx context.Context) error {
 			return httpOK(ctx, http.DefaultClient, fmt.Sprintf("http://127.0.0.1:%d/health", c.EtcdPort))
 		}},
@@ -258,14 +283,20 @@ func (c Config) waitReady(ctx context.Context, out io.Writer, start time.Time) e
 			}
 			return errors.New("not Ready")
 		}},
-	}
+	}, nil
+}
+
+// waitStages waits for each stage in turn and reports how long it took since start, so
+// a slow start shows where the time went. A started component that exits while we wait
+// fails the wait at once, with the tail of its log.
+func (c Config) waitStages(ctx context.Context, out io.Writer, start time.Time, stages []readyStage, started []string) error {
 	for _, s := range stages {
 		var last error
 		for {
 			if last = s.check(ctx); last == nil {
 				break
 			}
-			if dead := c.deadComponent(); dead != "" {
+			if dead := c.deadComponent(started); dead != "" {
 				return fmt.Errorf("%s exited while waiting for %s; last lines of %s:\n%s",
 					dead, s.what, c.logFile(dead), tail(c.logFile(dead), 20))
 			}
@@ -280,10 +311,11 @@ func (c Config) waitReady(ctx context.Context, out io.Writer, start time.Time) e
 	return nil
 }
 
-func (c Config) deadComponent() string {
-	for _, comp := range c.components("") {
-		if _, ok := ReadPIDFile(c.pidFile(comp.name)); !ok {
-			return comp.name
+// deadComponent names the first of the started components whose process is gone.
+func (c Config) deadComponent(started []string) string {
+	for _, name := range started {
+		if _, ok := ReadPIDFile(c.pidFile(name)); !ok {
+			return name
 		}
 	}
 	return ""
