@@ -204,6 +204,10 @@ func exitText(err error) string {
 	return err.Error()
 }
 
+// Pid is the operating-system process id, e.g. to read its CPU time from /proc or to
+// attach a profiler.
+func (p *Process) Pid() int { return p.cmd.Process.Pid }
+
 // URL is the process's base URL, http://<addr>.
 func (p *Process) URL() string { return "http://" + p.Addr }
 

@@ -3,6 +3,7 @@ package proctest
 import (
 	"context"
 	"errors"
+	"fmt"
 	"net"
 	"net/http"
 	"os"
@@ -105,6 +106,9 @@ func TestStartStopRestart(t *testing.T) {
 	}
 	if p.URL() != "http://"+p.Addr || !strings.HasPrefix(p.Addr, "127.0.0.1:") {
 		t.Fatalf("URL %q, Addr %q", p.URL(), p.Addr)
+	}
+	if exe, err := os.Readlink(fmt.Sprintf("/proc/%d/exe", p.Pid())); err == nil && exe != s.Bin {
+		t.Fatalf("Pid %d runs %s, want %s", p.Pid(), exe, s.Bin)
 	}
 	if err := p.Stop(10 * time.Second); err != nil {
 		t.Fatalf("Stop: %v\n%s", err, p.Log())
