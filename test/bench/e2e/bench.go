@@ -1,0 +1,645 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"math/rand/v2"
+	"net/http"
+	"os"
+	"path/filepath"
+	"runtime"
+	"slices"
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"syscall"
+	"time"
+
+	"github.com/annshard/annshard/shardserver/client"
+	"github.com/annshard/annshard/shardserver/hnsw"
+	"github.com/annshard/annshard/shardserver/proctest"
+)
+
+const (
+	numShards   = 2
+	numReplicas = 2
+	token       = "bench-e2e-token"
+)
+
+type bench struct {
+	o       options
+	log     io.Writer
+	dir     string
+	bin     string
+	shards  [numShards][numReplicas]*proctest.Process
+	router  *proctest.Process
+	data    [][]float32
+	queries [][]float32
+}
+
+// run starts the processes, measures, stops them and returns the records; progress goes
+// to log.
+func run(ctx context.Context, o options, log io.Writer) ([]record, error) {
+	if o.n < numShards || o.queries < 1 || o.k < 1 || o.rounds < 1 || len(o.concurrency) == 0 {
+		return nil, fmt.Errorf("need -n >= %d, -queries, -k, -rounds >= 1 and a -concurrency", numShards)
+	}
+	dir, err := os.MkdirTemp("", "e2ebench")
+	if err != nil {
+		return nil, err
+	}
+	if o.keep {
+		fmt.Fprintf(log, "# work directory (kept): %s\n", dir)
+	} else {
+		defer os.RemoveAll(dir)
+	}
+	b := &bench{o: o, log: log, dir: dir, bin: o.bin}
+	defer b.stopAll()
+	r := rand.New(rand.NewPCG(o.seed, 7))
+	b.data = gen(r, o.n, o.dim)
+	b.queries = gen(r, o.queries, o.dim)
+
+	l1, l5 := loadAverage()
+	recs := []record{
+		{Kind: kindConfig, Vectors: o.n, Dim: o.dim, K: o.k, Ef: o.ef, Shards: numShards, Replicas: numReplicas, WALSync: o.walSync, GOMAXPROCS: runtime.GOMAXPROCS(0)},
+		{Kind: kindLoad, When: "start", Load1: l1, Load5: l5},
+	}
+	if b.bin == "" {
+		b.logf("building shardserver")
+		if b.bin, err = proctest.Build(dir); err != nil {
+			return nil, err
+		}
+	}
+	if err := b.start(ctx); err != nil {
+		return nil, err
+	}
+
+	acked, replicated, err := b.upsertThroughRouter(ctx)
+	if err != nil {
+		return nil, err
+	}
+	idx, buildRate, err := b.buildInProcess()
+	if err != nil {
+		return nil, err
+	}
+	recs = append(recs,
+		record{Kind: kindUpsert, Path: pathRouter, VectorsPerSecond: acked, ReplicatedVectorsPerSecond: replicated},
+		record{Kind: kindUpsert, Path: pathInproc, VectorsPerSecond: buildRate},
+	)
+
+	rr, ir, err := b.recall(ctx, idx)
+	if err != nil {
+		return nil, err
+	}
+	recs = append(recs, record{Kind: kindRecall, Path: pathRouter, Recall: rr}, record{Kind: kindRecall, Path: pathInproc, Recall: ir})
+
+	search, err := b.searchAll(ctx, idx)
+	if err != nil {
+		return nil, err
+	}
+	recs = append(recs, search...)
+	recs = append(recs, record{Kind: kindRatio, Of: pathRouter + "/" + pathInproc, Metric: "vectorsPerSecond", Ratio: acked / buildRate})
+	l1, l5 = loadAverage()
+	recs = append(recs, record{Kind: kindLoad, When: "end", Load1: l1, Load5: l5})
+	return recs, nil
+}
+
+func (b *bench) logf(format string, args ...any) { fmt.Fprintf(b.log, "# "+format+"\n", args...) }
+
+// gen returns n clustered vectors: clusters make the graph search realistic.
+func gen(r *rand.Rand, n, dim int) [][]float32 {
+	const clusters = 64
+	centers := make([][]float32, clusters)
+	for i := range centers {
+		centers[i] = make([]float32, dim)
+		for j := range centers[i] {
+			centers[i][j] = float32(r.NormFloat64())
+		}
+	}
+	out := make([][]float32, n)
+	for i := range out {
+		c := centers[r.IntN(clusters)]
+		v := make([]float32, dim)
+		for j := range v {
+			v[j] = c[j] + 0.5*float32(r.NormFloat64())
+		}
+		out[i] = v
+	}
+	return out
+}
+
+// start starts the shard processes (primary first, then its replica) and the router.
+func (b *bench) start(ctx context.Context) error {
+	tokenFile := filepath.Join(b.dir, "token")
+	if err := os.WriteFile(tokenFile, []byte(token), 0o600); err != nil {
+		return err
+	}
+	var spec []string
+	for k := range numShards {
+		var urls []string
+		for r := range numReplicas {
+			args := []string{"--data-dir", filepath.Join(b.dir, fmt.Sprintf("s%d-%d", k, r)), "--dimension", strconv.Itoa(b.o.dim),
+				"--token-file", tokenFile, "--wal-sync", b.o.walSync, "--m", strconv.Itoa(b.o.m),
+				"--ef-construction", strconv.Itoa(b.o.efc), "--ef-search", strconv.Itoa(b.o.ef)}
+			if r > 0 {
+				args = append(args, "--primary", b.shards[k][0].URL())
+			}
+			p, err := proctest.Start(ctx, proctest.Spec{Bin: b.bin, Role: "serve", Args: args,
+				LogPath: filepath.Join(b.dir, fmt.Sprintf("s%d-%d.log", k, r)), StartTimeout: 30 * time.Second})
+			if err != nil {
+				return err
+			}
+			b.shards[k][r] = p
+			urls = append(urls, p.URL())
+		}
+		spec = append(spec, fmt.Sprintf("%d=%s", k, strings.Join(urls, ",")))
+	}
+	// The queries repeat, so the result cache would answer most of them: off. Everything
+	// else is the router's default.
+	p, err := proctest.Start(ctx, proctest.Spec{Bin: b.bin, Role: "route", Env: []string{"ANNSHARD_TOKEN=" + token},
+		Args:    []string{"--shards", strings.Join(spec, ";"), "--cache-entries", "0"},
+		LogPath: filepath.Join(b.dir, "router.log"), StartTimeout: 30 * time.Second})
+	if err != nil {
+		return err
+	}
+	b.router = p
+	b.logf("started %d shards x %d replicas and a router (pid %d)", numShards, numReplicas, p.Pid())
+	// The router is ready once it has the shards' schema and every shard has a replica.
+	deadline := time.Now().Add(30 * time.Second)
+	rc := client.New(p.URL())
+	for rc.Ready(ctx) != nil {
+		if time.Now().After(deadline) {
+			return fmt.Errorf("router not ready after 30s\n%s", p.Log())
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	return nil
+}
+
+func (b *bench) stopAll() {
+	if b.router != nil {
+		_ = b.router.Stop(10 * time.Second)
+	}
+	for k := range b.shards {
+		for _, p := range b.shards[k] {
+			if p != nil {
+				_ = p.Stop(30 * time.Second)
+			}
+		}
+	}
+}
+
+// servers are every server process, router first.
+func (b *bench) servers() []*proctest.Process {
+	out := []*proctest.Process{b.router}
+	for k := range b.shards {
+		out = append(out, b.shards[k][:]...)
+	}
+	return out
+}
+
+// upsertThroughRouter loads the data through the router from -writers clients and
+// returns the acknowledged rate and the rate until every replica holds the data. It
+// checks that the primaries hold exactly n vectors: no write lost, none doubled.
+func (b *bench) upsertThroughRouter(ctx context.Context) (acked, replicated float64, err error) {
+	c := client.New(b.router.URL(), client.WithToken(token), client.WithHTTPClient(newHTTPClient(b.o.writers)))
+	var next atomic.Int64
+	var wg sync.WaitGroup
+	var failed atomic.Value
+	start := time.Now()
+	for range b.o.writers {
+		wg.Go(func() {
+			for {
+				from := int(next.Add(int64(b.o.batch))) - b.o.batch
+				if from >= len(b.data) || failed.Load() != nil {
+					return
+				}
+				req := &client.UpsertRequest{}
+				for i := from; i < min(from+b.o.batch, len(b.data)); i++ {
+					req.Vectors = append(req.Vectors, client.Vector{ID: strconv.Itoa(i), VectorB64: client.EncodeB64(b.data[i])})
+				}
+				if _, err := c.Upsert(ctx, req); err != nil {
+					failed.Store(err)
+					return
+				}
+			}
+		})
+	}
+	wg.Wait()
+	if err, _ := failed.Load().(error); err != nil {
+		return 0, 0, fmt.Errorf("upsert through the router: %w", err)
+	}
+	acked = float64(len(b.data)) / time.Since(start).Seconds()
+	deadline := time.Now().Add(5 * time.Minute)
+	for {
+		total, caughtUp, err := b.replicationState(ctx)
+		if err != nil {
+			return 0, 0, err
+		}
+		if total > len(b.data) {
+			return 0, 0, fmt.Errorf("the primaries hold %d vectors, %d were written", total, len(b.data))
+		}
+		if total == len(b.data) && caughtUp {
+			break
+		}
+		if time.Now().After(deadline) {
+			return 0, 0, fmt.Errorf("after 5 minutes the primaries hold %d of %d vectors (replicas caught up: %v)", total, len(b.data), caughtUp)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	replicated = float64(len(b.data)) / time.Since(start).Seconds()
+	b.logf("loaded %d vectors through the router: %.0f/s acknowledged, %.0f/s replicated", len(b.data), acked, replicated)
+	return acked, replicated, nil
+}
+
+// replicationState sums the primaries' vectors and says whether every replica holds
+// as many as its primary and is ready.
+func (b *bench) replicationState(ctx context.Context) (int, bool, error) {
+	total, caughtUp := 0, true
+	for k := range b.shards {
+		want := 0
+		for r, p := range b.shards[k] {
+			lr, err := client.New(p.URL()).Load(ctx)
+			if err != nil {
+				return 0, false, fmt.Errorf("load report of shard %d replica %d: %w", k, r, err)
+			}
+			if r == 0 {
+				want = lr.Vectors
+				total += want
+			} else if lr.Vectors != want || !lr.Ready || lr.Unindexed > 0 {
+				caughtUp = false
+			}
+		}
+	}
+	return total, caughtUp, nil
+}
+
+// buildInProcess builds one index of all the data with GOMAXPROCS goroutines.
+func (b *bench) buildInProcess() (*hnsw.Index, float64, error) {
+	idx, err := hnsw.New(hnsw.Config{Dim: b.o.dim, Metric: hnsw.L2, M: b.o.m, EfConstruction: b.o.efc, EfSearch: b.o.ef, Seed: 1, Capacity: len(b.data)})
+	if err != nil {
+		return nil, 0, err
+	}
+	var next atomic.Int64
+	var wg sync.WaitGroup
+	var failed atomic.Value
+	start := time.Now()
+	for range runtime.GOMAXPROCS(0) {
+		wg.Go(func() {
+			for i := int(next.Add(1)) - 1; i < len(b.data); i = int(next.Add(1)) - 1 {
+				if err := idx.Add(uint64(i), b.data[i]); err != nil {
+					failed.Store(err)
+					return
+				}
+			}
+		})
+	}
+	wg.Wait()
+	if err, _ := failed.Load().(error); err != nil {
+		return nil, 0, fmt.Errorf("in-process build: %w", err)
+	}
+	rate := float64(len(b.data)) / time.Since(start).Seconds()
+	b.logf("built the in-process index: %.0f vectors/s with %d goroutines", rate, runtime.GOMAXPROCS(0))
+	return idx, rate, nil
+}
+
+// recall is the mean recall@k through the router and in-process over the first
+// -recall-queries queries, against exact neighbours.
+func (b *bench) recall(ctx context.Context, idx *hnsw.Index) (router, inproc float64, err error) {
+	nq := min(b.o.recallQueries, len(b.queries))
+	if nq == 0 {
+		return 0, 0, nil
+	}
+	c := client.New(b.router.URL())
+	var hitR, hitI, total int
+	for _, q := range b.queries[:nq] {
+		truth := exact(b.data, q, b.o.k)
+		total += len(truth)
+		resp, err := c.Search(ctx, &client.SearchRequest{VectorB64: client.EncodeB64(q), K: b.o.k, Ef: b.o.ef})
+		if err != nil {
+			return 0, 0, fmt.Errorf("recall search through the router: %w", err)
+		}
+		if resp.Partial {
+			return 0, 0, fmt.Errorf("partial answer from the router: missing shards %v", resp.MissingShards)
+		}
+		for _, h := range resp.Results {
+			i, err := strconv.Atoi(h.ID)
+			if err != nil {
+				return 0, 0, fmt.Errorf("router answered an id %q that was never written", h.ID)
+			}
+			if _, ok := truth[i]; ok {
+				hitR++
+			}
+		}
+		res, err := idx.Search(q, b.o.k, hnsw.SearchOptions{Ef: b.o.ef})
+		if err != nil {
+			return 0, 0, err
+		}
+		for _, h := range res {
+			if _, ok := truth[int(h.Key)]; ok {
+				hitI++
+			}
+		}
+	}
+	router, inproc = float64(hitR)/float64(total), float64(hitI)/float64(total)
+	b.logf("recall@%d over %d queries: router %.4f, in-process %.4f", b.o.k, nq, router, inproc)
+	return router, inproc, nil
+}
+
+// exact returns the indexes of the k nearest vectors to q by L2.
+func exact(data [][]float32, q []float32, k int) map[int]struct{} {
+	type cand struct {
+		i int
+		d float32
+	}
+	best := make([]cand, 0, k+1)
+	for i, v := range data {
+		var d float32
+		for j := range v {
+			x := v[j] - q[j]
+			d += x * x
+		}
+		if len(best) == k && d >= best[k-1].d {
+			continue
+		}
+		pos, _ := slices.BinarySearchFunc(best, d, func(c cand, d float32) int {
+			if c.d <= d {
+				return -1
+			}
+			return 1
+		})
+		best = slices.Insert(best, pos, cand{i, d})
+		if len(best) > k {
+			best = best[:k]
+		}
+	}
+	out := make(map[int]struct{}, len(best))
+	for _, c := range best {
+		out[c.i] = struct{}{}
+	}
+	return out
+}
+
+// tally adds up one path's slices at one concurrency.
+type tally struct {
+	lats    []time.Duration
+	elapsed time.Duration
+	cpu     float64 // CPU seconds of the processes that served the searches
+	// CPU seconds of the router process and of the shard processes (HTTP paths).
+	routerCPU, shardsCPU float64
+}
+
+func (t *tally) qps() float64 { return float64(len(t.lats)) / t.elapsed.Seconds() }
+
+// searchAll measures the three paths at each concurrency, taking turns in short slices.
+func (b *bench) searchAll(ctx context.Context, idx *hnsw.Index) ([]record, error) {
+	bodies := make([][]byte, len(b.queries))
+	for i, q := range b.queries {
+		bodies[i], _ = json.Marshal(client.SearchRequest{VectorB64: client.EncodeB64(q), K: b.o.k, Ef: b.o.ef})
+	}
+	paths := []string{pathRouter, pathShard, pathInproc}
+	slice := b.o.duration / time.Duration(b.o.rounds)
+	tallies := map[string]map[int]*tally{}
+	for _, p := range paths {
+		tallies[p] = map[int]*tally{}
+		for _, c := range b.o.concurrency {
+			tallies[p][c] = &tally{}
+		}
+	}
+	for round := range b.o.rounds {
+		b.logf("search round %d of %d: %d paths x %d concurrencies, %v each", round+1, b.o.rounds, len(paths), len(b.o.concurrency), slice)
+		for _, c := range b.o.concurrency {
+			for i := range paths {
+				p := paths[(i+round)%len(paths)] // who goes first rotates
+				warm := time.Duration(0)
+				if round == 0 {
+					warm = b.o.warmup
+				}
+				if err := b.measure(ctx, p, c, bodies, idx, warm, slice, tallies[p][c]); err != nil {
+					return nil, fmt.Errorf("%s, %d clients: %w", p, c, err)
+				}
+			}
+		}
+	}
+	var recs, ratios []record
+	for _, c := range b.o.concurrency {
+		for _, p := range paths {
+			t := tallies[p][c]
+			p50, p99 := percentiles(t.lats)
+			us := func(cpu float64) float64 { return cpu * 1e6 / float64(len(t.lats)) }
+			recs = append(recs, record{Kind: kindSearch, Path: p, Concurrency: c, Queries: len(t.lats), QPS: t.qps(),
+				P50Ms: p50, P99Ms: p99, QueriesPerCPUSecond: float64(len(t.lats)) / t.cpu,
+				RouterCPUMicros: us(t.routerCPU), ShardsCPUMicros: us(t.shardsCPU)})
+		}
+		router, shard, inproc := recs[len(recs)-3], recs[len(recs)-2], recs[len(recs)-1]
+		goal := ""
+		if c == slices.Max(b.o.concurrency) {
+			goal = ">= 0.5"
+		}
+		ratios = append(ratios,
+			record{Kind: kindRatio, Of: pathRouter + "/" + pathInproc, Metric: "qps", Concurrency: c, Ratio: router.QPS / inproc.QPS, Goal: goal},
+			record{Kind: kindRatio, Of: pathRouter + "/" + pathInproc, Metric: "queriesPerCPUSecond", Concurrency: c, Ratio: router.QueriesPerCPUSecond / inproc.QueriesPerCPUSecond},
+			record{Kind: kindRatio, Of: pathRouter + "/" + pathShard, Metric: "qps", Concurrency: c, Ratio: router.QPS / shard.QPS},
+			record{Kind: kindRatio, Of: pathRouter + "/" + pathShard, Metric: "p50Ms", Concurrency: c, Ratio: router.P50Ms / shard.P50Ms},
+		)
+	}
+	return append(recs, ratios...), nil
+}
+
+// measure runs one slice of path p with c clients (after an unmeasured warm-up) and adds
+// it, with the CPU time of whoever served it, to t.
+func (b *bench) measure(ctx context.Context, p string, c int, bodies [][]byte, idx *hnsw.Index, warm, d time.Duration, t *tally) error {
+	var f func(d time.Duration) ([]time.Duration, error)
+	var cpu func() (float64, error)
+	var split func() (router, shards float64, err error)
+	switch p {
+	case pathRouter, pathShard:
+		url := b.router.URL()
+		if p == pathShard {
+			url = b.shards[0][0].URL()
+		}
+		f = func(d time.Duration) ([]time.Duration, error) { return searchHTTP(ctx, url+"/v1/search", bodies, c, d) }
+		split = func() (float64, float64, error) {
+			r, err := processesCPU(b.servers()[:1])
+			if err != nil {
+				return 0, 0, err
+			}
+			s, err := processesCPU(b.servers()[1:])
+			return r, s, err
+		}
+		cpu = func() (float64, error) { r, s, err := split(); return r + s, err }
+	case pathInproc:
+		f = func(d time.Duration) ([]time.Duration, error) { return searchInProcess(idx, b.queries, b.o, c, d) }
+		cpu = func() (float64, error) { return selfCPU(), nil }
+	}
+	if warm > 0 {
+		if _, err := f(warm); err != nil {
+			return err
+		}
+	}
+	var r0, s0 float64
+	if split != nil {
+		var err error
+		if r0, s0, err = split(); err != nil {
+			return err
+		}
+	}
+	cpu0, err := cpu()
+	if err != nil {
+		return err
+	}
+	start := time.Now()
+	lats, err := f(d)
+	if err != nil {
+		return err
+	}
+	t.elapsed += time.Since(start)
+	cpu1, err := cpu()
+	if err != nil {
+		return err
+	}
+	t.cpu += cpu1 - cpu0
+	if split != nil {
+		r1, s1, err := split()
+		if err != nil {
+			return err
+		}
+		t.routerCPU += r1 - r0
+		t.shardsCPU += s1 - s0
+	}
+	t.lats = append(t.lats, lats...)
+	return nil
+}
+
+func newHTTPClient(conns int) *http.Client {
+	tr := http.DefaultTransport.(*http.Transport).Clone()
+	tr.MaxIdleConns = max(conns, 100)
+	tr.MaxIdleConnsPerHost = conns
+	return &http.Client{Transport: tr}
+}
+
+// closedLoop runs c clients back to back for d: client g calls one(i) for i = g, g+c,
+// g+2c, ... and the latency of each call is returned. The first error stops every
+// client and is returned.
+func closedLoop(c int, d time.Duration, client func() func(i int) error) ([]time.Duration, error) {
+	lats := make([][]time.Duration, c)
+	var failed atomic.Value
+	stopAt := time.Now().Add(d)
+	var wg sync.WaitGroup
+	for g := range c {
+		one := client()
+		wg.Go(func() {
+			for i := g; time.Now().Before(stopAt) && failed.Load() == nil; i += c {
+				t0 := time.Now()
+				if err := one(i); err != nil {
+					failed.Store(err)
+					return
+				}
+				lats[g] = append(lats[g], time.Since(t0))
+			}
+		})
+	}
+	wg.Wait()
+	if err, _ := failed.Load().(error); err != nil {
+		return nil, err
+	}
+	return slices.Concat(lats...), nil
+}
+
+// searchHTTP sends the pre-encoded searches from c clients back to back for d. Any
+// failed search fails the run.
+func searchHTTP(ctx context.Context, url string, bodies [][]byte, c int, d time.Duration) ([]time.Duration, error) {
+	hc := newHTTPClient(c)
+	defer hc.CloseIdleConnections()
+	return closedLoop(c, d, func() func(int) error {
+		return func(i int) error {
+			req, err := http.NewRequestWithContext(ctx, http.MethodPost, url, bytes.NewReader(bodies[i%len(bodies)]))
+			if err != nil {
+				return err
+			}
+			req.Header.Set("Content-Type", "application/json")
+			resp, err := hc.Do(req)
+			if err != nil {
+				return err
+			}
+			body, err := io.ReadAll(resp.Body)
+			resp.Body.Close()
+			if err != nil {
+				return err
+			}
+			if resp.StatusCode != http.StatusOK {
+				return fmt.Errorf("search: HTTP %d: %s", resp.StatusCode, bytes.TrimSpace(body))
+			}
+			return nil
+		}
+	})
+}
+
+// searchInProcess runs the queries on c goroutines back to back for d.
+func searchInProcess(idx *hnsw.Index, queries [][]float32, o options, c int, d time.Duration) ([]time.Duration, error) {
+	return closedLoop(c, d, func() func(int) error {
+		buf := make([]hnsw.Result, 0, o.k)
+		return func(i int) error {
+			var err error
+			buf, err = idx.SearchInto(buf[:0], queries[i%len(queries)], o.k, hnsw.SearchOptions{Ef: o.ef})
+			return err
+		}
+	})
+}
+
+func percentiles(xs []time.Duration) (float64, float64) {
+	if len(xs) == 0 {
+		return 0, 0
+	}
+	slices.Sort(xs)
+	ms := func(d time.Duration) float64 { return float64(d) / float64(time.Millisecond) }
+	return ms(xs[(len(xs)-1)*50/100]), ms(xs[(len(xs)-1)*99/100])
+}
+
+func selfCPU() float64 {
+	var ru syscall.Rusage
+	_ = syscall.Getrusage(syscall.RUSAGE_SELF, &ru)
+	tv := func(t syscall.Timeval) float64 { return float64(t.Sec) + float64(t.Usec)/1e6 }
+	return tv(ru.Utime) + tv(ru.Stime)
+}
+
+// processesCPU adds up the user and system CPU seconds of the processes, from
+// /proc/<pid>/stat.
+func processesCPU(ps []*proctest.Process) (float64, error) {
+	var total float64
+	for _, p := range ps {
+		s, err := processCPU(p.Pid())
+		if err != nil {
+			return 0, err
+		}
+		total += s
+	}
+	return total, nil
+}
+
+// clockTicks is USER_HZ, the unit of /proc/<pid>/stat's times: 100 on every Linux
+// architecture Go runs on.
+const clockTicks = 100
+
+func processCPU(pid int) (float64, error) {
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+	if err != nil {
+		return 0, fmt.Errorf("CPU time of process %d: %w", pid, err)
+	}
+	// The command name (field 2) may hold spaces: count fields after its closing ')'.
+	i := bytes.LastIndexByte(b, ')')
+	f := strings.Fields(string(b[i+1:]))
+	if i < 0 || len(f) < 13 {
+		return 0, errors.New("unexpected /proc/<pid>/stat format")
+	}
+	utime, err1 := strconv.ParseUint(f[11], 10, 64) // field 14
+	stime, err2 := strconv.ParseUint(f[12], 10, 64) // field 15
+	if err := errors.Join(err1, err2); err != nil {
+		return 0, fmt.Errorf("CPU time of process %d: %w", pid, err)
+	}
+	return float64(utime+stime) / clockTicks, nil
+}
