@@ -126,7 +126,7 @@ func TestTableFromConfigMap(t *testing.T) {
 	}{
 		{"good", &corev1.ConfigMap{Data: map[string]string{slots.ConfigMapKey: string(good)}}, false},
 		{"missing key", &corev1.ConfigMap{Data: map[string]string{"other": string(good)}}, true},
-		{"bad table", &corev1.ConfigMap{Data: map[string]string{slots.ConfigMapKey: `{"epoch":1,"shards":2,"ranges":[]}`}}, true},
+		{"bad table", &corev1.ConfigMap{Data: map[string]string{slots.ConfigMapKey: `{"hash":"xxh64","epoch":1,"shards":2,"ranges":[]}`}}, true},
 		{"nil", nil, true},
 	} {
 		t.Run(tc.name, func(t *testing.T) {

@@ -23,7 +23,7 @@ func TestKubeWatcher(t *testing.T) {
 		t.Fatal(err)
 	}
 	cm := &corev1.ConfigMap{ObjectMeta: metav1.ObjectMeta{Name: "idx-routing", Namespace: "ns"}, Data: map[string]string{slots.ConfigMapKey: string(raw)}}
-	otherCM := &corev1.ConfigMap{ObjectMeta: metav1.ObjectMeta{Name: "other-routing", Namespace: "ns"}, Data: map[string]string{slots.ConfigMapKey: `{"epoch":99,"shards":1,"ranges":[{"from":0,"to":4095,"shard":0}]}`}}
+	otherCM := &corev1.ConfigMap{ObjectMeta: metav1.ObjectMeta{Name: "other-routing", Namespace: "ns"}, Data: map[string]string{slots.ConfigMapKey: `{"hash":"xxh64","epoch":99,"shards":1,"ranges":[{"from":0,"to":4095,"shard":0}]}`}}
 	p0 := pod("idx-shard-0-0", "0", "127.0.1.1", true)
 	p1 := pod("idx-shard-1-0", "1", "127.0.2.1", false)
 	p0.Namespace, p1.Namespace = "ns", "ns"

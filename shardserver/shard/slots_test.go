@@ -267,7 +267,7 @@ func TestRoutingConfigMap(t *testing.T) {
 	cm := &corev1.ConfigMap{ObjectMeta: metav1.ObjectMeta{Name: "products-routing", Namespace: "ns"},
 		Data: map[string]string{slots.ConfigMapKey: string(b)}}
 	other := &corev1.ConfigMap{ObjectMeta: metav1.ObjectMeta{Name: "other-routing", Namespace: "ns"},
-		Data: map[string]string{slots.ConfigMapKey: `{"epoch":99,"shards":1,"ranges":[{"from":0,"to":4095,"shard":0}]}`}}
+		Data: map[string]string{slots.ConfigMapKey: `{"hash":"xxh64","epoch":99,"shards":1,"ranges":[{"from":0,"to":4095,"shard":0}]}`}}
 	cs := fake.NewClientset(cm, other)
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)

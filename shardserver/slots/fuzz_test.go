@@ -35,8 +35,8 @@ func FuzzParseTable(f *testing.F) {
 	moved := Even(4)
 	moved.Move(Range(0, 9), 4)
 	mv, _ := json.Marshal(moved)
-	for _, seed := range []string{string(even), string(mv), `{}`, `{"epoch":1,"shards":1,"ranges":[{"from":0,"to":4095,"shard":0}]}`,
-		`{"epoch":1,"shards":2,"ranges":[{"from":0,"to":4095,"shard":1}],"ranges":[]}`, `null`, `[]`, `{"epoch":-1}`} {
+	for _, seed := range []string{string(even), string(mv), `{}`, `{"hash":"xxh64","epoch":1,"shards":1,"ranges":[{"from":0,"to":4095,"shard":0}]}`,
+		`{"hash":"xxh64","epoch":1,"shards":2,"ranges":[{"from":0,"to":4095,"shard":1}],"ranges":[]}`, `null`, `[]`, `{"hash":"xxh64","epoch":-1}`} {
 		f.Add([]byte(seed))
 	}
 	f.Fuzz(func(t *testing.T, data []byte) {

@@ -3,20 +3,28 @@ package slots
 import (
 	"errors"
 	"fmt"
-	"hash/crc32"
 	"math/bits"
 	"strconv"
 	"strings"
+
+	"github.com/cespare/xxhash/v2"
 )
 
 // Count is the number of hash slots of every index.
 const Count = 4096
 
-var castagnoli = crc32.MakeTable(crc32.Castagnoli)
+// Hash names the function [Of] uses; routing tables record it (the "hash" field of
+// their JSON form) and [Parse] refuses a table made for another one, so a change of
+// hash can never silently send keys to shards that do not hold them.
+const Hash = "xxh64"
 
-// Of returns the slot of a routing key: the partition if the vector has one, else its id.
+// Of returns the slot of a routing key: the partition if the vector has one, else its
+// id. It is the low 12 bits of the key's XXH64 (seed 0): a mixing hash, so keys that
+// differ in a few characters ("tenant0".."tenant7", "v0".."v99") land on unrelated
+// slots and spread over any number of shards like random keys. Shard servers, routers
+// and the operator all place keys with this one function.
 func Of(key string) int {
-	return int(crc32.Checksum([]byte(key), castagnoli) % Count)
+	return int(xxhash.Sum64String(key) % Count)
 }
 
 // KeyOf returns the routing key of a vector: its partition when set, else its id.

@@ -11,8 +11,9 @@ func TestOfIsStableAndSpread(t *testing.T) {
 	if Of("acme") != Of("acme") {
 		t.Fatal("Of is not deterministic")
 	}
-	// Pinned values: the slot of a key is part of the on-disk and on-wire contract.
-	for key, want := range map[string]int{"": 0, "a1": Of("a1")} {
+	// Pinned values: the slot of a key is part of the on-disk and on-wire contract
+	// (XXH64 of "" is 0xef46db3751d8e999, whose low 12 bits are 0x999).
+	for key, want := range map[string]int{"": 0x999, "a1": 2704, "acme": 3084, "p0": 3365} {
 		if got := Of(key); got != want || got < 0 || got >= Count {
 			t.Fatalf("Of(%q) = %d, want %d", key, got, want)
 		}
@@ -129,15 +130,17 @@ func TestTableJSONRoundTrip(t *testing.T) {
 func TestTableJSONRejects(t *testing.T) {
 	for name, in := range map[string]string{
 		"not json":   `{`,
-		"no epoch":   `{"epoch":0,"shards":1,"ranges":[{"from":0,"to":4095,"shard":0}]}`,
-		"gap":        `{"epoch":1,"shards":1,"ranges":[{"from":0,"to":4094,"shard":0}]}`,
-		"overlap":    `{"epoch":1,"shards":1,"ranges":[{"from":0,"to":4095,"shard":0},{"from":3,"to":3,"shard":0}]}`,
-		"bad shard":  `{"epoch":1,"shards":1,"ranges":[{"from":0,"to":4095,"shard":1}]}`,
-		"bad range":  `{"epoch":1,"shards":1,"ranges":[{"from":0,"to":4096,"shard":0}]}`,
-		"no shards":  `{"epoch":1,"shards":0,"ranges":[]}`,
-		"too many":   `{"epoch":1,"shards":257,"ranges":[{"from":0,"to":4095,"shard":0}]}`,
-		"backwards":  `{"epoch":1,"shards":1,"ranges":[{"from":5,"to":1,"shard":0}]}`,
+		"no epoch":   `{"hash":"xxh64","epoch":0,"shards":1,"ranges":[{"from":0,"to":4095,"shard":0}]}`,
+		"gap":        `{"hash":"xxh64","epoch":1,"shards":1,"ranges":[{"from":0,"to":4094,"shard":0}]}`,
+		"overlap":    `{"hash":"xxh64","epoch":1,"shards":1,"ranges":[{"from":0,"to":4095,"shard":0},{"from":3,"to":3,"shard":0}]}`,
+		"bad shard":  `{"hash":"xxh64","epoch":1,"shards":1,"ranges":[{"from":0,"to":4095,"shard":1}]}`,
+		"bad range":  `{"hash":"xxh64","epoch":1,"shards":1,"ranges":[{"from":0,"to":4096,"shard":0}]}`,
+		"no shards":  `{"hash":"xxh64","epoch":1,"shards":0,"ranges":[]}`,
+		"too many":   `{"hash":"xxh64","epoch":1,"shards":257,"ranges":[{"from":0,"to":4095,"shard":0}]}`,
+		"backwards":  `{"hash":"xxh64","epoch":1,"shards":1,"ranges":[{"from":5,"to":1,"shard":0}]}`,
 		"empty body": `{}`,
+		"no hash":    `{"epoch":1,"shards":1,"ranges":[{"from":0,"to":4095,"shard":0}]}`,
+		"other hash": `{"hash":"crc32c","epoch":1,"shards":1,"ranges":[{"from":0,"to":4095,"shard":0}]}`,
 	} {
 		t.Run(name, func(t *testing.T) {
 			if _, err := Parse([]byte(in)); !errors.Is(err, ErrBadTable) {

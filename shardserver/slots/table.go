@@ -62,6 +62,7 @@ func (t *Table) Move(s Set, shard int) {
 
 // wireTable is the JSON form: owners as ranges, so the ConfigMap stays small and readable.
 type wireTable struct {
+	Hash   string      `json:"hash"`
 	Epoch  uint64      `json:"epoch"`
 	Shards int         `json:"shards"`
 	Ranges []wireRange `json:"ranges"`
@@ -73,9 +74,10 @@ type wireRange struct {
 	Shard int `json:"shard"`
 }
 
-// MarshalJSON encodes the table as {"epoch","shards","ranges":[{"from","to","shard"}]}.
+// MarshalJSON encodes the table as {"hash","epoch","shards","ranges":[{"from","to","shard"}]};
+// hash is always [Hash].
 func (t Table) MarshalJSON() ([]byte, error) {
-	w := wireTable{Epoch: t.Epoch, Shards: t.Shards, Ranges: []wireRange{}}
+	w := wireTable{Hash: Hash, Epoch: t.Epoch, Shards: t.Shards, Ranges: []wireRange{}}
 	for i := 0; i < Count; {
 		j := i
 		for j+1 < Count && t.Owners[j+1] == t.Owners[i] {
@@ -90,12 +92,21 @@ func (t Table) MarshalJSON() ([]byte, error) {
 // ErrBadTable is returned when a routing table does not cover every slot exactly once.
 var ErrBadTable = errors.New("bad routing table")
 
-// UnmarshalJSON decodes and validates a table: every slot covered exactly once, shards
-// in [0, shards), epoch at least 1.
+// UnmarshalJSON decodes and validates a table: made for the slot hash [Hash], every slot
+// covered exactly once, shards in [0, shards), epoch at least 1. A table of another or
+// no hash is refused (ErrBadTable naming both): its slots would mean other keys.
 func (t *Table) UnmarshalJSON(data []byte) error {
 	var w wireTable
 	if err := json.Unmarshal(data, &w); err != nil {
 		return fmt.Errorf("%w: %v", ErrBadTable, err)
+	}
+	if w.Hash != Hash {
+		got := w.Hash
+		if got == "" {
+			got = "none (a table written before slot hashes were recorded)"
+		}
+		return fmt.Errorf("%w: made for slot hash %s, this build places keys with %s; rewrite the table (recompute every key's slot) rather than reinterpret it",
+			ErrBadTable, got, Hash)
 	}
 	if w.Epoch == 0 {
 		return fmt.Errorf("%w: epoch must be at least 1", ErrBadTable)
