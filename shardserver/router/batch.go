@@ -67,7 +67,13 @@ func (b *batcher) search(ctx context.Context, req *client.SearchRequest) (*clien
 		if b.cur == pb {
 			b.cur = nil
 		}
+		alone := len(pb.reqs) == 1 // no one joins a batch once it is off b.cur
 		b.mu.Unlock()
+		if alone {
+			// The leader's own search, on its own goroutine and context: a lone search
+			// (every search of an idle router) pays for no goroutine and hand-off.
+			return b.sendAlone(ctx, req)
+		}
 		// The batch serves other requests too: it must not die with the leader's context
 		// (a cancelled hedge, say), only with the router's own deadline.
 		go b.send(context.WithoutCancel(ctx), pb)
@@ -78,6 +84,15 @@ func (b *batcher) search(ctx context.Context, req *client.SearchRequest) (*clien
 		return nil, ctx.Err()
 	}
 	return pb.resps[idx], pb.errs[idx]
+}
+
+func (b *batcher) sendAlone(ctx context.Context, req *client.SearchRequest) (*client.SearchResponse, error) {
+	b.outstanding.Add(1)
+	defer b.outstanding.Add(-1)
+	ctx, cancel := context.WithTimeout(ctx, b.timeout)
+	defer cancel()
+	b.m.batchSize.Observe(1)
+	return b.c.Search(ctx, req)
 }
 
 func (b *batcher) send(ctx context.Context, pb *pendingBatch) {

@@ -207,8 +207,18 @@ func TestCallerErrorsAreNotRetried(t *testing.T) {
 	}
 }
 
+// TestHedgingCancelsTheLoser also runs with micro-batching on (the router's default): a
+// lone search is its own batch, so a losing hedge cancels it there too.
 func TestHedgingCancelsTheLoser(t *testing.T) {
-	cl := newCluster(t, 1, 2, Config{Policy: balance.RoundRobin, HedgePercentile: 50, Timeout: 5 * time.Second})
+	for _, batchMax := range []int{0, 16} {
+		t.Run(fmt.Sprintf("batch-max=%d", batchMax), func(t *testing.T) {
+			testHedgingCancelsTheLoser(t, batchMax)
+		})
+	}
+}
+
+func testHedgingCancelsTheLoser(t *testing.T, batchMax int) {
+	cl := newCluster(t, 1, 2, Config{Policy: balance.RoundRobin, HedgePercentile: 50, Timeout: 5 * time.Second, BatchMax: batchMax})
 	cl.load(10, nil)
 	ctx := context.Background()
 	// Learn the healthy latency: enough samples for the percentile.

@@ -85,15 +85,15 @@ func (r *Router) search(ctx context.Context, v *view, vec []float32, req *client
 			}
 		}
 	}
-	if len(targets) == 1 {
-		one(0)
-	} else {
-		var wg sync.WaitGroup
-		for i := range targets {
-			wg.Go(func() { one(i) })
-		}
-		wg.Wait()
+	// The first shard is asked on this goroutine, the others each on its own.
+	var wg sync.WaitGroup
+	for i := 1; i < len(targets); i++ {
+		wg.Go(func() { one(i) })
 	}
+	if len(targets) > 0 {
+		one(0)
+	}
+	wg.Wait()
 
 	lists := make([][]client.Hit, 0, len(targets))
 	var missing []int
