@@ -208,10 +208,14 @@ type SlotsRequest struct {
 }
 
 // SlotsState is the answer of the internal slot endpoints: what the shard owns now.
+// Importing slots are being copied in by an import job: not owned, not visible, no
+// client writes. Seq is the shard's applied sequence number; on the answer to a freeze,
+// every write the frozen slots accepted is at or below it.
 type SlotsState struct {
-	Owned  string `json:"owned"`
-	Frozen string `json:"frozen"`
-	Epoch  uint64 `json:"epoch"`
+	Owned     string `json:"owned"`
+	Frozen    string `json:"frozen"`
+	Importing string `json:"importing,omitempty"`
+	Epoch     uint64 `json:"epoch"`
 	// Dropped is set by the drop endpoint: how many vectors were removed.
 	Dropped int    `json:"dropped,omitempty"`
 	Seq     uint64 `json:"seq,omitempty"`
@@ -294,8 +298,13 @@ func DecodeB64(s string, dim int) ([]float32, error) {
 // shard's sequence number when the export started; replay the WAL stream after it), and
 // GET /v1/internal/slots:wal sends the writes to a slot set after a sequence number. A
 // line with neither upserts nor deletes is a heartbeat whose Seq is the shard's last.
+//
+// On the WAL stream a heartbeat's Seq is how far the stream has read the log: every write
+// to the slots at or below it was sent before it. Last is the shard's last sequence
+// number when the line was sent.
 type SlotRecord struct {
 	Seq             uint64   `json:"seq"`
+	Last            uint64   `json:"last,omitempty"`
 	Upserts         []Vector `json:"upserts,omitempty"`
 	Deletes         []string `json:"deletes,omitempty"`
 	DeletePartition string   `json:"deletePartition,omitempty"`

@@ -9,6 +9,7 @@ import (
 	"slices"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -449,7 +450,9 @@ func TestWriteRetryBudget(t *testing.T) {
 	}{
 		{"unavailable exhausts the budget", &client.APIError{Code: client.CodeUnavailable, Message: "restarting"}, client.CodeUnavailable, 3},
 		{"invalid input is not retried", &client.APIError{Code: client.CodeInvalidArgument, Message: "bad dimension"}, client.CodeInvalidArgument, 1},
-		{"moved without a newer table", &client.APIError{Code: client.CodeMoved, Message: "moved"}, client.CodeUnavailable, 3},
+		// A frozen slot: the write waits for the handover until its deadline, not for a
+		// number of attempts (-1: more than the budget).
+		{"moved without a newer table", &client.APIError{Code: client.CodeMoved, Message: "moved"}, client.CodeUnavailable, -1},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			cl := newCluster(t, 1, 1, Config{WriteAttempts: 3})
@@ -461,7 +464,7 @@ func TestWriteRetryBudget(t *testing.T) {
 			if tc.wantCode == client.CodeUnavailable && !strings.Contains(err.Error(), "shard 0") {
 				t.Fatalf("err %v does not name the shard", err)
 			}
-			if got := cl.shards[0][0].writes.Load(); got != tc.wantTry {
+			if got := cl.shards[0][0].writes.Load(); got != tc.wantTry && (tc.wantTry != -1 || got <= 3) {
 				t.Fatalf("%d attempts, want %d", got, tc.wantTry)
 			}
 		})
@@ -793,4 +796,34 @@ func (h headerTransport) RoundTrip(r *http.Request) (*http.Response, error) {
 	r = r.Clone(r.Context())
 	r.Header.Set(h.name, h.value)
 	return http.DefaultTransport.RoundTrip(r)
+}
+
+// TestWriteWaitsThroughAFreeze: a slot frozen for a move answers moved until the
+// handover or its rollback; the write waits (without using up its attempts) and lands
+// once the shard takes it again, within the request's deadline.
+func TestWriteWaitsThroughAFreeze(t *testing.T) {
+	cl := newCluster(t, 1, 1, Config{WriteAttempts: 2, Timeout: 8 * time.Second})
+	var frozenUntil atomic.Int64
+	frozenUntil.Store(time.Now().Add(3 * time.Second).UnixNano())
+	cl.shards[0][0].writeErr.Store(func() *client.APIError {
+		if time.Now().UnixNano() < frozenUntil.Load() {
+			return &client.APIError{Code: client.CodeMoved, Message: "slot frozen for a move", Epoch: 1}
+		}
+		return nil
+	})
+	start := time.Now()
+	resp, err := cl.c.Upsert(context.Background(), &client.UpsertRequest{Vectors: []client.Vector{{ID: "f1", Vector: vec(1)}}})
+	if err != nil {
+		t.Fatalf("upsert through a 3s freeze: %v", err)
+	}
+	if resp.Upserted != 1 || time.Since(start) < 3*time.Second || time.Since(start) > 5*time.Second {
+		t.Fatalf("answer %+v after %v", resp, time.Since(start))
+	}
+	// A freeze longer than the deadline fails the write as unavailable, in time.
+	frozenUntil.Store(time.Now().Add(time.Minute).UnixNano())
+	start = time.Now()
+	_, err = cl.c.Upsert(context.Background(), &client.UpsertRequest{Vectors: []client.Vector{{ID: "f2", Vector: vec(1)}}})
+	if !client.IsCode(err, client.CodeUnavailable) || time.Since(start) > 10*time.Second {
+		t.Fatalf("write during a long freeze: %v after %v", err, time.Since(start))
+	}
 }

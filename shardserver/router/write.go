@@ -13,8 +13,14 @@ import (
 	"github.com/annshard/annshard/shardserver/slots"
 )
 
-// refreshWait bounds how long a write waits for a newer routing table after `moved`.
-const refreshWait = 2 * time.Second
+// refreshWait bounds how long a write waits for a newer routing table after `moved`
+// before it tries again: a slot frozen for a move answers `moved` until the handover
+// (then the new table routes the write to the new owner) or the rollback (then the old
+// owner takes it again), so the wait grows from movedPause up to refreshWait.
+const (
+	refreshWait = time.Second
+	movedPause  = 50 * time.Millisecond
+)
 
 // writeResult is what one shard's primary answered to one write.
 type writeResult struct {
@@ -77,6 +83,9 @@ func (r *Router) runWrites(ctx context.Context, op string, plan func(v *view, pe
 	}
 	var total writeResult
 	redirect := map[int]string{} // shard -> primary URL named by a not_primary answer
+	// Rounds refused only as moved do not count as attempts: a write that meets a frozen
+	// slot waits for the handover (or the rollback) until its deadline.
+	movedRounds := 0
 	for attempt := 0; ; attempt++ {
 		v := r.view.Load()
 		if v.table == nil {
@@ -104,7 +113,7 @@ func (r *Router) runWrites(ctx context.Context, op string, plan func(v *view, pe
 		wg.Wait()
 
 		var retry []int
-		var refresh, backoff bool
+		var refresh, backoff, other bool
 		var why []string
 		for i, p := range parts {
 			res := results[i]
@@ -123,6 +132,7 @@ func (r *Router) runWrites(ctx context.Context, op string, plan func(v *view, pe
 			case writeRefresh:
 				refresh = true
 			case writeRedirect:
+				other = true
 				var ae *client.APIError
 				if errors.As(res.err, &ae) && ae.Primary != "" {
 					redirect[p.shard] = ae.Primary
@@ -131,7 +141,7 @@ func (r *Router) runWrites(ctx context.Context, op string, plan func(v *view, pe
 					refresh = true
 				}
 			case writeBackoff:
-				backoff = true
+				backoff, other = true, true
 				delete(redirect, p.shard)
 			}
 			why = append(why, fmt.Sprintf("shard %d: %v", p.shard, res.err))
@@ -140,13 +150,21 @@ func (r *Router) runWrites(ctx context.Context, op string, plan func(v *view, pe
 		if len(why) == 0 {
 			return total, nil
 		}
+		if !other {
+			attempt-- // only moved: waiting for a handover costs no attempt
+			movedRounds++
+		}
 		if attempt+1 >= r.cfg.WriteAttempts {
 			return total, apiErr(client.CodeUnavailable, "%s failed after %d attempts: %s", op, attempt+1, strings.Join(why, "; "))
 		}
 		r.m.retries.WithLabelValues(op).Inc()
 		if refresh {
 			epoch := v.epoch()
-			r.awaitView(ctx, refreshWait, func(nv *view) bool { return nv.epoch() > epoch })
+			wait := min(refreshWait, movedPause<<min(movedRounds, 5))
+			r.awaitView(ctx, wait, func(nv *view) bool { return nv.epoch() > epoch })
+			if ctx.Err() != nil {
+				return total, apiErr(client.CodeUnavailable, "%s: no answer within the deadline: %s", op, strings.Join(why, "; "))
+			}
 		}
 		if backoff {
 			select {

@@ -12,9 +12,51 @@
 // what was acknowledged is what comes back. A read replica does the same with records
 // streamed from the primary, under the primary's sequence numbers.
 //
-// Slots: a standalone shard owns all 4096; POST /v1/internal/slots sets the owned set
-// and epoch, --routing-file or --index (the routing ConfigMap) keep it in step with the
-// routing table. Writes to a slot not owned or frozen get 409 moved with the epoch.
+// Slot ownership (slots.go): a standalone shard owns all 4096 slots at epoch 0. The
+// state is three sets, owned, frozen (a subset of owned) and importing (disjoint from
+// owned), and an epoch, persisted in slots.json (temp file, fsync, rename, fsync of the
+// directory). Every change goes through slotState's methods under one rule: a request
+// at an epoch older than the shard's is refused (409 conflict), and a routing table
+// (--routing-file or the ConfigMap of --index) is adopted only when its epoch is newer,
+// in one step under the lock, so a freeze in between is never lost. Writes to a slot
+// not owned, frozen or importing get 409 moved with the epoch. Searches and gets see
+// only owned slots: importing slots stay hidden until handed over, and slots handed
+// away are hidden from the moment the shard knows the new epoch (until dropped).
+//
+// Slot migration, as the operator drives it (contract B of the coordination notes):
+//
+//  1. The destination primary gets POST /v1/internal/imports {id, slots, source, epoch e}
+//     (idempotent by id). Its job drops anything an earlier copy left, reads the source's
+//     export (GET slots:export, taken at the source's applied seq X), applies it in
+//     batches through its own WAL (so its replicas replicate it), then follows the
+//     source's WAL of the slots (GET slots:wal?from=X+1) and applies each record once, in
+//     order: consecutive upserts as one write, AppliedSeq persisted every second. The
+//     stream's heartbeats carry how far it has read the source's log, so AppliedSeq
+//     passes records of other slots too. After a restart of either side the job resumes
+//     from its persisted AppliedSeq (replaying a few records is harmless: upserts and
+//     deletes are idempotent in order); if the source's WAL no longer reaches back (410)
+//     it copies afresh. The source keeps the WAL a stream still needs: an export or a
+//     live stream holds it from its start, per slot set, until 10 minutes after it ends.
+//  2. The source freezes the slots (POST slots:freeze {slots, epoch e}): it waits for the
+//     writes in flight and answers Seq, after which the slots take no write.
+//  3. Once the destination's AppliedSeq >= Seq, the operator writes the table at e+1 and
+//     calls POST /v1/internal/imports/{id}:finish {epoch e+1} (or the destination adopts
+//     the table): the job stops before the slots take writes, and they become owned.
+//  4. The source adopts e+1 (table or POST slots) and stops answering for the slots;
+//     once every router is at e+1, POST slots:drop deletes them through its WAL.
+//
+// Rollback before the epoch bump: DELETE /v1/internal/imports/{id} (drops the partial
+// copy) and POST slots:unfreeze {slots, epoch e}, refused once the shard is past e.
+//
+// Where this differs from DESIGN.md: the slot hash is named (XXH64, recorded in the
+// table); "each slot answered by exactly one shard at every moment" holds per shard
+// only as each shard learns the new epoch: between the destination taking the slots and
+// the source adopting e+1, a search that reaches both could see the slots twice, and a
+// router must keep, of each shard's hits, only those of slots its own table gives that
+// shard; and a partition change of an id by upsert during a move is
+// seen by the destination only for the id's new slot (its old slot keeps the stale copy
+// until the next write or delete of the id there), as the WAL records upserts by their
+// new slot only.
 //
 // Ids are strings; each gets a dense uint64 index key on first upsert, in WAL order, so
 // every replica assigns the same keys. An id is unique within the shard whatever its

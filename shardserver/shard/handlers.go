@@ -68,7 +68,13 @@ func (s *Server) routes() {
 	handle("GET /v1/internal/slots", "slots_get", s.requireToken(s.handleSlotsGet))
 	handle("POST /v1/internal/slots", "slots_set", s.requireToken(s.handleSlotsSet))
 	handle("POST /v1/internal/slots:freeze", "slots_freeze", write(s.handleSlotsFreeze))
+	handle("POST /v1/internal/slots:unfreeze", "slots_unfreeze", write(s.handleSlotsUnfreeze))
 	handle("POST /v1/internal/slots:drop", "slots_drop", write(s.handleSlotsDrop))
+	handle("POST /v1/internal/imports", "imports_start", write(s.handleImportStart))
+	handle("GET /v1/internal/imports/{id}", "imports_get", s.requireToken(s.handleImportGet))
+	handle("DELETE /v1/internal/imports/{id}", "imports_cancel", write(s.handleImportCancel))
+	// POST /v1/internal/imports/{id}:finish (the mux takes no suffix after a wildcard).
+	handle("POST /v1/internal/imports/{id}", "imports_finish", write(s.handleImportFinish))
 	handle("GET /v1/internal/slots:export", "slots_export", s.requireToken(read(s.handleSlotsExport)))
 	handle("GET /v1/internal/slots:wal", "slots_wal", s.requireToken(s.handleSlotsWAL))
 	// Errors in the API's JSON form for a path it does not have or a method a path does

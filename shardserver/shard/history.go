@@ -61,36 +61,7 @@ func readHistory(dataDir string) (h historyID, ok bool, err error) {
 // writeHistory stores h as dataDir's history id: temp file, fsync, rename, directory
 // fsync, so a crash leaves the old id or the new one.
 func writeHistory(dataDir string, h historyID) error {
-	path := filepath.Join(dataDir, historyFile)
-	tmp := path + ".tmp"
-	err := func() error {
-		f, err := os.Create(tmp)
-		if err != nil {
-			return err
-		}
-		if _, err := f.WriteString(h.String() + "\n"); err != nil {
-			f.Close()
-			return err
-		}
-		if err := f.Sync(); err != nil {
-			f.Close()
-			return err
-		}
-		if err := f.Close(); err != nil {
-			return err
-		}
-		if err := os.Rename(tmp, path); err != nil {
-			return err
-		}
-		d, err := os.Open(dataDir)
-		if err != nil {
-			return err
-		}
-		defer d.Close()
-		return d.Sync()
-	}()
-	if err != nil {
-		os.Remove(tmp)
+	if err := writeFileDurable(filepath.Join(dataDir, historyFile), []byte(h.String()+"\n")); err != nil {
 		return fmt.Errorf("writing history id: %w", err)
 	}
 	return nil

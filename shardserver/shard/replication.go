@@ -132,10 +132,15 @@ func (f *frameWriter) write(seq uint64, data []byte, flush bool) error {
 // beat cancels the stream. The returned stop cancels and waits for the goroutine: a
 // streaming handler calls it before returning, as the ResponseWriter is dead after that.
 func startHeartbeats(ctx context.Context, cancel context.CancelFunc, beat func() error) (stop func()) {
+	return startHeartbeatsEvery(ctx, cancel, heartbeatEvery, beat)
+}
+
+// startHeartbeatsEvery is startHeartbeats at another pace.
+func startHeartbeatsEvery(ctx context.Context, cancel context.CancelFunc, every time.Duration, beat func() error) (stop func()) {
 	done := make(chan struct{})
 	go func() {
 		defer close(done)
-		t := time.NewTicker(heartbeatEvery)
+		t := time.NewTicker(every)
 		defer t.Stop()
 		for {
 			if err := beat(); err != nil {

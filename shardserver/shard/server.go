@@ -43,6 +43,13 @@ type Server struct {
 	kubeNamespace string
 	closeOnce     sync.Once
 	closeErr      error
+
+	// Import jobs (imports.go): importMu orders starting and stopping their goroutines,
+	// importWG waits for them on Close.
+	importMu sync.Mutex
+	importWG sync.WaitGroup
+	// holds are the WAL positions slot streams still need (source side of a move).
+	holds walHolds
 }
 
 // New recovers the store in cfg.DataDir and builds the server; Run serves it.
@@ -70,6 +77,9 @@ func New(cfg Config) (*Server, error) {
 	if cfg.Primary != "" || cfg.PrimaryPod != "" {
 		s.repl = newReplicator(cfg.Primary, cfg.Token, store, cfg.MaxLag, cfg.PrimaryLossGrace)
 	}
+	st.visible = store.SetVisible
+	store.SetVisible(st.owned)
+	store.retainFrom = s.holds.oldest
 	if cfg.Index != "" {
 		if s.kube, s.kubeNamespace, err = kube.Client(cfg.Kubeconfig, cfg.Namespace); err != nil {
 			store.Close()
@@ -78,6 +88,7 @@ func New(cfg Config) (*Server, error) {
 	}
 	s.metrics = newMetrics(s)
 	s.routes()
+	s.resumeImports()
 	return s, nil
 }
 
@@ -163,6 +174,7 @@ func (s *Server) Run(ctx context.Context, ln net.Listener) error {
 func (s *Server) Close() error {
 	s.closeOnce.Do(func() {
 		s.stopStreams()
+		s.importWG.Wait()
 		if err := s.store.Snapshot(); err != nil {
 			s.closeErr = err
 		}

@@ -9,8 +9,11 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
+	"slices"
 	"strconv"
+	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/annshard/annshard/shardserver/client"
@@ -18,28 +21,42 @@ import (
 	"github.com/annshard/annshard/shardserver/wal"
 )
 
-// slotState is which slots this shard takes writes for. Writers hold gate read-locked
-// from their ownership check until their record is applied; freeze and drop take it
-// exclusively, so once a freeze returns no write to those slots is in flight and every
-// accepted one is at or below the sequence number it reports.
+// slotState is the slot ownership of this shard: one state machine, changed only by
+// the methods below, all under one epoch rule (see the package doc, "Slot ownership").
+//
+//   - owned: slots this shard answers for; reads see only them (Store.SetVisible).
+//   - frozen (a subset of owned): writes to them get `moved`; reads still see them.
+//   - importing (disjoint from owned): an import job copies them in; no client write,
+//     no read sees them until the job is finished.
+//
+// Writers hold gate read-locked from their ownership check until their record is
+// applied; a change that takes slots away from writers (freeze, drop, a new table or
+// set) takes gate exclusively, so once it returns no write to those slots is in flight
+// and every one they accepted is at or below the store's applied sequence number.
 type slotState struct {
-	gate   sync.RWMutex
-	mu     sync.Mutex // guards the fields below; held briefly, also under gate
-	owned  slots.Set
-	frozen slots.Set
-	epoch  uint64
-	path   string // where the state persists across restarts
+	gate      sync.RWMutex
+	mu        sync.Mutex // guards the fields below; held briefly, also under gate
+	owned     slots.Set
+	frozen    slots.Set
+	importing slots.Set
+	epoch     uint64
+	imports   map[string]*importJob
+	path      string // where the state persists across restarts
+	// visible is told the owned set after every change (the store hides the rest).
+	visible func(owned slots.Set)
 }
 
 type slotFile struct {
-	Owned  string `json:"owned"`
-	Frozen string `json:"frozen"`
-	Epoch  uint64 `json:"epoch"`
+	Owned     string                `json:"owned"`
+	Frozen    string                `json:"frozen"`
+	Importing string                `json:"importing,omitempty"`
+	Epoch     uint64                `json:"epoch"`
+	Imports   []client.ImportStatus `json:"imports,omitempty"`
 }
 
 // loadSlots reads the persisted slot state; a new shard owns every slot at epoch 0.
 func loadSlots(path string) (*slotState, error) {
-	st := &slotState{owned: slots.All(), path: path}
+	st := &slotState{owned: slots.All(), path: path, imports: map[string]*importJob{}, visible: func(slots.Set) {}}
 	b, err := os.ReadFile(path)
 	if os.IsNotExist(err) {
 		return st, nil
@@ -51,30 +68,78 @@ func loadSlots(path string) (*slotState, error) {
 	if err := json.Unmarshal(b, &f); err != nil {
 		return nil, fmt.Errorf("parsing slot state %s: %w", path, err)
 	}
-	if st.owned, err = slots.ParseSet(f.Owned); err != nil {
-		return nil, fmt.Errorf("parsing slot state %s: %w", path, err)
-	}
-	if st.frozen, err = slots.ParseSet(f.Frozen); err != nil {
-		return nil, fmt.Errorf("parsing slot state %s: %w", path, err)
+	for _, x := range []struct {
+		text string
+		set  *slots.Set
+	}{{f.Owned, &st.owned}, {f.Frozen, &st.frozen}, {f.Importing, &st.importing}} {
+		if *x.set, err = slots.ParseSet(x.text); err != nil {
+			return nil, fmt.Errorf("parsing slot state %s: %w", path, err)
+		}
 	}
 	st.epoch = f.Epoch
+	for _, is := range f.Imports {
+		set, err := slots.ParseSet(is.Slots)
+		if err != nil {
+			return nil, fmt.Errorf("parsing slot state %s: import %s: %w", path, is.ID, err)
+		}
+		st.imports[is.ID] = &importJob{status: is, set: set}
+	}
 	return st, nil
 }
 
-// saveLocked persists the state by temp file and rename; callers hold mu.
+// saveLocked persists the state durably (temp file, fsync, rename, fsync of the
+// directory) and tells the store which slots are visible; callers hold mu.
 func (st *slotState) saveLocked() error {
-	b, err := json.Marshal(slotFile{Owned: st.owned.String(), Frozen: st.frozen.String(), Epoch: st.epoch})
+	f := slotFile{Owned: st.owned.String(), Frozen: st.frozen.String(), Importing: st.importing.String(), Epoch: st.epoch}
+	for _, j := range st.imports {
+		f.Imports = append(f.Imports, j.status)
+	}
+	slices.SortFunc(f.Imports, func(a, b client.ImportStatus) int { return strings.Compare(a.ID, b.ID) })
+	b, err := json.Marshal(f)
 	if err != nil {
 		return fmt.Errorf("encoding slot state: %w", err)
 	}
-	tmp := st.path + ".tmp"
-	if err := os.WriteFile(tmp, b, 0o644); err != nil {
-		return fmt.Errorf("writing slot state: %w", err)
-	}
-	if err := os.Rename(tmp, st.path); err != nil {
+	st.visible(st.owned)
+	if err := writeFileDurable(st.path, b); err != nil {
 		return fmt.Errorf("writing slot state: %w", err)
 	}
 	return nil
+}
+
+// writeFileDurable replaces path with data so that a crash leaves the old or the new
+// content, never a mix or nothing: temp file, fsync, rename, fsync of the directory.
+func writeFileDurable(path string, data []byte) error {
+	tmp := path + ".tmp"
+	err := func() error {
+		f, err := os.Create(tmp)
+		if err != nil {
+			return err
+		}
+		if _, err := f.Write(data); err != nil {
+			f.Close()
+			return err
+		}
+		if err := f.Sync(); err != nil {
+			f.Close()
+			return err
+		}
+		if err := f.Close(); err != nil {
+			return err
+		}
+		if err := os.Rename(tmp, path); err != nil {
+			return err
+		}
+		d, err := os.Open(filepath.Dir(path))
+		if err != nil {
+			return err
+		}
+		defer d.Close()
+		return d.Sync()
+	}()
+	if err != nil {
+		os.Remove(tmp)
+	}
+	return err
 }
 
 func (st *slotState) snapshot() client.SlotsState {
@@ -85,7 +150,7 @@ func (st *slotState) snapshot() client.SlotsState {
 
 // snapshotLocked is snapshot for callers that hold mu.
 func (st *slotState) snapshotLocked() client.SlotsState {
-	return client.SlotsState{Owned: st.owned.String(), Frozen: st.frozen.String(), Epoch: st.epoch}
+	return client.SlotsState{Owned: st.owned.String(), Frozen: st.frozen.String(), Importing: st.importing.String(), Epoch: st.epoch}
 }
 
 func (st *slotState) currentEpoch() uint64 {
@@ -101,8 +166,11 @@ func (st *slotState) check(slotList func(yield func(int) bool)) error {
 	for slot := range slotList {
 		if !st.owned.Has(slot) || st.frozen.Has(slot) {
 			why := "is not owned by this shard"
-			if st.frozen.Has(slot) {
+			switch {
+			case st.frozen.Has(slot):
 				why = "is frozen for a move"
+			case st.importing.Has(slot):
+				why = "is being imported by this shard"
 			}
 			return &client.APIError{Code: client.CodeMoved, Epoch: st.epoch,
 				Message: fmt.Sprintf("slot %d %s (epoch %d)", slot, why, st.epoch)}
@@ -111,18 +179,124 @@ func (st *slotState) check(slotList func(yield func(int) bool)) error {
 	return nil
 }
 
-// set replaces the owned and frozen sets; an epoch older than the current one is refused
-// so a stale caller cannot undo a newer table.
-func (st *slotState) set(owned, frozen slots.Set, epoch uint64) error {
+// stale refuses a request made at an epoch older than the shard's: whatever it was
+// based on may have been undone by the newer table. Callers hold mu.
+func (st *slotState) staleLocked(epoch uint64, what string) error {
+	if epoch < st.epoch {
+		return &client.APIError{Code: client.CodeConflict, Epoch: st.epoch,
+			Message: fmt.Sprintf("%s at epoch %d refused: the shard is at epoch %d", what, epoch, st.epoch)}
+	}
+	return nil
+}
+
+// change runs f on the state under gate (exclusive: no write in flight) and mu, and
+// persists the result when f succeeds. Import jobs whose slots f made owned are stopped
+// first and marked done by own (see finishOwnedLocked).
+func (st *slotState) change(f func() error) error {
 	st.gate.Lock()
 	defer st.gate.Unlock()
 	st.mu.Lock()
 	defer st.mu.Unlock()
-	if epoch < st.epoch {
-		return &client.APIError{Code: client.CodeConflict, Epoch: st.epoch,
-			Message: fmt.Sprintf("epoch %d is older than the shard's %d", epoch, st.epoch)}
+	if err := f(); err != nil {
+		return err
 	}
-	st.owned, st.frozen, st.epoch = owned, frozen.Minus(slots.All().Minus(owned)), epoch
+	return st.saveLocked()
+}
+
+// replaceLocked installs a new owned set (and frozen subset) at epoch: frozen slots no
+// longer owned are gone with them (a frozen slot is never unfrozen by a handover), and
+// importing slots now owned are handed over (their jobs finish). Callers hold gate
+// and mu.
+func (st *slotState) replaceLocked(owned, frozen slots.Set, epoch uint64) {
+	st.owned, st.frozen, st.epoch = owned, frozen.Intersect(owned), epoch
+	st.finishOwnedLocked()
+}
+
+// finishOwnedLocked ends the import jobs whose slots are owned now: Done when all are,
+// Failed when only some are (the table split what the job was moving).
+func (st *slotState) finishOwnedLocked() {
+	for _, j := range st.imports {
+		if !j.active() {
+			continue
+		}
+		overlap := j.set.Intersect(st.owned)
+		switch {
+		case overlap == j.set:
+			j.stopLocked(client.ImportDone, fmt.Sprintf("handed over at epoch %d", st.epoch))
+		case hasAny(overlap):
+			j.stopLocked(client.ImportFailed, fmt.Sprintf("the table at epoch %d gives this shard only slots %s of the import", st.epoch, overlap.String()))
+		}
+	}
+	st.importing = st.importing.Minus(st.owned)
+}
+
+// set replaces the owned and frozen sets (POST /v1/internal/slots); an epoch older than
+// the current one is refused.
+func (st *slotState) set(owned, frozen slots.Set, epoch uint64) error {
+	return st.change(func() error {
+		if err := st.staleLocked(epoch, "setting slots"); err != nil {
+			return err
+		}
+		st.replaceLocked(owned, frozen, epoch)
+		return nil
+	})
+}
+
+// adopt takes this shard's slots from a routing table newer than what it knows (an
+// older or equal epoch is ignored: the shard may have learnt it by set or freeze);
+// frozen slots it still owns stay frozen. The check and the change are one step under
+// the locks, so a freeze in between cannot be lost.
+func (st *slotState) adopt(owned slots.Set, epoch uint64) error {
+	st.mu.Lock()
+	newer := epoch > st.epoch
+	st.mu.Unlock()
+	if !newer {
+		return nil
+	}
+	return st.change(func() error {
+		if epoch <= st.epoch {
+			return nil
+		}
+		st.replaceLocked(owned, st.frozen, epoch)
+		return nil
+	})
+}
+
+// freeze refuses further writes to set, which must be owned, at epoch (not older than
+// the shard's). When it returns no write to them is in flight.
+func (st *slotState) freeze(set slots.Set, epoch uint64) error {
+	return st.change(func() error {
+		if err := st.staleLocked(epoch, "freezing slots"); err != nil {
+			return err
+		}
+		if notOwned := set.Minus(st.owned); hasAny(notOwned) {
+			return &client.APIError{Code: client.CodeConflict, Epoch: st.epoch,
+				Message: fmt.Sprintf("cannot freeze slots %s: not owned at epoch %d", notOwned.String(), st.epoch)}
+		}
+		st.frozen, st.epoch = st.frozen.Union(set), max(st.epoch, epoch)
+		return nil
+	})
+}
+
+// unfreeze takes writes to set again; refused once the shard's epoch is past epoch (the
+// handover that froze them may have happened).
+func (st *slotState) unfreeze(set slots.Set, epoch uint64) error {
+	return st.change(func() error {
+		if err := st.staleLocked(epoch, "unfreezing slots"); err != nil {
+			return err
+		}
+		st.frozen = st.frozen.Minus(set)
+		return nil
+	})
+}
+
+// dropped gives up set after its vectors were deleted (under gate, by the caller).
+// Callers hold gate.
+func (st *slotState) droppedLocked(set slots.Set, epoch uint64) error {
+	st.mu.Lock()
+	defer st.mu.Unlock()
+	st.owned, st.frozen = st.owned.Minus(set), st.frozen.Minus(set)
+	st.epoch = max(st.epoch, epoch)
 	return st.saveLocked()
 }
 
@@ -161,17 +335,20 @@ func (s *Server) loadRoutingFile() error {
 	return s.adoptTable(tab)
 }
 
-// adoptTable takes this shard's slots from a routing table newer than what it knows;
-// frozen slots it still owns stay frozen.
+// adoptTable takes this shard's slots from a routing table newer than what it knows
+// (slotState.adopt). Import jobs whose slots the table gives to this shard are stopped
+// before the slots take writes, so no older imported record lands after a new write.
 func (s *Server) adoptTable(tab slots.Table) error {
+	owned := tab.SlotsOf(s.cfg.ShardIndex)
 	if tab.Epoch <= s.slots.currentEpoch() {
 		return nil
 	}
-	s.slots.mu.Lock()
-	frozen := s.slots.frozen
-	s.slots.mu.Unlock()
-	return s.slots.set(tab.SlotsOf(s.cfg.ShardIndex), frozen, tab.Epoch)
+	s.stopImportsOf(owned)
+	defer s.resumeImports()
+	return s.slots.adopt(owned, tab.Epoch)
 }
+
+func hasAny(set slots.Set) bool { return !set.IsEmpty() }
 
 func (s *Server) decodeSlots(w http.ResponseWriter, r *http.Request) (client.SlotsRequest, slots.Set, error) {
 	var req client.SlotsRequest
@@ -203,30 +380,42 @@ func (s *Server) handleSlotsSet(w http.ResponseWriter, r *http.Request) {
 		writeError(w, invalid("frozen: %v", err))
 		return
 	}
-	if err := s.slots.set(owned, frozen, req.Epoch); err != nil {
+	s.stopImportsOf(owned)
+	err = s.slots.set(owned, frozen, req.Epoch)
+	s.resumeImports()
+	if err != nil {
 		writeError(w, err)
 		return
 	}
 	s.handleSlotsGet(w, r)
 }
 
-// handleSlotsFreeze refuses further writes to the slots (moved, at the given epoch if it
-// is newer). It returns once no write to them is in flight; Seq in the answer covers
-// every write they accepted, so a migration's final WAL tail can stop there.
+// handleSlotsFreeze refuses further writes to the slots (moved) at the given epoch. It
+// returns once no write to them is in flight; Seq in the answer covers every write they
+// accepted, so the destination's copy is complete once it has applied the source's
+// records up to Seq.
 func (s *Server) handleSlotsFreeze(w http.ResponseWriter, r *http.Request) {
 	req, set, err := s.decodeSlots(w, r)
 	if err != nil {
 		writeError(w, err)
 		return
 	}
-	s.slots.gate.Lock()
-	s.slots.mu.Lock()
-	s.slots.frozen = s.slots.frozen.Union(set)
-	s.slots.epoch = max(s.slots.epoch, req.Epoch)
-	err = s.slots.saveLocked()
-	s.slots.mu.Unlock()
-	s.slots.gate.Unlock()
+	if err := s.slots.freeze(set, req.Epoch); err != nil {
+		writeError(w, err)
+		return
+	}
+	s.handleSlotsGet(w, r)
+}
+
+// handleSlotsUnfreeze takes writes to the slots again: the rollback of a handover that
+// did not happen. Refused once the shard's epoch is past the request's.
+func (s *Server) handleSlotsUnfreeze(w http.ResponseWriter, r *http.Request) {
+	req, set, err := s.decodeSlots(w, r)
 	if err != nil {
+		writeError(w, err)
+		return
+	}
+	if err := s.slots.unfreeze(set, req.Epoch); err != nil {
 		writeError(w, err)
 		return
 	}
@@ -234,7 +423,8 @@ func (s *Server) handleSlotsFreeze(w http.ResponseWriter, r *http.Request) {
 }
 
 // handleSlotsDrop deletes every vector in the slots through the WAL (so replicas drop
-// them too) and gives the slots up.
+// them too) and gives the slots up. Importing slots are not dropped here (cancel the
+// import).
 func (s *Server) handleSlotsDrop(w http.ResponseWriter, r *http.Request) {
 	req, set, err := s.decodeSlots(w, r)
 	if err != nil {
@@ -243,24 +433,87 @@ func (s *Server) handleSlotsDrop(w http.ResponseWriter, r *http.Request) {
 	}
 	s.slots.gate.Lock()
 	defer s.slots.gate.Unlock()
+	s.slots.mu.Lock()
+	busy := set.Intersect(s.slots.importing)
+	s.slots.mu.Unlock()
+	if hasAny(busy) {
+		writeError(w, &client.APIError{Code: client.CodeConflict, Message: fmt.Sprintf("slots %s are being imported: cancel the import instead", busy.String())})
+		return
+	}
 	seq, n, err := s.store.Write(r.Context(), record{op: opDrop, drop: set})
 	if err != nil {
 		writeError(w, err)
 		return
 	}
-	s.slots.mu.Lock()
-	s.slots.owned = s.slots.owned.Minus(set)
-	s.slots.frozen = s.slots.frozen.Minus(set)
-	s.slots.epoch = max(s.slots.epoch, req.Epoch)
-	err = s.slots.saveLocked()
-	st := s.slots.snapshotLocked()
-	st.Dropped, st.Seq = n, seq
-	s.slots.mu.Unlock()
-	if err != nil {
+	if err := s.slots.droppedLocked(set, req.Epoch); err != nil {
 		writeError(w, err)
 		return
 	}
+	st := s.slots.snapshot()
+	st.Dropped, st.Seq = n, seq
 	writeJSON(w, http.StatusOK, st)
+}
+
+// slotHeartbeatEvery is how often a live slot WAL stream reports its position: it
+// bounds how long a handover waits for the destination to see the freeze's seq.
+const slotHeartbeatEvery = 50 * time.Millisecond
+
+// holdLinger is how long a slot stream's WAL hold outlives the stream: a destination
+// that restarts reconnects within it and finds the records it needs.
+const holdLinger = 10 * time.Minute
+
+// walHolds are the oldest WAL records slot streams still need, by slot set (one import
+// per slot set): Snapshot trims nothing from the oldest on (Store.retainFrom).
+type walHolds struct {
+	mu sync.Mutex
+	m  map[string]*walHold
+}
+
+type walHold struct {
+	from  uint64
+	open  int
+	until time.Time
+}
+
+// hold keeps the WAL from seq from on for key (replacing its earlier hold) until the
+// returned release is called and holdLinger has passed.
+func (h *walHolds) hold(key string, from uint64) (release func()) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	if h.m == nil {
+		h.m = map[string]*walHold{}
+	}
+	hd := h.m[key]
+	if hd == nil {
+		hd = &walHold{}
+		h.m[key] = hd
+	}
+	hd.from = max(from, 1)
+	hd.open++
+	return func() {
+		h.mu.Lock()
+		defer h.mu.Unlock()
+		hd.open--
+		hd.until = time.Now().Add(holdLinger)
+	}
+}
+
+// oldest is the oldest record a hold keeps, 0 when none does.
+func (h *walHolds) oldest() uint64 {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	var oldest uint64
+	now := time.Now()
+	for key, hd := range h.m {
+		if hd.open == 0 && now.After(hd.until) {
+			delete(h.m, key)
+			continue
+		}
+		if oldest == 0 || hd.from < oldest {
+			oldest = hd.from
+		}
+	}
+	return oldest
 }
 
 func querySlots(r *http.Request) (slots.Set, error) {
@@ -291,6 +544,8 @@ func (s *Server) handleSlotsExport(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	seq := s.store.Applied()
+	// The copy continues with the WAL after seq: keep it until the tail takes over.
+	defer s.holds.hold(set.String(), seq+1)()
 	w.Header().Set("Content-Type", "application/x-ndjson")
 	w.Header().Set(SeqHeader, strconv.FormatUint(seq, 10))
 	w.WriteHeader(http.StatusOK)
@@ -339,8 +594,15 @@ func (s *Server) handleSlotsWAL(w http.ResponseWriter, r *http.Request) {
 		}
 		return rc.Flush()
 	}
+	// pos is how far Follow has read: every write to the slots at or below it was
+	// emitted before a heartbeat that carries it.
+	var pos atomic.Uint64
+	pos.Store(from - 1)
 	if until == 0 {
-		defer startHeartbeats(ctx, cancel, func() error { return emit(client.SlotRecord{Seq: log.LastSeq()}) })()
+		defer s.holds.hold(set.String(), from)()
+		defer startHeartbeatsEvery(ctx, cancel, slotHeartbeatEvery, func() error {
+			return emit(client.SlotRecord{Seq: pos.Load(), Last: log.LastSeq()})
+		})()
 	} else if until < from {
 		_ = emit(client.SlotRecord{Seq: until}) // nothing to send: just the end marker
 		return
@@ -351,6 +613,7 @@ func (s *Server) handleSlotsWAL(w http.ResponseWriter, r *http.Request) {
 		if err != nil {
 			return fmt.Errorf("record %d: %w", rec.Seq, err)
 		}
+		defer pos.Store(rec.Seq)
 		if dec, ok := filterSlots(dec, &set); ok {
 			out := client.SlotRecord{Seq: rec.Seq, Upserts: toWire(dec.upserts), DeletePartition: dec.partition}
 			for _, d := range dec.deletes {

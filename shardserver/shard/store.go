@@ -147,6 +147,13 @@ type Store struct {
 	// walkStarts, when set (tests), is called by Search just before its graph walk.
 	walkStarts func()
 
+	// hidden is the slots searches and gets do not see (not owned: importing, or handed
+	// away and not dropped yet); nil when every slot is visible. See SetVisible.
+	hidden atomic.Pointer[slots.Set]
+	// retainFrom, when set, is the oldest WAL record a slot stream still needs (0: none);
+	// Snapshot trims no record at or after it.
+	retainFrom func() uint64
+
 	drainStop context.CancelFunc // ends the drain of the tail; under applyMu
 	drainDone chan struct{}      // closed when that drain returns
 
@@ -665,7 +672,18 @@ func (st *state) intern(partition string) uint32 {
 	return p
 }
 
-// Get returns the vector stored under id; with a partition, only if it is in it.
+// SetVisible makes searches and gets see the vectors of the owned slots only.
+func (s *Store) SetVisible(owned slots.Set) {
+	if owned == slots.All() {
+		s.hidden.Store(nil)
+		return
+	}
+	hidden := slots.All().Minus(owned)
+	s.hidden.Store(&hidden)
+}
+
+// Get returns the vector stored under id; with a partition, only if it is in it. A
+// vector of a hidden slot is not found.
 func (s *Store) Get(id, partition string) (client.Vector, bool) {
 	s.mu.RLock()
 	defer s.mu.RUnlock()
@@ -674,6 +692,9 @@ func (s *Store) Get(id, partition string) (client.Vector, bool) {
 		return client.Vector{}, false
 	}
 	e := s.st.entries[key]
+	if hidden := s.hidden.Load(); hidden != nil && hidden.Has(int(e.slot)) {
+		return client.Vector{}, false
+	}
 	if partition != "" && s.st.parts[e.part] != partition {
 		return client.Vector{}, false
 	}
@@ -732,9 +753,10 @@ func (s *Store) Search(q []float32, k, ef int, partition string) ([]client.Hit, 
 			return []client.Hit{}, nil
 		}
 		idx, meta, tl := st.idx, st.meta, st.tail
+		hidden := s.hidden.Load()
 		keep := func(key uint64) bool {
-			kp, _, live := meta.get(key)
-			return live && kp == p
+			kp, slot, live := meta.get(key)
+			return live && kp == p && (hidden == nil || !hidden.Has(int(slot)))
 		}
 		var fromTail []hnsw.Result
 		if tl.Len() > 0 {
@@ -744,19 +766,28 @@ func (s *Store) Search(q []float32, k, ef int, partition string) ([]client.Hit, 
 			}
 			live := keep
 			if partition == "" {
-				live = func(key uint64) bool { _, _, ok := meta.get(key); return ok }
+				live = func(key uint64) bool {
+					_, slot, ok := meta.get(key)
+					return ok && (hidden == nil || !hidden.Has(int(slot)))
+				}
 			}
 			fromTail = tl.scan(pq, k, live, s.dist)
 		}
 		opts := hnsw.SearchOptions{Ef: ef}
-		if partition != "" {
+		if partition != "" || hidden != nil {
 			opts.Filter = keep
+			if partition == "" {
+				opts.Filter = func(key uint64) bool {
+					_, slot, live := meta.get(key)
+					return live && !hidden.Has(int(slot))
+				}
+			}
 		}
 		if current := tl.staleFilter(); current != nil {
-			if partition == "" {
+			if filter := opts.Filter; filter == nil {
 				opts.Filter = current
 			} else {
-				opts.Filter = func(key uint64) bool { return current(key) && keep(key) }
+				opts.Filter = func(key uint64) bool { return current(key) && filter(key) }
 			}
 		}
 		if s.walkStarts != nil {
@@ -900,9 +931,14 @@ func (s *Store) Snapshot() error {
 	if seq != s.lastSnapSeq {
 		s.prevSnapSeq, s.lastSnapSeq = s.lastSnapSeq, seq
 	}
-	if s.prevSnapSeq > 0 {
-		if err := s.log.TrimBefore(s.prevSnapSeq + 1); err != nil {
-			return fmt.Errorf("trimming wal before %d: %w", s.prevSnapSeq+1, err)
+	if trim := s.prevSnapSeq + 1; s.prevSnapSeq > 0 {
+		if s.retainFrom != nil {
+			if keep := s.retainFrom(); keep != 0 {
+				trim = min(trim, keep)
+			}
+		}
+		if err := s.log.TrimBefore(trim); err != nil {
+			return fmt.Errorf("trimming wal before %d: %w", trim, err)
 		}
 	}
 	return nil

@@ -94,6 +94,17 @@ func (s Set) Union(o Set) Set {
 	return s
 }
 
+// Intersect returns the slots in both s and o.
+func (s Set) Intersect(o Set) Set {
+	for i := range s.words {
+		s.words[i] &= o.words[i]
+	}
+	return s
+}
+
+// IsEmpty reports whether the set has no slot.
+func (s *Set) IsEmpty() bool { return *s == Set{} }
+
 // Minus returns the slots in s and not in o.
 func (s Set) Minus(o Set) Set {
 	for i := range s.words {
