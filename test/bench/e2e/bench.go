@@ -65,7 +65,7 @@ func run(ctx context.Context, o options, log io.Writer) ([]record, error) {
 
 	l1, l5 := loadAverage()
 	recs := []record{
-		{Kind: kindConfig, Vectors: o.n, Dim: o.dim, K: o.k, Ef: o.ef, Shards: numShards, Replicas: numReplicas, WALSync: o.walSync, GOMAXPROCS: runtime.GOMAXPROCS(0)},
+		{Kind: kindConfig, Vectors: o.n, Dim: o.dim, K: o.k, Ef: o.ef, Shards: numShards, Replicas: numReplicas, WALSync: o.walSync, GOMAXPROCS: runtime.GOMAXPROCS(0), ServerProcs: o.serverProcs},
 		{Kind: kindLoad, When: "start", Load1: l1, Load5: l5},
 	}
 	if b.bin == "" {
@@ -148,7 +148,7 @@ func (b *bench) start(ctx context.Context) error {
 			if r > 0 {
 				args = append(args, "--primary", b.shards[k][0].URL())
 			}
-			p, err := proctest.Start(ctx, proctest.Spec{Bin: b.bin, Role: "serve", Args: args,
+			p, err := proctest.Start(ctx, proctest.Spec{Bin: b.bin, Role: "serve", Args: args, Env: b.env(),
 				LogPath: filepath.Join(b.dir, fmt.Sprintf("s%d-%d.log", k, r)), StartTimeout: 30 * time.Second})
 			if err != nil {
 				return err
@@ -160,7 +160,7 @@ func (b *bench) start(ctx context.Context) error {
 	}
 	// The queries repeat, so the result cache would answer most of them: off. Everything
 	// else is the router's default.
-	p, err := proctest.Start(ctx, proctest.Spec{Bin: b.bin, Role: "route", Env: []string{"ANNSHARD_TOKEN=" + token},
+	p, err := proctest.Start(ctx, proctest.Spec{Bin: b.bin, Role: "route", Env: append(b.env(), "ANNSHARD_TOKEN="+token),
 		Args:    []string{"--shards", strings.Join(spec, ";"), "--cache-entries", "0"},
 		LogPath: filepath.Join(b.dir, "router.log"), StartTimeout: 30 * time.Second})
 	if err != nil {
@@ -176,6 +176,14 @@ func (b *bench) start(ctx context.Context) error {
 			return fmt.Errorf("router not ready after 30s\n%s", p.Log())
 		}
 		time.Sleep(50 * time.Millisecond)
+	}
+	return nil
+}
+
+// env is the environment added to every server process.
+func (b *bench) env() []string {
+	if b.o.serverProcs > 0 {
+		return []string{"GOMAXPROCS=" + strconv.Itoa(b.o.serverProcs)}
 	}
 	return nil
 }

@@ -49,6 +49,7 @@ type options struct {
 	rounds                         int
 	warmup                         time.Duration
 	walSync                        string
+	serverProcs                    int // GOMAXPROCS of each server process; 0: Go's default
 	bin                            string
 	json                           bool
 	seed                           uint64
@@ -73,6 +74,7 @@ func main() {
 	flag.IntVar(&o.rounds, "rounds", 3, "rounds the paths take turns in")
 	flag.DurationVar(&o.warmup, "warmup", 300*time.Millisecond, "unmeasured load before each path's first slice")
 	flag.StringVar(&o.walSync, "wal-sync", "Always", "the shards' --wal-sync (Always is the default of a shard)")
+	flag.IntVar(&o.serverProcs, "server-procs", 0, "GOMAXPROCS of every server process (0: Go's default, all cores or the cgroup's CPU limit, as in a pod)")
 	flag.StringVar(&o.bin, "bin", "", "shardserver binary (default: go build one)")
 	flag.BoolVar(&o.json, "json", false, "print one JSON object per line")
 	flag.Uint64Var(&o.seed, "seed", 1, "data seed")

@@ -41,6 +41,8 @@ type record struct {
 	Replicas   int    `json:"replicas,omitempty"`
 	WALSync    string `json:"walSync,omitempty"`
 	GOMAXPROCS int    `json:"gomaxprocs,omitempty"`
+	// ServerProcs is the GOMAXPROCS given to the server processes (0: Go's default).
+	ServerProcs int `json:"serverProcs,omitempty"`
 
 	// load
 	When  string  `json:"when,omitempty"`
@@ -100,8 +102,12 @@ func writeTable(w io.Writer, recs []record) error {
 		switch r.Kind {
 		case kindConfig:
 			tw.Flush()
-			fmt.Fprintf(w, "e2e: %d vectors, dim %d, k %d, ef %d; router over %d shards x %d replicas (wal-sync %s); GOMAXPROCS %d\n",
-				r.Vectors, r.Dim, r.K, r.Ef, r.Shards, r.Replicas, r.WALSync, r.GOMAXPROCS)
+			procs := "default"
+			if r.ServerProcs > 0 {
+				procs = strconv.Itoa(r.ServerProcs)
+			}
+			fmt.Fprintf(w, "e2e: %d vectors, dim %d, k %d, ef %d; router over %d shards x %d replicas (wal-sync %s, GOMAXPROCS %s); this process GOMAXPROCS %d\n",
+				r.Vectors, r.Dim, r.K, r.Ef, r.Shards, r.Replicas, r.WALSync, procs, r.GOMAXPROCS)
 			section = ""
 		case kindLoad:
 			tw.Flush()
