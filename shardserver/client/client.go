@@ -265,6 +265,9 @@ func (c *Client) newRequest(ctx context.Context, method, path string, body io.Re
 	if c.token != "" {
 		req.Header.Set("Authorization", "Bearer "+c.token)
 	}
+	if e := EpochFrom(ctx); e != 0 {
+		req.Header.Set(EpochHeader, strconv.FormatUint(e, 10))
+	}
 	return req, nil
 }
 
@@ -333,4 +336,25 @@ func codeForStatus(status int) string {
 func IsCode(err error, code string) bool {
 	var ae *APIError
 	return errors.As(err, &ae) && ae.Code == code
+}
+
+// EpochHeader carries the routing epoch a router routes a read by. A shard that gets it
+// answers for the slots it holds for that epoch: the slots it imports once the epoch is
+// past the import's, the slots it handed away while the epoch is before the handover,
+// and everything it stores while it has not seen the epoch yet. The router keeps of each
+// shard's hits only the slots its table gives that shard, so a move shows every slot
+// once. Without it a shard answers for the slots it owns now.
+const EpochHeader = "X-Annshard-Epoch"
+
+type epochKey struct{}
+
+// WithEpoch returns a context whose requests carry epoch in EpochHeader.
+func WithEpoch(ctx context.Context, epoch uint64) context.Context {
+	return context.WithValue(ctx, epochKey{}, epoch)
+}
+
+// EpochFrom returns the epoch WithEpoch put in ctx, 0 if none.
+func EpochFrom(ctx context.Context) uint64 {
+	e, _ := ctx.Value(epochKey{}).(uint64)
+	return e
 }

@@ -27,6 +27,7 @@ type batcher struct {
 }
 
 type pendingBatch struct {
+	epoch uint64 // the routing epoch of every search in it (client.EpochFrom)
 	reqs  []client.SearchRequest
 	full  chan struct{} // closed when max searches joined
 	done  chan struct{} // closed when the answers (or errors) are in
@@ -39,11 +40,18 @@ func newBatcher(c *client.Client, max int, wait, timeout time.Duration, m *metri
 }
 
 func (b *batcher) search(ctx context.Context, req *client.SearchRequest) (*client.SearchResponse, error) {
+	epoch := client.EpochFrom(ctx)
 	b.mu.Lock()
 	pb := b.cur
+	if pb != nil && pb.epoch != epoch {
+		// Shards answer a batch for one epoch; a search of another (the routing table
+		// changed meanwhile) goes alone.
+		b.mu.Unlock()
+		return b.sendAlone(ctx, req)
+	}
 	leader := pb == nil
 	if leader {
-		pb = &pendingBatch{full: make(chan struct{}), done: make(chan struct{})}
+		pb = &pendingBatch{epoch: epoch, full: make(chan struct{}), done: make(chan struct{})}
 		b.cur = pb
 	}
 	idx := len(pb.reqs)

@@ -34,6 +34,7 @@ type fakeShard struct {
 	gets           atomic.Int64
 	cancelled      atomic.Int64 // searches whose context ended before their delay did
 	gotToken       atomic.Value // string: last Authorization header of a write
+	gotEpoch       atomic.Value // string: last client.EpochHeader of a search or get
 }
 
 // fakeStore is the data of one fake shard, shared by its replicas so that a write to the
@@ -54,6 +55,7 @@ func newFakeShard(t testing.TB, st *fakeStore) *fakeShard {
 	f.failCode.Store("")
 	f.writeErr.Store((func() *client.APIError)(nil))
 	f.gotToken.Store("")
+	f.gotEpoch.Store("")
 	mux := http.NewServeMux()
 	mux.HandleFunc("POST /v1/search", f.search)
 	mux.HandleFunc("POST /v1/search:batch", f.batch)
@@ -138,6 +140,7 @@ func (f *fakeShard) wait(r *http.Request) bool {
 
 func (f *fakeShard) search(w http.ResponseWriter, r *http.Request) {
 	f.searches.Add(1)
+	f.gotEpoch.Store(r.Header.Get(client.EpochHeader))
 	// The body is read first: only then can the server notice the client going away.
 	var q client.SearchRequest
 	err := json.NewDecoder(r.Body).Decode(&q)

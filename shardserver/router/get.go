@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/annshard/annshard/shardserver/client"
+	"github.com/annshard/annshard/shardserver/slots"
 )
 
 // Get fetches one vector by id from a replica of the partition's shard, or, without a
@@ -21,7 +22,7 @@ func (r *Router) Get(ctx context.Context, id, partition string) (*client.Vector,
 	if v.table == nil {
 		return nil, apiErr(client.CodeUnavailable, "no routing table yet")
 	}
-	ctx, cancel := context.WithTimeout(ctx, r.cfg.Timeout)
+	ctx, cancel := context.WithTimeout(client.WithEpoch(ctx, v.epoch()), r.cfg.Timeout)
 	defer cancel()
 	getFrom := func(k int) func(context.Context, *replica) (*client.Vector, error) {
 		return r.getter(v.shard(k), k, id, partition)
@@ -41,6 +42,11 @@ func (r *Router) Get(ctx context.Context, id, partition string) (*client.Vector,
 	for k := range n {
 		wg.Go(func() {
 			vec, err := readShard(ctx, r, v.shard(k), false, "get", getFrom(k))
+			if err == nil && v.table.ShardOfKey(slots.KeyOf(vec.ID, vec.Partition)) != k {
+				// A shard still holding a slot the table gave away (or importing one it
+				// has not been given): the owner answers for it.
+				err = apiErr(client.CodeNotFound, "vector %q is in a slot shard %d does not own", id, k)
+			}
 			if err == nil {
 				found <- vec
 				cancel() // the others need not finish

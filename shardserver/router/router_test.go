@@ -827,3 +827,44 @@ func TestWriteWaitsThroughAFreeze(t *testing.T) {
 		t.Fatalf("write during a long freeze: %v after %v", err, time.Since(start))
 	}
 }
+
+// TestReadsFollowTheEpoch: during a move the source and the destination may both hold a
+// slot; the router asks at its epoch and keeps each shard's hits for the slots its table
+// gives that shard, so the merged answer has the vector once, from its owner.
+func TestReadsFollowTheEpoch(t *testing.T) {
+	cl := newCluster(t, 2, 1, Config{})
+	tab := *cl.r.view.Load().table
+	id := "dup-1"
+	owner := tab.ShardOfKey(id)
+	v := client.Vector{ID: id, Vector: vec(1)}
+	for k := range 2 {
+		st := cl.shards[k][0].fakeStore
+		st.mu.Lock()
+		st.vecs[id] = v
+		st.mu.Unlock()
+	}
+	resp, err := cl.c.Search(context.Background(), &client.SearchRequest{Vector: vec(1), K: 5})
+	if err != nil {
+		t.Fatal(err)
+	}
+	n := 0
+	for _, h := range resp.Results {
+		if h.ID == id {
+			n++
+		}
+	}
+	if n != 1 {
+		t.Fatalf("a vector held by both shards answered %d times: %+v", n, resp.Results)
+	}
+	if got := cl.shards[owner][0].gotEpoch.Load(); got != fmt.Sprint(tab.Epoch) {
+		t.Fatalf("shard asked at epoch %q, want %d", got, tab.Epoch)
+	}
+	// Only the owner answers a get for it.
+	st := cl.shards[owner][0].fakeStore
+	st.mu.Lock()
+	delete(st.vecs, id)
+	st.mu.Unlock()
+	if _, err := cl.c.Get(context.Background(), id, ""); !client.IsCode(err, client.CodeNotFound) {
+		t.Fatalf("get answered from a shard that does not own the slot: %v", err)
+	}
+}

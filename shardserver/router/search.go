@@ -8,6 +8,7 @@ import (
 	"sync"
 
 	"github.com/annshard/annshard/shardserver/client"
+	"github.com/annshard/annshard/shardserver/slots"
 )
 
 // MaxK bounds k at the router until it knows the shards' limit (client.Schema), so a
@@ -31,6 +32,8 @@ func (r *Router) Search(ctx context.Context, req *client.SearchRequest) (*client
 }
 
 func (r *Router) search(ctx context.Context, v *view, vec []float32, req *client.SearchRequest) (*client.SearchResponse, error) {
+	// Shards answer for the slots they hold at this epoch; ownHits keeps each one's own.
+	ctx = client.WithEpoch(ctx, v.epoch())
 	var targets []int
 	if req.Partition != "" {
 		targets = []int{v.table.ShardOfKey(req.Partition)}
@@ -110,7 +113,7 @@ func (r *Router) search(ctx context.Context, v *view, vec []float32, req *client
 		}
 		r.bumpSeq(k, answers[i].Seq)
 		fresh = fresh && answers[i].Seq >= seqs[i]
-		lists = append(lists, answers[i].Results)
+		lists = append(lists, ownHits(v, k, answers[i].Results))
 	}
 	if len(missing) > 0 && !req.AllowPartial {
 		return nil, apiErr(client.CodeUnavailable, "%s", strings.Join(why, "; "))
@@ -126,6 +129,24 @@ func (r *Router) search(ctx context.Context, v *view, vec []float32, req *client
 		r.cache.put(key, slices.Clip(resp.Results))
 	}
 	return resp, nil
+}
+
+// ownHits keeps the hits of slots the view's table gives shard k: during a slot move
+// the source and the destination may both hold a slot, and only its owner at the
+// router's epoch answers for it, so a merged top-k has no duplicate and no gap.
+func ownHits(v *view, k int, hits []client.Hit) []client.Hit {
+	for i, h := range hits {
+		if v.table.ShardOfKey(slots.KeyOf(h.ID, h.Partition)) != k {
+			out := slices.Clone(hits[:i])
+			for _, h := range hits[i+1:] {
+				if v.table.ShardOfKey(slots.KeyOf(h.ID, h.Partition)) == k {
+					out = append(out, h)
+				}
+			}
+			return out
+		}
+	}
+	return hits
 }
 
 func (r *Router) callSearch(ctx context.Context, rep *replica, req *client.SearchRequest) (*client.SearchResponse, error) {

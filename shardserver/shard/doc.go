@@ -48,12 +48,17 @@
 // Rollback before the epoch bump: DELETE /v1/internal/imports/{id} (drops the partial
 // copy) and POST slots:unfreeze {slots, epoch e}, refused once the shard is past e.
 //
+// Reads follow the router's epoch: a router sends its epoch (client.EpochHeader) with
+// searches and gets, and a shard answers for the slots it holds for that epoch (see
+// Server.hiddenFor): importing slots once the epoch is past the import's, slots handed
+// away at a later epoch, everything while it has not seen the epoch yet; the router
+// keeps, of each shard's hits, those of the slots its table gives that shard. So
+// whichever shard learns the new table first, a merged top-k sees each slot once.
+//
 // Where this differs from DESIGN.md: the slot hash is named (XXH64, recorded in the
-// table); "each slot answered by exactly one shard at every moment" holds per shard
-// only as each shard learns the new epoch: between the destination taking the slots and
-// the source adopting e+1, a search that reaches both could see the slots twice, and a
-// router must keep, of each shard's hits, only those of slots its own table gives that
-// shard; and a partition change of an id by upsert during a move is
+// table); "each slot answered by exactly one shard at every moment" is kept by the
+// router's epoch as above, not by the shards alone (each learns the table on its own
+// time); and a partition change of an id by upsert during a move is
 // seen by the destination only for the id's new slot (its old slot keeps the stale copy
 // until the next write or delete of the id there), as the WAL records upserts by their
 // new slot only.

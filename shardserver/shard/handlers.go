@@ -182,7 +182,7 @@ func (s *Server) handleGet(w http.ResponseWriter, r *http.Request) {
 	}
 	// The applied seq is read before the lookup, so the answer reflects at least it.
 	w.Header().Set(client.SeqHeader, strconv.FormatUint(s.store.Applied(), 10))
-	v, ok := s.store.Get(id, partition)
+	v, ok := s.store.GetHiding(id, partition, s.hiddenFor(r))
 	if !ok {
 		writeError(w, &client.APIError{Code: client.CodeNotFound, Message: "no vector with id " + id})
 		return
@@ -248,7 +248,7 @@ func (s *Server) handleDeleteBatch(w http.ResponseWriter, r *http.Request) {
 }
 
 // search runs one validated query through the concurrency limit and records its load.
-func (s *Server) search(q query) ([]client.Hit, error) {
+func (s *Server) search(q query, hidden *slots.Set) ([]client.Hit, error) {
 	start := time.Now()
 	s.load.waiting.Add(1)
 	s.searchSem <- struct{}{}
@@ -257,7 +257,7 @@ func (s *Server) search(q query) ([]client.Hit, error) {
 	if ef == 0 {
 		ef = s.cfg.EfSearch
 	}
-	hits, err := s.store.Search(q.vec, q.k, max(ef, q.k), q.partition)
+	hits, err := s.store.SearchHiding(q.vec, q.k, max(ef, q.k), q.partition, hidden)
 	<-s.searchSem
 	now := time.Now()
 	s.load.observe(now, now.Sub(start))
@@ -274,7 +274,7 @@ func (s *Server) handleSearch(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	seq := s.store.Applied()
-	hits, err := s.search(q)
+	hits, err := s.search(q, s.hiddenFor(r))
 	if err != nil {
 		writeError(w, err)
 		return
@@ -290,6 +290,7 @@ func (s *Server) handleBatchSearch(w http.ResponseWriter, r *http.Request) {
 	}
 	seq := s.store.Applied()
 	results := make([][]client.Hit, len(qs))
+	hidden := s.hiddenFor(r)
 	// One worker per search slot: a batch uses the cores a lone search cannot.
 	var next atomic.Int64
 	errs := make([]error, len(qs))
@@ -299,7 +300,7 @@ func (s *Server) handleBatchSearch(w http.ResponseWriter, r *http.Request) {
 		go func() {
 			defer wg.Done()
 			for i := int(next.Add(1)) - 1; i < len(qs); i = int(next.Add(1)) - 1 {
-				results[i], errs[i] = s.search(qs[i])
+				results[i], errs[i] = s.search(qs[i], hidden)
 			}
 		}()
 	}

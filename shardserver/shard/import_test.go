@@ -31,8 +31,9 @@ func waitImport(t *testing.T, c *client.Client, id string, what string, ok func(
 // TestImportHandoverUnderLoad moves a slot set from one shard to another while writers
 // and searchers run: import, freeze, catch up to the freeze's seq, hand over, drop. Every
 // acknowledged write is read back from the shard that owns its slot afterwards, and a
-// search merged over both shards the way a router does (each shard's hits kept only for
-// the slots the table gives it) never answers an id twice or misses one.
+// search merged over both shards the way a router does (asking at its epoch, keeping of
+// each shard's hits only the slots its table gives that shard) never answers an id twice
+// or misses one, in every window of the handover.
 func TestImportHandoverUnderLoad(t *testing.T) {
 	src, srcHS := newTestServer(t, testConfig(t.TempDir()))
 	_, dstHS := newTestServer(t, testConfig(t.TempDir()))
@@ -128,7 +129,7 @@ func TestImportHandoverUnderLoad(t *testing.T) {
 			q := &client.SearchRequest{Vector: randVec(qr, testDim), K: nStatic, Ef: 500}
 			seen := map[string]int{}
 			for _, c := range []*client.Client{sc, dc} {
-				resp, err := c.Search(ctx, q)
+				resp, err := c.Search(client.WithEpoch(ctx, e), q)
 				if err != nil {
 					searchErr.Store(err)
 					return
@@ -175,10 +176,14 @@ func TestImportHandoverUnderLoad(t *testing.T) {
 	frozenAt := time.Now()
 	st := waitImport(t, dc, "m1", fmt.Sprintf("applied seq %d", fr.Seq), func(s *client.ImportStatus) bool { return s.AppliedSeq >= fr.Seq })
 	t.Logf("caught up with the freeze (seq %d) in %v: %+v", fr.Seq, time.Since(frozenAt), *st)
+	// The operator's order: the table at epoch 2 first (routers read by it at once),
+	// then the destination takes the slots, then the source learns the table.
+	epoch.Store(2)
+	time.Sleep(50 * time.Millisecond)
 	if _, err := dc.FinishImport(ctx, "m1", 2); err != nil {
 		t.Fatal(err)
 	}
-	epoch.Store(2)
+	time.Sleep(50 * time.Millisecond)
 	if _, err := sc.SetSlots(ctx, &client.SlotsRequest{Slots: slots.All().Minus(moving).String(), Epoch: 2}); err != nil {
 		t.Fatal(err)
 	}

@@ -41,7 +41,10 @@ type slotState struct {
 	importing slots.Set
 	epoch     uint64
 	imports   map[string]*importJob
-	path      string // where the state persists across restarts
+	// away are the slots given up by a newer table and not dropped yet, by the epoch
+	// that took them: a router still at an older epoch reads them here.
+	away map[uint64]slots.Set
+	path string // where the state persists across restarts
 	// visible is told the owned set after every change (the store hides the rest).
 	visible func(owned slots.Set)
 }
@@ -179,6 +182,42 @@ func (st *slotState) check(slotList func(yield func(int) bool)) error {
 	return nil
 }
 
+// hiddenFor is the slots a read must not see: for a request without client.EpochHeader,
+// every slot not owned; for a router's read at epoch E, also showing the slots this
+// shard holds for E (see client.EpochHeader): importing slots once E is past their
+// import's epoch, slots handed away at an epoch after E, and everything while E is
+// newer than the shard's epoch. nil when nothing is hidden.
+func (s *Server) hiddenFor(r *http.Request) *slots.Set {
+	var e uint64
+	if h := r.Header.Get(client.EpochHeader); h != "" {
+		e, _ = strconv.ParseUint(h, 10, 64)
+	}
+	st := s.slots
+	st.mu.Lock()
+	defer st.mu.Unlock()
+	if e > st.epoch {
+		return nil
+	}
+	visible := st.owned
+	if e > 0 {
+		for _, j := range st.imports {
+			if j.active() && j.status.Epoch < e {
+				visible = visible.Union(j.set)
+			}
+		}
+		for at, away := range st.away {
+			if e < at {
+				visible = visible.Union(away)
+			}
+		}
+	}
+	if visible == slots.All() {
+		return nil
+	}
+	hidden := slots.All().Minus(visible)
+	return &hidden
+}
+
 // stale refuses a request made at an epoch older than the shard's: whatever it was
 // based on may have been undone by the newer table. Callers hold mu.
 func (st *slotState) staleLocked(epoch uint64, what string) error {
@@ -208,6 +247,12 @@ func (st *slotState) change(f func() error) error {
 // importing slots now owned are handed over (their jobs finish). Callers hold gate
 // and mu.
 func (st *slotState) replaceLocked(owned, frozen slots.Set, epoch uint64) {
+	if lost := st.owned.Minus(owned); hasAny(lost) {
+		if st.away == nil {
+			st.away = map[uint64]slots.Set{}
+		}
+		st.away[epoch] = st.away[epoch].Union(lost)
+	}
 	st.owned, st.frozen, st.epoch = owned, frozen.Intersect(owned), epoch
 	st.finishOwnedLocked()
 }
@@ -297,6 +342,13 @@ func (st *slotState) droppedLocked(set slots.Set, epoch uint64) error {
 	defer st.mu.Unlock()
 	st.owned, st.frozen = st.owned.Minus(set), st.frozen.Minus(set)
 	st.epoch = max(st.epoch, epoch)
+	for e, away := range st.away {
+		if away = away.Minus(set); hasAny(away) {
+			st.away[e] = away
+		} else {
+			delete(st.away, e)
+		}
+	}
 	return st.saveLocked()
 }
 

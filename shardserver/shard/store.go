@@ -683,8 +683,13 @@ func (s *Store) SetVisible(owned slots.Set) {
 }
 
 // Get returns the vector stored under id; with a partition, only if it is in it. A
-// vector of a hidden slot is not found.
+// vector of a hidden slot (SetVisible) is not found.
 func (s *Store) Get(id, partition string) (client.Vector, bool) {
+	return s.GetHiding(id, partition, s.hidden.Load())
+}
+
+// GetHiding is Get with the given hidden slots (nil: none) instead of SetVisible's.
+func (s *Store) GetHiding(id, partition string, hidden *slots.Set) (client.Vector, bool) {
 	s.mu.RLock()
 	defer s.mu.RUnlock()
 	key, ok := s.st.ids[id]
@@ -692,7 +697,7 @@ func (s *Store) Get(id, partition string) (client.Vector, bool) {
 		return client.Vector{}, false
 	}
 	e := s.st.entries[key]
-	if hidden := s.hidden.Load(); hidden != nil && hidden.Has(int(e.slot)) {
+	if hidden != nil && hidden.Has(int(e.slot)) {
 		return client.Vector{}, false
 	}
 	if partition != "" && s.st.parts[e.part] != partition {
@@ -744,6 +749,11 @@ func (s *Store) SlotOf(id, partition string) int {
 // missed. The walk and the scan hold no Store lock: the index and the tail are safe for
 // concurrent use, and the filter reads st.meta.
 func (s *Store) Search(q []float32, k, ef int, partition string) ([]client.Hit, error) {
+	return s.SearchHiding(q, k, ef, partition, s.hidden.Load())
+}
+
+// SearchHiding is Search with the given hidden slots (nil: none) instead of SetVisible's.
+func (s *Store) SearchHiding(q []float32, k, ef int, partition string, hidden *slots.Set) ([]client.Hit, error) {
 	for {
 		s.mu.RLock()
 		st := s.st
@@ -753,7 +763,6 @@ func (s *Store) Search(q []float32, k, ef int, partition string) ([]client.Hit, 
 			return []client.Hit{}, nil
 		}
 		idx, meta, tl := st.idx, st.meta, st.tail
-		hidden := s.hidden.Load()
 		keep := func(key uint64) bool {
 			kp, slot, live := meta.get(key)
 			return live && kp == p && (hidden == nil || !hidden.Has(int(slot)))
