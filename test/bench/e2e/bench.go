@@ -20,6 +20,9 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/prometheus/common/expfmt"
+	"github.com/prometheus/common/model"
+
 	"github.com/annshard/annshard/shardserver/client"
 	"github.com/annshard/annshard/shardserver/hnsw"
 	"github.com/annshard/annshard/shardserver/proctest"
@@ -399,6 +402,9 @@ type tally struct {
 	cpu     float64 // CPU seconds of the processes that served the searches
 	// CPU seconds of the router process and of the shard processes (HTTP paths).
 	routerCPU, shardsCPU float64
+	// Requests the router sent to shard replicas for searches, and the searches they
+	// carried (micro-batches carry several).
+	shardRequests, shardSearches float64
 }
 
 func (t *tally) qps() float64 { return float64(len(t.lats)) / t.elapsed.Seconds() }
@@ -442,6 +448,11 @@ func (b *bench) searchAll(ctx context.Context, idx *hnsw.Index) ([]record, error
 			recs = append(recs, record{Kind: kindSearch, Path: p, Concurrency: c, Queries: len(t.lats), QPS: t.qps(),
 				P50Ms: p50, P99Ms: p99, QueriesPerCPUSecond: float64(len(t.lats)) / t.cpu,
 				RouterCPUMicros: us(t.routerCPU), ShardsCPUMicros: us(t.shardsCPU)})
+			if p == pathRouter && t.shardRequests > 0 {
+				r := &recs[len(recs)-1]
+				r.ShardRequestsPerQuery = t.shardRequests / float64(len(t.lats))
+				r.SearchesPerShardRequest = t.shardSearches / t.shardRequests
+			}
 		}
 		router, shard, inproc := recs[len(recs)-3], recs[len(recs)-2], recs[len(recs)-1]
 		goal := ""
@@ -489,6 +500,13 @@ func (b *bench) measure(ctx context.Context, p string, c int, bodies [][]byte, i
 			return err
 		}
 	}
+	var batch0 histogram
+	if p == pathRouter {
+		var err error
+		if batch0, err = b.batchSizes(ctx); err != nil {
+			return err
+		}
+	}
 	var r0, s0 float64
 	if split != nil {
 		var err error
@@ -519,8 +537,44 @@ func (b *bench) measure(ctx context.Context, p string, c int, bodies [][]byte, i
 		t.routerCPU += r1 - r0
 		t.shardsCPU += s1 - s0
 	}
+	if p == pathRouter {
+		batch1, err := b.batchSizes(ctx)
+		if err != nil {
+			return err
+		}
+		t.shardRequests += batch1.count - batch0.count
+		t.shardSearches += batch1.sum - batch0.sum
+	}
 	t.lats = append(t.lats, lats...)
 	return nil
+}
+
+// histogram is the count and sum of a Prometheus histogram.
+type histogram struct{ count, sum float64 }
+
+// batchSizes reads the router's annshard_router_batch_size: one observation per search
+// request to a replica, of the number of searches it carried.
+func (b *bench) batchSizes(ctx context.Context) (histogram, error) {
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, b.router.URL()+"/metrics", nil)
+	if err != nil {
+		return histogram{}, err
+	}
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		return histogram{}, fmt.Errorf("router metrics: %w", err)
+	}
+	defer resp.Body.Close()
+	parser := expfmt.NewTextParser(model.UTF8Validation)
+	fams, err := parser.TextToMetricFamilies(resp.Body)
+	if err != nil {
+		return histogram{}, fmt.Errorf("router metrics: %w", err)
+	}
+	f, ok := fams["annshard_router_batch_size"]
+	if !ok || len(f.GetMetric()) != 1 || f.GetMetric()[0].GetHistogram() == nil {
+		return histogram{}, errors.New("router metrics: no annshard_router_batch_size histogram")
+	}
+	h := f.GetMetric()[0].GetHistogram()
+	return histogram{count: float64(h.GetSampleCount()), sum: h.GetSampleSum()}, nil
 }
 
 func newHTTPClient(conns int) *http.Client {

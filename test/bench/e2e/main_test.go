@@ -107,6 +107,15 @@ func TestTinyRun(t *testing.T) {
 		if s["path"] == pathRouter && (num(s, "routerCPUMicros") <= 0 || num(s, "shardsCPUMicros") <= 0) {
 			t.Errorf("router search line without the CPU of each side: %v", s)
 		}
+		// Each query asks both shards once (no hedging, no failures): 2 searches at the
+		// replicas per query, in 2 requests or fewer when micro-batches carry several; a
+		// batch carries at least one and at most the router's --batch-max (16).
+		if s["path"] == pathRouter {
+			perQuery, perRequest := num(s, "shardRequestsPerQuery"), num(s, "searchesPerShardRequest")
+			if !near(perQuery*perRequest, 2) || perRequest < 1 || perRequest > 16 {
+				t.Errorf("router search line: %v shard requests per query carrying %v searches each", perQuery, perRequest)
+			}
+		}
 	}
 	for _, p := range []string{pathRouter, pathShard, pathInproc} {
 		for _, c := range []string{"1", "3"} {

@@ -67,6 +67,10 @@ type record struct {
 	// shard processes together.
 	RouterCPUMicros float64 `json:"routerCPUMicros,omitempty"`
 	ShardsCPUMicros float64 `json:"shardsCPUMicros,omitempty"`
+	// Of the router path: search requests the router sent to shard replicas per query
+	// (2 shards: 2 without micro-batching), and searches each carried.
+	ShardRequestsPerQuery   float64 `json:"shardRequestsPerQuery,omitempty"`
+	SearchesPerShardRequest float64 `json:"searchesPerShardRequest,omitempty"`
 
 	// ratio: Of is "a/b" (paths), Metric the figure compared.
 	Of     string  `json:"of,omitempty"`
@@ -124,15 +128,19 @@ func writeTable(w io.Writer, recs []record) error {
 			head(r.Kind, "\nrecall@k\tpath\trecall\t")
 			fmt.Fprintf(tw, "\t%s\t%s\t\n", r.Path, f(r.Recall, 4))
 		case kindSearch:
-			head(r.Kind, "\nsearch\tpath\tclients\tQPS\tp50 ms\tp99 ms\tqueries/CPU-s\tCPU us/query: router\tshards\t")
+			head(r.Kind, "\nsearch\tpath\tclients\tQPS\tp50 ms\tp99 ms\tqueries/CPU-s\tCPU us/query: router\tshards\tshard requests/query\t")
 			cpuUs := func(v float64) string {
 				if r.Path == pathInproc {
 					return "-"
 				}
 				return f(v, 0)
 			}
-			fmt.Fprintf(tw, "\t%s\t%d\t%s\t%s\t%s\t%s\t%s\t%s\t\n", r.Path, r.Concurrency, f(r.QPS, 0), f(r.P50Ms, 3), f(r.P99Ms, 3),
-				f(r.QueriesPerCPUSecond, 0), cpuUs(r.RouterCPUMicros), cpuUs(r.ShardsCPUMicros))
+			perQuery := "-"
+			if r.ShardRequestsPerQuery > 0 {
+				perQuery = f(r.ShardRequestsPerQuery, 2)
+			}
+			fmt.Fprintf(tw, "\t%s\t%d\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t\n", r.Path, r.Concurrency, f(r.QPS, 0), f(r.P50Ms, 3), f(r.P99Ms, 3),
+				f(r.QueriesPerCPUSecond, 0), cpuUs(r.RouterCPUMicros), cpuUs(r.ShardsCPUMicros), perQuery)
 		case kindRatio:
 			head(r.Kind, "\nratio\tof\tmetric\tclients\tratio\tgoal\t")
 			c := "-"
