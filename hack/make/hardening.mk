@@ -16,10 +16,10 @@ bench-search-lock: ## Search p50/p99 under concurrent writes, read lock held ove
 # here. Their seed corpora (and the crashers kept in testdata/fuzz) run in make test, as
 # plain go test runs them.
 FUZZTIME ?= 30s
-FUZZ_PKGS ?= ./shardserver/...
+FUZZ_PKGS ?= ./shardserver/... ./cmd/...
 
 .PHONY: fuzz
-fuzz: ## Run every fuzz target under FUZZ_PKGS for FUZZTIME each (default 30s): request bodies, vector_b64, WAL records and segments, snapshots, slot sets, routing tables, HNSW files.
+fuzz: ## Run every fuzz target under FUZZ_PKGS for FUZZTIME each (default 30s): request bodies, vector_b64, search answers, WAL records, segments and replication streams, snapshots, slot sets, routing tables, HNSW files, vector files.
 	@set -e; for dir in $$($(GO) list -f '{{.Dir}}' $(FUZZ_PKGS)); do \
 	  for target in $$(grep -ho '^func Fuzz[A-Za-z0-9_]*' $$dir/*_test.go 2>/dev/null | sed 's/^func //' | sort -u); do \
 	    echo "=== fuzz $${dir#$(ROOT)/} $$target for $(FUZZTIME)"; \

@@ -3,6 +3,7 @@ package client
 import (
 	"math"
 	"strconv"
+	"unicode/utf8"
 	"unsafe"
 )
 
@@ -76,32 +77,58 @@ func (p *parser) lit(s string) bool {
 	return true
 }
 
-// str reads a string without escapes.
+// str reads a string without escapes, of valid UTF-8 (encoding/json replaces invalid
+// bytes, so it declines those).
 func (p *parser) str() (string, bool) {
 	if !p.lit(`"`) {
 		return "", false
 	}
-	start := p.i
+	start, ascii := p.i, true
 	for ; p.i < len(p.b); p.i++ {
 		switch c := p.b[p.i]; {
 		case c == '"':
+			if !ascii && !utf8.Valid(p.b[start:p.i]) {
+				return "", false
+			}
 			s := string(p.b[start:p.i])
 			p.i++
 			return s, true
 		case c == '\\' || c < 0x20:
 			return "", false
+		case c >= utf8.RuneSelf:
+			ascii = false
 		}
 	}
 	return "", false
 }
 
-// number returns the bytes of a JSON number.
+// number returns the bytes of a JSON number, or nil if they are not one (strconv takes
+// forms JSON does not: "+1", "01", ".5", "1.").
 func (p *parser) number() []byte {
 	start := p.i
-	for ; p.i < len(p.b); p.i++ {
-		c := p.b[p.i]
-		if !(c >= '0' && c <= '9' || c == '-' || c == '+' || c == '.' || c == 'e' || c == 'E') {
-			break
+	digits := func() bool {
+		from := p.i
+		for p.i < len(p.b) && p.b[p.i] >= '0' && p.b[p.i] <= '9' {
+			p.i++
+		}
+		return p.i > from
+	}
+	p.lit("-")
+	switch {
+	case p.lit("0"):
+	case !digits():
+		return nil
+	}
+	if p.lit(".") && !digits() {
+		return nil
+	}
+	if p.i < len(p.b) && (p.b[p.i] == 'e' || p.b[p.i] == 'E') {
+		p.i++
+		if !p.lit("+") {
+			p.lit("-")
+		}
+		if !digits() {
+			return nil
 		}
 	}
 	return p.b[start:p.i]

@@ -129,3 +129,30 @@ func BenchmarkDecodeSearch(b *testing.B) {
 		}
 	})
 }
+
+// FuzzDecodeFast: a router decodes every shard's answer with decodeFast first. On any
+// bytes it must not panic, and whatever it accepts encoding/json must accept and
+// decode to the same value, so the fast path never answers differently.
+func FuzzDecodeFast(f *testing.F) {
+	hits := []Hit{{ID: "a1", Distance: 0.125}, {ID: "b", Distance: 3.5e-07, Partition: "acme"}}
+	for _, doc := range [][]byte{shardShape(hits, 812, 0), shardShape(nil, 0, 0), shardShape(hits, 9, 2),
+		[]byte(`{"results":[]}`), []byte(`{"results":[{"id":"a","distance":1e39}],"partial":false}`),
+		[]byte(`{"results":[{"id":"a","distance":-0}],"partial":true,"seq":18446744073709551615}`),
+		[]byte(`{"results":[{"id":"a","distance":1}],"partial":false,"seq":18446744073709551616}`)} {
+		f.Add(doc)
+	}
+	f.Fuzz(func(t *testing.T, doc []byte) {
+		for _, pair := range [][2]any{{new(SearchResponse), new(SearchResponse)}, {new(BatchSearchResponse), new(BatchSearchResponse)}} {
+			fast, slow := pair[0], pair[1]
+			if !decodeFast(doc, fast) {
+				continue
+			}
+			if err := json.Unmarshal(doc, slow); err != nil {
+				t.Fatalf("fast path accepted %q, encoding/json refuses it: %v", doc, err)
+			}
+			if !reflect.DeepEqual(fast, slow) {
+				t.Fatalf("%q: fast %+v, encoding/json %+v", doc, fast, slow)
+			}
+		}
+	})
+}

@@ -349,26 +349,15 @@ func (rp *replicator) follow(ctx context.Context) error {
 	br := bufio.NewReaderSize(resp.Body, 256<<10)
 	var head [frameHeader]byte
 	for {
-		if _, err := io.ReadFull(br, head[:]); err != nil {
-			return fmt.Errorf("reading wal stream: %w", err)
+		seq, data, err := readFrame(br, &head)
+		if err != nil {
+			return err
 		}
 		watchdog.Reset(streamSilence)
-		seq := binary.LittleEndian.Uint64(head[0:])
-		n := binary.LittleEndian.Uint32(head[8:])
-		if n == heartbeatLen {
+		if data == nil {
 			rp.primaryLast.Store(seq)
 			rp.live.Store(true)
 			continue
-		}
-		if n > wal.MaxRecordBytes {
-			return fmt.Errorf("wal stream: frame of %d bytes", n)
-		}
-		data := make([]byte, n)
-		if _, err := io.ReadFull(br, data); err != nil {
-			return fmt.Errorf("reading wal stream: %w", err)
-		}
-		if crc32.Checksum(data, castagnoli) != binary.LittleEndian.Uint32(head[12:]) {
-			return fmt.Errorf("wal stream: record %d fails its checksum", seq)
 		}
 		if err := rp.store.ApplyReplicated(ctx, seq, data); err != nil {
 			if errors.Is(err, errGap) {
@@ -380,4 +369,29 @@ func (rp *replicator) follow(ctx context.Context) error {
 			rp.primaryLast.Store(seq)
 		}
 	}
+}
+
+// readFrame reads one frame of a WAL stream (frameWriter.write): a record's sequence
+// number and data, or a heartbeat's sequence number and nil data. A frame larger than a
+// WAL record or whose data fails its checksum is an error, as is a cut stream.
+func readFrame(br *bufio.Reader, head *[frameHeader]byte) (seq uint64, data []byte, err error) {
+	if _, err := io.ReadFull(br, head[:]); err != nil {
+		return 0, nil, fmt.Errorf("reading wal stream: %w", err)
+	}
+	seq = binary.LittleEndian.Uint64(head[0:])
+	n := binary.LittleEndian.Uint32(head[8:])
+	if n == heartbeatLen {
+		return seq, nil, nil
+	}
+	if n > wal.MaxRecordBytes {
+		return 0, nil, fmt.Errorf("wal stream: frame of %d bytes", n)
+	}
+	data = make([]byte, n)
+	if _, err := io.ReadFull(br, data); err != nil {
+		return 0, nil, fmt.Errorf("reading wal stream: %w", err)
+	}
+	if crc32.Checksum(data, castagnoli) != binary.LittleEndian.Uint32(head[12:]) {
+		return 0, nil, fmt.Errorf("wal stream: record %d fails its checksum", seq)
+	}
+	return seq, data, nil
 }
