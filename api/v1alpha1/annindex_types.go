@@ -369,6 +369,16 @@ type ShardStatus struct {
 	Replicas int32 `json:"replicas"`
 	// ReadyReplicas is the number of the shard's pods that pass their readiness probe.
 	ReadyReplicas int32 `json:"readyReplicas"`
+	// DesiredReplicas is the count the shard moves toward: the autoscaler's decision
+	// (replicas.min with autoscaling off). It differs from Replicas while a replica is
+	// drained from the routers before the StatefulSet shrinks.
+	// +optional
+	DesiredReplicas int32 `json:"desiredReplicas,omitempty"`
+	// ObservedMetric is the value of spec.autoscaling.metric the autoscaler last decided
+	// on, rounded: queries per second per ready replica, percent of the CPU request, or
+	// the worst p99 in milliseconds. Absent while no ready pod has a fresh load report.
+	// +optional
+	ObservedMetric *int64 `json:"observedMetric,omitempty"`
 	// Slots is the number of hash slots the routing table gives this shard.
 	Slots int32 `json:"slots"`
 	// Vectors is the number of vectors the shard's primary holds (from its load report).
