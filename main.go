@@ -58,7 +58,7 @@ func run() error {
 	flag.StringVar(&leaderElectionNamespace, "leader-election-namespace", "", "Namespace of the leader election lease; empty uses the pod's own namespace (required outside a cluster).")
 	flag.BoolVar(&secureMetrics, "metrics-secure", false, "Serve metrics over HTTPS with authentication and authorization.")
 	flag.StringVar(&watchNamespace, "watch-namespace", "", "Reconcile AnnIndexes of this namespace only; empty watches every namespace.")
-	flag.DurationVar(&loadInterval, "load-interval", 5*time.Second, "How often the load collector scrapes /v1/load of every ready shard pod; 0 turns it off.")
+	flag.DurationVar(&loadInterval, "load-interval", 2*time.Second, "How often the load collector scrapes /v1/load of every ready shard pod; 0 turns it off.")
 	opts := zap.Options{}
 	opts.BindFlags(flag.CommandLine)
 	flag.Parse()

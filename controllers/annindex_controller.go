@@ -21,6 +21,7 @@ import (
 	"errors"
 	"fmt"
 	"net/http"
+	"time"
 
 	appsv1 "k8s.io/api/apps/v1"
 	corev1 "k8s.io/api/core/v1"
@@ -62,6 +63,10 @@ type AnnIndexReconciler struct {
 	// HTTP is the client for the routers' status endpoint; nil uses one with a short
 	// timeout.
 	HTTP *http.Client
+
+	// scaleMemory is the autoscaler's per-shard history of recommendations and changes,
+	// kept in memory as the HPA keeps it (see shardHistory for what a restart loses).
+	scaleMemory autoscaleMemory
 }
 
 func (r *AnnIndexReconciler) apiReader() client.Reader {
@@ -94,14 +99,23 @@ type scope struct {
 	// no collector, and the figures in status are then left alone.
 	load      map[int32]ShardLoad
 	loadKnown bool
+	// podLoad is the newest fresh load report of each shard pod, by pod name.
+	podLoad map[string]podLoadSample
 
 	// Decided.
 
 	// replicas is the replica count decided for each shard of the routing table; the
 	// apply phase moves each StatefulSet toward it.
 	replicas map[int32]int32
+	// scale is the autoscaler's decision for each shard it decided for (autoscaling on,
+	// StatefulSet present).
+	scale map[int32]scaleDecision
 
 	// Applied.
+
+	// draining says, per shard, which replica is being taken out of routing before the
+	// StatefulSet shrinks, and what it waits for.
+	draining map[int32]string
 
 	// router is the router Deployment as the API server returned it; nil if not applied.
 	router *appsv1.Deployment
@@ -116,6 +130,8 @@ func newScope(idx *annv1alpha1.AnnIndex) *scope {
 		shardPods:    map[int32][]corev1.Pod{},
 		primaryReady: map[int32]bool{},
 		replicas:     map[int32]int32{},
+		scale:        map[int32]scaleDecision{},
+		draining:     map[int32]string{},
 	}
 }
 
@@ -188,7 +204,9 @@ func (r *AnnIndexReconciler) Reconcile(ctx context.Context, req ctrl.Request) (_
 // load is advisory.
 func (r *AnnIndexReconciler) observeLoad(_ context.Context, s *scope) (ctrl.Result, error) {
 	if r.Load != nil {
-		s.load, s.loadKnown = r.Load.ShardLoad(client.ObjectKeyFromObject(s.index)), true
+		key := client.ObjectKeyFromObject(s.index)
+		s.load, s.loadKnown = r.Load.ShardLoad(key), true
+		s.podLoad = r.Load.podSamples(key, time.Now())
 	}
 	return ctrl.Result{}, nil
 }

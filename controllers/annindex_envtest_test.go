@@ -264,18 +264,21 @@ var _ = Describe("AnnIndex reconciler", func() {
 
 		markRouterReady(ctx, idx)
 		Eventually(cond(annv1alpha1.ConditionAvailable), timeout, interval).Should(HavePrefix("True/Available"))
-		Eventually(cond(annv1alpha1.ConditionProgressing), timeout, interval).Should(HavePrefix("False/Reconciled"))
+		// Progressing stays True until every replica of the spec is ready.
+		Eventually(cond(annv1alpha1.ConditionProgressing), timeout, interval).
+			Should(Equal("True/ScalingReplicas: shard 1: 1/3 replicas ready"))
 		Expect(conditionOf(ctx, idx, annv1alpha1.ConditionDegraded)).To(HavePrefix("True/ReplicasUnready"))
 
 		markShardReady(ctx, idx, 1, 3)
 		Eventually(func() string { return conditionOf(ctx, idx, annv1alpha1.ConditionDegraded) }, timeout, interval).
 			Should(HavePrefix("False/AsExpected"))
+		Eventually(cond(annv1alpha1.ConditionProgressing), timeout, interval).Should(HavePrefix("False/Reconciled"))
 		got := getIndex(ctx, idx)
 		Expect(got.Status.ReadyShards).To(Equal(int32(2)))
 		Expect(got.Status.ObservedGeneration).To(Equal(got.Generation))
 		Expect(got.Status.Shards).To(ConsistOf(
-			annv1alpha1.ShardStatus{Shard: 0, Replicas: 3, ReadyReplicas: 3, Slots: 2048},
-			annv1alpha1.ShardStatus{Shard: 1, Replicas: 3, ReadyReplicas: 3, Slots: 2048},
+			annv1alpha1.ShardStatus{Shard: 0, Replicas: 3, ReadyReplicas: 3, DesiredReplicas: 3, Slots: 2048},
+			annv1alpha1.ShardStatus{Shard: 1, Replicas: 3, ReadyReplicas: 3, DesiredReplicas: 3, Slots: 2048},
 		))
 		Expect(conditionOf(ctx, idx, annv1alpha1.ConditionScaling)).To(HavePrefix("False/AutoscalingDisabled"))
 		Expect(conditionOf(ctx, idx, annv1alpha1.ConditionMigrating)).To(HavePrefix("False/NoMigration"))
@@ -514,7 +517,7 @@ var _ = Describe("AnnIndex reconciler", func() {
 		Expect(k8sClient.Status().Update(ctx, pod)).To(Succeed())
 
 		Eventually(func() []annv1alpha1.ShardStatus { return getIndex(ctx, idx).Status.Shards }, timeout, interval).
-			Should(Equal([]annv1alpha1.ShardStatus{{Shard: 0, Replicas: 1, ReadyReplicas: 1, Slots: slots.Count, Vectors: 1234, QPS: 56, P99Millis: 4}}))
+			Should(Equal([]annv1alpha1.ShardStatus{{Shard: 0, Replicas: 1, ReadyReplicas: 1, DesiredReplicas: 1, Slots: slots.Count, Vectors: 1234, QPS: 56, P99Millis: 4}}))
 		got := getIndex(ctx, idx).Status
 		Expect(got.Vectors).To(Equal(int64(1234)))
 		Expect(got.QPS).To(Equal(int64(56)))

@@ -20,6 +20,7 @@ import (
 	"context"
 	"fmt"
 	"strconv"
+	"time"
 
 	appsv1 "k8s.io/api/apps/v1"
 	corev1 "k8s.io/api/core/v1"
@@ -41,11 +42,22 @@ const (
 	// shardGracePeriod covers draining requests, flushing the WAL and writing a snapshot
 	// on SIGTERM.
 	shardGracePeriod = 60
-	// startupFailures*startupPeriod bounds how long loading a snapshot and replaying the
-	// WAL may take before the kubelet restarts the pod: 10 minutes.
-	startupPeriod   = 5
-	startupFailures = 120
+	// startupBudget bounds how long loading a snapshot and replaying the WAL may take
+	// before the kubelet restarts the pod.
+	startupBudget = 10 * time.Minute
+	// startupPeriod and readyPeriod are short because they sit on the path from a load
+	// step to a new replica serving: the kubelet runs readiness probes only once the
+	// startup probe passed, and a replica that was still catching up at its first
+	// readiness probe waits a whole period for the next. Probing /healthz and /readyz
+	// once a second costs the shard server next to nothing. readyFailures*readyPeriod is
+	// how long a replica may fail before routers stop sending it queries.
+	startupPeriod = 1
+	readyPeriod   = 1
+	readyFailures = 5
 )
+
+// startupFailures is the startup probe's failure threshold that gives startupBudget.
+var startupFailures = int32(startupBudget / (startupPeriod * time.Second))
 
 // replicaBounds are the [replicas.min, replicas.max] of every shard, made sane for
 // objects that did not go through the API server's validation: at least the primary, and
@@ -259,7 +271,7 @@ func shardStatefulSet(idx *annv1alpha1.AnnIndex, k, replicas int32) *appsv1.Stat
 						Ports:           []corev1.ContainerPort{{Name: "http", ContainerPort: httpPort, Protocol: corev1.ProtocolTCP}},
 						Env:             podIdentityEnv(),
 						Resources:       ss.Resources,
-						ReadinessProbe:  httpProbe("/readyz", 5, 3),
+						ReadinessProbe:  httpProbe("/readyz", readyPeriod, readyFailures),
 						LivenessProbe:   httpProbe("/healthz", 10, 3),
 						StartupProbe:    httpProbe("/healthz", startupPeriod, startupFailures),
 						SecurityContext: containerSecurity(),
@@ -307,38 +319,35 @@ func (r *AnnIndexReconciler) observeShards(ctx context.Context, s *scope) (ctrl.
 	return ctrl.Result{}, nil
 }
 
-// decideReplicas decides the replica count of every shard of the routing table: what it
-// runs now within [replicas.min, replicas.max] with autoscaling on, replicas.min with it
-// off.
-func (r *AnnIndexReconciler) decideReplicas(_ context.Context, s *scope) (ctrl.Result, error) {
-	lo, hi := replicaBounds(s.index)
-	for k := int32(0); k < int32(s.table.Shards); k++ {
-		n := lo
-		if s.index.Spec.Autoscaling.Enabled {
-			n = min(max(runningReplicas(s.index, s.shardSets[k]), lo), hi)
-		}
-		s.replicas[k] = n
-	}
-	return ctrl.Result{}, nil
-}
-
-// applyShards applies the Service, StatefulSet (at the decided replica count) and
-// PodDisruptionBudget of every shard of the routing table.
+// applyShards applies the Service, StatefulSet and PodDisruptionBudget of every shard of
+// the routing table. The StatefulSet's replicas step toward the decided count (scaleStep:
+// a removal waits for its drain, asking to be called again).
 func (r *AnnIndexReconciler) applyShards(ctx context.Context, s *scope) (ctrl.Result, error) {
+	var res ctrl.Result
 	for k := int32(0); k < int32(s.table.Shards); k++ {
 		if err := r.apply(ctx, s.index, shardService(s.index, k)); err != nil {
-			return ctrl.Result{}, err
+			return res, err
 		}
-		sts := shardStatefulSet(s.index, k, s.replicas[k])
+		n, wait, err := r.scaleStep(ctx, s, k)
+		res = lowestNonZeroResult(res, wait)
+		if err != nil {
+			return res, err
+		}
+		from := runningReplicas(s.index, s.shardSets[k])
+		existed := s.shardSets[k] != nil
+		sts := shardStatefulSet(s.index, k, n)
 		if err := r.apply(ctx, s.index, sts); err != nil {
-			return ctrl.Result{}, err
+			return res, err
 		}
 		s.shardSets[k] = sts
+		if existed && n != from {
+			r.scaled(ctx, s, k, from, n)
+		}
 		if err := r.apply(ctx, s.index, shardPDB(s.index, k)); err != nil {
-			return ctrl.Result{}, err
+			return res, err
 		}
 	}
-	return ctrl.Result{}, nil
+	return res, nil
 }
 
 // primaryReadiness says, per shard, whether its primary (ordinal 0) is Ready and not

@@ -101,7 +101,8 @@ func TestMaxShardsMatchesSlots(t *testing.T) {
 }
 
 // TestDecideReplicas checks the replica count decided without load: replicas.min with
-// autoscaling off, else what the StatefulSet runs within [min, max]. Status plays no part,
+// autoscaling off, else what the StatefulSet runs, moving into [min, max] (down one
+// replica at a time). Status plays no part,
 // so an index whose status was lost keeps what its shards run.
 func TestDecideReplicas(t *testing.T) {
 	tests := []struct {
@@ -118,7 +119,7 @@ func TestDecideReplicas(t *testing.T) {
 		{"a lost status keeps what the StatefulSet runs", 2, 5, true, 4, 0, 4},
 		{"status does not override the StatefulSet", 2, 5, true, 3, 5, 3},
 		{"below min is raised", 2, 5, true, 1, 0, 2},
-		{"above max is clamped", 2, 5, true, 9, 0, 5},
+		{"above max steps down, one replica at a time", 2, 5, true, 9, 0, 8},
 		{"max below min never goes under min", 3, 1, true, 0, 0, 3},
 		{"zero min still runs the primary", 0, 0, false, 0, 0, 1},
 	}

@@ -19,6 +19,7 @@ package controllers
 import (
 	"cmp"
 	"fmt"
+	"math"
 	"slices"
 	"strings"
 
@@ -85,6 +86,14 @@ func shardStatuses(s *scope) []annv1alpha1.ShardStatus {
 		sh.Shard = k
 		sh.Replicas = ptr.Deref(sts.Spec.Replicas, 1)
 		sh.ReadyReplicas = sts.Status.ReadyReplicas
+		sh.DesiredReplicas = sh.Replicas
+		if n, ok := s.replicas[k]; ok {
+			sh.DesiredReplicas = n
+		}
+		sh.ObservedMetric = nil
+		if d, ok := s.scale[k]; ok && d.Known {
+			sh.ObservedMetric = ptr.To(int64(math.Round(d.Observed)))
+		}
 		if s.loadKnown {
 			l := s.load[k]
 			sh.Vectors, sh.QPS, sh.P99Millis = l.Vectors, l.QPS, l.P99Millis
@@ -167,6 +176,8 @@ func progressingCondition(s *scope) metav1.Condition {
 		}
 		if msg, dir := stsScaling(k, sts); dir != 0 {
 			scaling = append(scaling, msg)
+		} else if want := ptr.Deref(sts.Spec.Replicas, 1); sts.Status.ReadyReplicas < want {
+			scaling = append(scaling, fmt.Sprintf("shard %d: %d/%d replicas ready", k, sts.Status.ReadyReplicas, want))
 		}
 	}
 	if d := s.router; d != nil {
@@ -220,15 +231,35 @@ func degradedCondition(s *scope) metav1.Condition {
 	return condition(annv1alpha1.ConditionDegraded, metav1.ConditionFalse, annv1alpha1.ReasonAsExpected, "every shard and the router have all their replicas ready")
 }
 
-// scalingCondition: True while a shard's pod count differs from its desired count.
+// scalingCondition: True while a shard moves toward the replica count decided for it
+// (a replica drained, created, deleted, or not ready yet), with a message that names the
+// shard, the counts, and the metric against its target; False when every shard runs its
+// decided count, naming a shard an invariant or window holds back.
 func scalingCondition(s *scope) metav1.Condition {
-	var up, down []string
+	var up, down, held []string
 	for _, k := range sortedShards(s) {
-		switch msg, dir := stsScaling(k, s.shardSets[k]); {
-		case dir > 0:
+		sts := s.shardSets[k]
+		want, ok := s.replicas[k]
+		if !ok {
+			want = ptr.Deref(sts.Spec.Replicas, 1)
+		}
+		have := sts.Status.Replicas
+		spec := ptr.Deref(sts.Spec.Replicas, 1)
+		msg := fmt.Sprintf("shard %d: %d -> %d replicas, %s", k, have, want, scaleWhy(s, k))
+		if have == spec && spec == want {
+			msg = fmt.Sprintf("shard %d: %d/%d replicas ready, %s", k, sts.Status.ReadyReplicas, want, scaleWhy(s, k))
+		}
+		if d := s.draining[k]; d != "" {
+			msg += "; " + d
+		}
+		switch {
+		case want > have || (want == have && spec > have) || (want == spec && spec == have && sts.Status.ReadyReplicas < want):
 			up = append(up, msg)
-		case dir < 0:
+		case want < have || spec < have:
 			down = append(down, msg)
+		}
+		if d, ok := s.scale[k]; ok && d.Held != nil && d.Recommendation != d.Desired {
+			held = append(held, fmt.Sprintf("shard %d stays at %d replicas, not %d (%s)", k, d.Desired, d.Recommendation, d.Held.Name))
 		}
 	}
 	switch {
@@ -239,6 +270,9 @@ func scalingCondition(s *scope) metav1.Condition {
 	case !s.index.Spec.Autoscaling.Enabled:
 		return condition(annv1alpha1.ConditionScaling, metav1.ConditionFalse, annv1alpha1.ReasonAutoscalingDisabled,
 			fmt.Sprintf("autoscaling is off: every shard runs replicas.min (%d)", s.index.Spec.Replicas.Min))
+	case len(held) > 0:
+		return condition(annv1alpha1.ConditionScaling, metav1.ConditionFalse, annv1alpha1.ReasonStable,
+			"every shard runs its desired replicas; "+culprits(held))
 	}
 	return condition(annv1alpha1.ConditionScaling, metav1.ConditionFalse, annv1alpha1.ReasonStable, "every shard runs its desired replicas")
 }

@@ -99,13 +99,40 @@ func TestConditions(t *testing.T) {
 		{"a reshard pending", func(s *scope) { s.index.Spec.Shards = 3; s.index.Status.PendingShards = 3 }, progressingCondition,
 			want{"True", annv1alpha1.ReasonReshardPending, "spec.shards is 3 but the routing table has 2 shards: reshard pending"}},
 		{"scaling up", func(s *scope) { s.shardSets[0] = sts(3, 2, 2, true) }, scalingCondition,
-			want{"True", annv1alpha1.ReasonScalingUp, "shard 0: 2 -> 3 replicas"}},
+			want{"True", annv1alpha1.ReasonScalingUp, "shard 0: 2 -> 3 replicas, autoscaling is off: replicas.min is 2"}},
 		{"scaling down", func(s *scope) { s.shardSets[1] = sts(1, 2, 2, true) }, scalingCondition,
-			want{"True", annv1alpha1.ReasonScalingDown, "shard 1: 2 -> 1 replicas"}},
+			want{"True", annv1alpha1.ReasonScalingDown, "shard 1: 2 -> 1 replicas, autoscaling is off: replicas.min is 2"}},
 		{"autoscaling off", func(*scope) {}, scalingCondition,
 			want{"False", annv1alpha1.ReasonAutoscalingDisabled, "autoscaling is off: every shard runs replicas.min (2)"}},
 		{"autoscaling on and stable", func(s *scope) { s.index.Spec.Autoscaling.Enabled = true }, scalingCondition,
 			want{"False", annv1alpha1.ReasonStable, "every shard runs its desired replicas"}},
+		{"scaling up on load", func(s *scope) {
+			autoscaled(s, 1, scaleDecision{Current: 2, Desired: 3, Recommendation: 3, Observed: 212, Known: true})
+			s.shardSets[1] = sts(3, 2, 2, true)
+		}, scalingCondition,
+			want{"True", annv1alpha1.ReasonScalingUp, "shard 1: 2 -> 3 replicas, 212 QPS/replica > target 40"}},
+		{"a new replica not ready yet", func(s *scope) {
+			autoscaled(s, 1, scaleDecision{Current: 3, Desired: 3, Recommendation: 3, Observed: 150, Known: true})
+			s.shardSets[1] = sts(3, 3, 2, true)
+		}, scalingCondition,
+			want{"True", annv1alpha1.ReasonScalingUp, "shard 1: 2/3 replicas ready, 150 QPS/replica > target 40"}},
+		{"a new replica not ready yet keeps Progressing", func(s *scope) { s.shardSets[1] = sts(3, 3, 2, true) }, progressingCondition,
+			want{"True", annv1alpha1.ReasonScalingReplicas, "shard 1: 2/3 replicas ready"}},
+		{"draining before a scale-down", func(s *scope) {
+			autoscaled(s, 0, scaleDecision{Current: 2, Desired: 1, Recommendation: 1, Observed: 3, Known: true})
+			s.draining[0] = "draining products-shard-0-1: router r-a: still routes to products-shard-0-1"
+		}, scalingCondition,
+			want{"True", annv1alpha1.ReasonScalingDown,
+				"shard 0: 2 -> 1 replicas, 3 QPS/replica < target 40; draining products-shard-0-1: router r-a: still routes to products-shard-0-1"}},
+		{"held by an invariant", func(s *scope) {
+			autoscaled(s, 0, scaleDecision{Current: 2, Desired: 2, Recommendation: 1, Observed: 3, Known: true, Held: &ruleNotWhileMigrating})
+		}, scalingCondition,
+			want{"False", annv1alpha1.ReasonStable, "every shard runs its desired replicas; shard 0 stays at 2 replicas, not 1 (NotWhileMigrating)"}},
+		{"no load report", func(s *scope) {
+			autoscaled(s, 0, scaleDecision{Current: 2, Desired: 2, Recommendation: 2, Held: &ruleNoData})
+			s.shardSets[0] = sts(2, 2, 1, true)
+		}, scalingCondition,
+			want{"True", annv1alpha1.ReasonScalingUp, "shard 0: 1/2 replicas ready, no ready pod has a fresh load report"}},
 		{"no migration", func(*scope) {}, migratingCondition,
 			want{"False", annv1alpha1.ReasonNoMigration, "no slots are moving"}},
 		{"a migration in flight", func(s *scope) {
@@ -135,6 +162,13 @@ func TestConditions(t *testing.T) {
 	}
 }
 
+// autoscaled turns autoscaling on (QPSPerReplica, target 40) and records a decision for
+// shard k.
+func autoscaled(s *scope, k int32, d scaleDecision) {
+	s.index.Spec.Autoscaling = annv1alpha1.AutoscalingSpec{Enabled: true, Metric: annv1alpha1.AutoscalingQPSPerReplica, Target: 40}
+	s.scale[k], s.replicas[k] = d, d.Desired
+}
+
 func TestCulpritsBounded(t *testing.T) {
 	got := culprits([]string{"a", "b", "c", "d", "e"})
 	if want := "a; b; c; and 2 more"; got != want {
@@ -152,8 +186,8 @@ func TestSetStatus(t *testing.T) {
 		t.Fatalf("counters: pending %d epoch %d ready %d", st.PendingShards, st.RoutingEpoch, st.ReadyShards)
 	}
 	wantShards := []annv1alpha1.ShardStatus{
-		{Shard: 0, Replicas: 2, ReadyReplicas: 2, Slots: 2048},
-		{Shard: 1, Replicas: 2, ReadyReplicas: 2, Slots: 2048, Vectors: 500, QPS: 40, P99Millis: 3},
+		{Shard: 0, Replicas: 2, ReadyReplicas: 2, DesiredReplicas: 2, Slots: 2048},
+		{Shard: 1, Replicas: 2, ReadyReplicas: 2, DesiredReplicas: 2, Slots: 2048, Vectors: 500, QPS: 40, P99Millis: 3},
 	}
 	if len(st.Shards) != 2 || st.Shards[0] != wantShards[0] || st.Shards[1] != wantShards[1] {
 		t.Fatalf("shards = %+v, want %+v (load figures carried over)", st.Shards, wantShards)

@@ -41,7 +41,35 @@ limitations under the License.
 // kube-apiserver and etcd (envtest).
 //
 // The LoadCollector scrapes GET /v1/load of every ready shard pod every few seconds and
-// hands per-shard load (vectors, QPS, p99) to the reconciler for status.shards.
+// hands per-shard load (vectors, QPS, p99) to the reconciler for status.shards, and
+// per-pod load to the autoscaler.
+//
+// The autoscaler (annindex_autoscale.go, decideScale) is a pure function per shard, each
+// shard on its own, with the Kubernetes HPA's rules: desired = ceil(ready pods x
+// observed / target), nothing within a 10 % tolerance, clamped to [replicas.min,
+// replicas.max]. QPSPerReplica is the mean 10-second query rate of the ready pods,
+// CPUUtilization their CPU seconds rate over their CPU request; LatencyP99 is not
+// proportional: the worst pod's p99 over target adds one replica (once every pod is
+// ready), under half the target removes one. A pod not ready counts as 0 on a scale-up
+// and is left out of a scale-down; a ready pod without a fresh report counts as 0 on a
+// scale-up and as at-target on a scale-down; a decision that filled-in values would flip
+// is not taken; with no report at all nothing is decided. Scale-up goes to the lowest
+// recommendation over scaleUpStabilizationSeconds, scale-down to the highest over
+// scaleDownStabilizationSeconds (and only once this operator process has watched the
+// shard that long). Rate limits: up by at most +2 pods or +100 % per 30 s, down one
+// replica at a time, 15 s apart. Invariants, each a named rule with its reason: never the
+// primary, never below min, no scale-down while the shard migrates (status.migrations in
+// flight from or to it) or rolls out. The history the windows need lives in memory, as
+// the HPA's does; the count a decision starts from is the StatefulSet's.
+//
+// A scale-down never fails a query: the replica to go (the highest ordinal) gets the
+// annotation annshard.io/drain=true, routers stop choosing it, and the StatefulSet
+// shrinks only when every ready router reports it neither routes to the pod nor has a
+// request open to it (GET /v1/internal/router); until then the reconcile requeues. The
+// removed replica's volume is kept (whenScaled: Retain), so a replica added back later
+// catches up from the WAL. The decision shows in status.shards[k].desiredReplicas and
+// observedMetric, the Scaling condition, one event per change of a StatefulSet's
+// replicas, and the annshard_index_shard_autoscaler_* gauges.
 //
 // Concurrency: controller-runtime calls Reconcile from its workers, at most once at a time
 // per AnnIndex. A reconcile's state lives in a scope created per call; the reconciler

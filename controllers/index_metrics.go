@@ -57,15 +57,20 @@ var (
 	descReady    = prometheus.NewDesc("annshard_index_shard_replicas_ready", "Pods of the shard that pass their readiness probe.", metricShardLabels, nil)
 	descSlots    = prometheus.NewDesc("annshard_index_shard_slots", "Hash slots the routing table gives the shard.", metricShardLabels, nil)
 	descShardVec = prometheus.NewDesc("annshard_index_shard_vectors", "Vectors the shard's primary holds.", metricShardLabels, nil)
-	descMigr     = prometheus.NewDesc("annshard_index_migrations", "Slot migrations in status by phase.", append(metricIndexLabels[:2:2], "phase"), nil)
-	descCopied   = prometheus.NewDesc("annshard_index_migration_copied_records",
+	descDesired  = prometheus.NewDesc("annshard_index_shard_autoscaler_desired_replicas",
+		"Pods the autoscaler decided the shard moves toward (status.shards[k].desiredReplicas); above replicas_desired while a replica is drained.", metricShardLabels, nil)
+	descObserved = prometheus.NewDesc("annshard_index_shard_autoscaler_observed",
+		"The autoscaling metric the autoscaler last decided on (status.shards[k].observedMetric), labelled with the metric and its target; absent while no pod has a fresh load report.",
+		append(metricShardLabels[:3:3], "metric", "target"), nil)
+	descMigr   = prometheus.NewDesc("annshard_index_migrations", "Slot migrations in status by phase.", append(metricIndexLabels[:2:2], "phase"), nil)
+	descCopied = prometheus.NewDesc("annshard_index_migration_copied_records",
 		"Records copied so far by the migrations in flight, summed; its derivative is the copy rate.", metricIndexLabels, nil)
 )
 
 // Describe implements prometheus.Collector.
 func (m *IndexMetrics) Describe(ch chan<- *prometheus.Desc) {
 	for _, d := range []*prometheus.Desc{descVectors, descReadyShards, descShardsWanted, descEpoch, descCondition,
-		descReplicas, descReady, descSlots, descShardVec, descMigr, descCopied} {
+		descReplicas, descReady, descSlots, descShardVec, descDesired, descObserved, descMigr, descCopied} {
 		ch <- d
 	}
 }
@@ -106,6 +111,15 @@ func (m *IndexMetrics) Collect(ch chan<- prometheus.Metric) {
 			gauge(descReady, float64(sh.ReadyReplicas), ns, name, k)
 			gauge(descSlots, float64(sh.Slots), ns, name, k)
 			gauge(descShardVec, float64(sh.Vectors), ns, name, k)
+			desired := sh.DesiredReplicas
+			if desired == 0 { // a status written before the field existed
+				desired = sh.Replicas
+			}
+			gauge(descDesired, float64(desired), ns, name, k)
+			if sh.ObservedMetric != nil {
+				as := idx.Spec.Autoscaling
+				gauge(descObserved, float64(*sh.ObservedMetric), ns, name, k, string(as.Metric), strconv.Itoa(int(as.Target)))
+			}
 		}
 		byPhase := map[annv1alpha1.MigrationPhase]int{}
 		var copied int64

@@ -24,6 +24,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/testutil"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/runtime"
+	"k8s.io/utils/ptr"
 	"sigs.k8s.io/controller-runtime/pkg/client/fake"
 
 	annv1alpha1 "github.com/annshard/annshard/api/v1alpha1"
@@ -36,12 +37,13 @@ func TestIndexMetrics(t *testing.T) {
 	}
 	idx := &annv1alpha1.AnnIndex{
 		ObjectMeta: metav1.ObjectMeta{Name: "products", Namespace: "team-a"},
-		Spec:       annv1alpha1.AnnIndexSpec{Dimension: 8, Shards: 2},
+		Spec: annv1alpha1.AnnIndexSpec{Dimension: 8, Shards: 2,
+			Autoscaling: annv1alpha1.AutoscalingSpec{Enabled: true, Metric: annv1alpha1.AutoscalingQPSPerReplica, Target: 200}},
 		Status: annv1alpha1.AnnIndexStatus{
 			Vectors: 700, ReadyShards: 2, RoutingEpoch: 5,
 			Conditions: []metav1.Condition{{Type: "Available", Status: "True", Reason: "R", LastTransitionTime: metav1.Now()}},
 			Shards: []annv1alpha1.ShardStatus{
-				{Shard: 0, Replicas: 3, ReadyReplicas: 2, Slots: 2048, Vectors: 400},
+				{Shard: 0, Replicas: 3, ReadyReplicas: 2, DesiredReplicas: 4, ObservedMetric: ptr.To[int64](251), Slots: 2048, Vectors: 400},
 				{Shard: 1, Replicas: 1, ReadyReplicas: 1, Slots: 2048, Vectors: 300},
 			},
 			Migrations: []annv1alpha1.MigrationStatus{
@@ -59,6 +61,13 @@ func TestIndexMetrics(t *testing.T) {
 # TYPE annshard_index_shard_replicas_desired gauge
 annshard_index_shard_replicas_desired{annindex="products",annindex_namespace="team-a",shard="0"} 3
 annshard_index_shard_replicas_desired{annindex="products",annindex_namespace="team-a",shard="1"} 1
+# HELP annshard_index_shard_autoscaler_desired_replicas Pods the autoscaler decided the shard moves toward (status.shards[k].desiredReplicas); above replicas_desired while a replica is drained.
+# TYPE annshard_index_shard_autoscaler_desired_replicas gauge
+annshard_index_shard_autoscaler_desired_replicas{annindex="products",annindex_namespace="team-a",shard="0"} 4
+annshard_index_shard_autoscaler_desired_replicas{annindex="products",annindex_namespace="team-a",shard="1"} 1
+# HELP annshard_index_shard_autoscaler_observed The autoscaling metric the autoscaler last decided on (status.shards[k].observedMetric), labelled with the metric and its target; absent while no pod has a fresh load report.
+# TYPE annshard_index_shard_autoscaler_observed gauge
+annshard_index_shard_autoscaler_observed{annindex="products",annindex_namespace="team-a",metric="QPSPerReplica",shard="0",target="200"} 251
 # HELP annshard_index_shard_replicas_ready Pods of the shard that pass their readiness probe.
 # TYPE annshard_index_shard_replicas_ready gauge
 annshard_index_shard_replicas_ready{annindex="products",annindex_namespace="team-a",shard="0"} 2
@@ -73,6 +82,7 @@ annshard_index_condition{annindex="products",annindex_namespace="team-a",status=
 annshard_index_condition{annindex="products",annindex_namespace="team-a",status="Unknown",type="Available"} 0
 `
 	if err := testutil.CollectAndCompare(reg, strings.NewReader(want), "annshard_index_shard_replicas_desired",
+		"annshard_index_shard_autoscaler_desired_replicas", "annshard_index_shard_autoscaler_observed",
 		"annshard_index_shard_replicas_ready", "annshard_index_migration_copied_records", "annshard_index_condition"); err != nil {
 		t.Fatal(err)
 	}

@@ -40,9 +40,11 @@ import (
 
 // Defaults of the LoadCollector.
 const (
-	defaultLoadInterval    = 5 * time.Second
+	// defaultLoadInterval is short because a scrape sits on the path from a load step to
+	// the autoscaler's decision; a scrape is one small GET per ready shard pod.
+	defaultLoadInterval    = 2 * time.Second
 	defaultLoadTimeout     = 2 * time.Second
-	defaultLoadWindow      = 12 // one minute at the default interval
+	defaultLoadWindow      = 30 // one minute at the default interval
 	defaultLoadConcurrency = 8
 	// A pod whose newest report is older than staleIntervals scrape intervals no longer
 	// counts: it stopped answering, and its last figures would lie.
