@@ -17,10 +17,21 @@ import (
 
 const provisionedBy = "pv.kubernetes.io/provisioned-by"
 
-// watchClaims runs the provisioner of the local StorageClass: every claim of the
-// class gets a `pvc-<uid>` hostPath volume under <state>/pv with a claimRef, which
-// the PV controller then binds; a released volume of ours is deleted with its data
-// (reclaim policy Delete). Data outlives pods and StatefulSets, not claims.
+// selectedNode is the annotation the scheduler puts on a claim of a
+// WaitForFirstConsumer class once it has chosen the node of the claim's first pod.
+const selectedNode = "volume.kubernetes.io/selected-node"
+
+// watchClaims runs the provisioner of the local StorageClass: a claim of the class
+// gets a `pvc-<uid>` hostPath volume under <state>/pv with a claimRef, which the PV
+// controller then binds; a released volume of ours is deleted with its data (reclaim
+// policy Delete). Data outlives pods and StatefulSets, not claims.
+//
+// The class binds on the first consumer (WaitForFirstConsumer): a claim is provisioned
+// only once the scheduler has picked its pod's node and named it in the selected-node
+// annotation, and only by the agent of that node; the volume is pinned to the node.
+// With Immediate binding a StatefulSet's new pod and its new claim appear together,
+// the scheduler finds the claim unbound, marks the pod unschedulable and retries it
+// only after a back-off of up to minutes.
 // The informers' periodic resync retries whatever failed.
 func (a *Agent) watchClaims(f informers.SharedInformerFactory) {
 	ctx := context.Background()
@@ -43,7 +54,8 @@ func claimClass(pvc *corev1.PersistentVolumeClaim) string {
 
 func (a *Agent) provision(ctx context.Context, obj any) {
 	pvc, ok := obj.(*corev1.PersistentVolumeClaim)
-	if !ok || pvc.Spec.VolumeName != "" || pvc.DeletionTimestamp != nil || claimClass(pvc) != cluster.StorageClassName {
+	if !ok || pvc.Spec.VolumeName != "" || pvc.DeletionTimestamp != nil || claimClass(pvc) != cluster.StorageClassName ||
+		pvc.Annotations[selectedNode] != a.cfg.NodeName {
 		return
 	}
 	name := "pvc-" + string(pvc.UID)
@@ -70,6 +82,9 @@ func (a *Agent) provision(ctx context.Context, obj any) {
 			StorageClassName:              cluster.StorageClassName,
 			VolumeMode:                    pvc.Spec.VolumeMode,
 			PersistentVolumeSource:        corev1.PersistentVolumeSource{HostPath: &corev1.HostPathVolumeSource{Path: dir, Type: &dirType}},
+			NodeAffinity: &corev1.VolumeNodeAffinity{Required: &corev1.NodeSelector{NodeSelectorTerms: []corev1.NodeSelectorTerm{{
+				MatchExpressions: []corev1.NodeSelectorRequirement{{Key: corev1.LabelHostname, Operator: corev1.NodeSelectorOpIn, Values: []string{a.cfg.NodeName}}},
+			}}}},
 			ClaimRef: &corev1.ObjectReference{Kind: "PersistentVolumeClaim", APIVersion: "v1",
 				Namespace: pvc.Namespace, Name: pvc.Name, UID: pvc.UID},
 		},

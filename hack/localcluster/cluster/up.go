@@ -338,19 +338,35 @@ func httpOK(ctx context.Context, hc *http.Client, url string) error {
 	return nil
 }
 
-// ensureStorageClass creates the default StorageClass with Immediate binding, so a
-// claim binds (and a pod using it schedules) without waiting for a consumer.
+// ensureStorageClass creates the default StorageClass, binding on the first consumer:
+// the scheduler picks a new pod's node first and the agent of that node then provisions
+// its claim (see the agent's provisioner), so a StatefulSet's new pod schedules at once
+// instead of waiting out the scheduler's back-off on an unbound claim. A class left by
+// an older cluster with another binding mode is replaced (the field is immutable);
+// bound volumes do not depend on it.
 func ensureStorageClass(ctx context.Context, cs kubernetes.Interface) error {
-	immediate := storagev1.VolumeBindingImmediate
+	mode := storagev1.VolumeBindingWaitForFirstConsumer
 	reclaim := corev1.PersistentVolumeReclaimDelete
 	sc := &storagev1.StorageClass{
 		ObjectMeta: metav1.ObjectMeta{Name: StorageClassName, Annotations: map[string]string{
 			"storageclass.kubernetes.io/is-default-class": "true"}},
 		Provisioner:       Provisioner,
-		VolumeBindingMode: &immediate,
+		VolumeBindingMode: &mode,
 		ReclaimPolicy:     &reclaim,
 	}
-	_, err := cs.StorageV1().StorageClasses().Create(ctx, sc, metav1.CreateOptions{})
+	old, err := cs.StorageV1().StorageClasses().Get(ctx, StorageClassName, metav1.GetOptions{})
+	switch {
+	case err == nil && old.VolumeBindingMode != nil && *old.VolumeBindingMode == mode:
+		return nil
+	case err == nil:
+		if err := cs.StorageV1().StorageClasses().Delete(ctx, StorageClassName, metav1.DeleteOptions{
+			Preconditions: &metav1.Preconditions{UID: &old.UID}}); err != nil && !apierrors.IsNotFound(err) {
+			return fmt.Errorf("replacing StorageClass %s: %w", StorageClassName, err)
+		}
+	case !apierrors.IsNotFound(err):
+		return err
+	}
+	_, err = cs.StorageV1().StorageClasses().Create(ctx, sc, metav1.CreateOptions{})
 	if apierrors.IsAlreadyExists(err) {
 		return nil
 	}
