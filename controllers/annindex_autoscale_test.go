@@ -29,6 +29,9 @@ import (
 	"time"
 
 	corev1 "k8s.io/api/core/v1"
+	"k8s.io/apimachinery/pkg/api/resource"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/utils/ptr"
 	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/client"
@@ -375,5 +378,89 @@ func TestScaleStepDrains(t *testing.T) {
 	// Growing needs no drain.
 	if n, res, _ := step(5); n != 5 || res.RequeueAfter != 0 {
 		t.Fatalf("scale-up: replicas %d requeue %v", n, res.RequeueAfter)
+	}
+}
+
+// TestShardPodMetrics checks what the autoscaler sees of each pod for each metric: the
+// pod's own QPS, p99, or CPU rate over its request; not ready, deleting, missing and
+// unreported pods as such.
+func TestShardPodMetrics(t *testing.T) {
+	idx := testIndex()
+	s := newScope(idx)
+	withCPU := func(p *corev1.Pod, cores string) *corev1.Pod {
+		p.Spec.Containers[0].Resources.Requests = corev1.ResourceList{corev1.ResourceCPU: resource.MustParse(cores)}
+		return p
+	}
+	deleting := shardPod(1, 3, "127.0.0.9", 0, true)
+	deleting.DeletionTimestamp = &metav1.Time{Time: t0}
+	for _, p := range []*corev1.Pod{
+		withCPU(shardPod(1, 0, "127.0.0.9", 0, true), "500m"),
+		withCPU(shardPod(1, 1, "127.0.0.9", 0, false), "500m"),
+		shardPod(1, 2, "127.0.0.9", 0, true), // no CPU request
+		deleting,
+		// ordinal 4 has no pod yet; ordinal 5 is ready and never reported
+		shardPod(1, 5, "127.0.0.9", 0, true),
+	} {
+		s.shardPods[1] = append(s.shardPods[1], *p)
+	}
+	s.podLoad = map[string]podLoadSample{
+		"products-shard-1-0": {QPS: 120, P99Millis: 7, CPUCores: 0.25, HasCPU: true},
+		"products-shard-1-1": {QPS: 5, P99Millis: 2, CPUCores: 0.1, HasCPU: true},
+		"products-shard-1-2": {QPS: 80, P99Millis: 9, CPUCores: 0.3, HasCPU: true},
+		"products-shard-1-3": {QPS: 60, P99Millis: 3},
+	}
+	tests := []struct {
+		metric annv1alpha1.AutoscalingMetric
+		want   []podMetric
+	}{
+		{annv1alpha1.AutoscalingQPSPerReplica, []podMetric{ready(120), unready, ready(80), unready, unready, unsampled}},
+		{annv1alpha1.AutoscalingLatencyP99, []podMetric{ready(7), unready, ready(9), unready, unready, unsampled}},
+		{annv1alpha1.AutoscalingCPUUtilization, []podMetric{ready(50), unready, unsampled, unready, unready, unsampled}},
+	}
+	for _, tt := range tests {
+		t.Run(string(tt.metric), func(t *testing.T) {
+			s.index.Spec.Autoscaling.Metric = tt.metric
+			got := shardPodMetrics(s, 1, 6)
+			if len(got) != len(tt.want) {
+				t.Fatalf("%d pods, want %d", len(got), len(tt.want))
+			}
+			for i := range got {
+				if got[i] != tt.want[i] {
+					t.Errorf("ordinal %d: %+v, want %+v", i, got[i], tt.want[i])
+				}
+			}
+		})
+	}
+}
+
+// TestPodSamples checks the collector's per-pod view: the newest fresh report, the CPU
+// rate over the reports of the last cpuRateSpan, none across a restart, nothing stale.
+func TestPodSamples(t *testing.T) {
+	idx := types.NamespacedName{Namespace: "search", Name: "products"}
+	rep := func(qps, cpu float64) shardclient.LoadReport {
+		return shardclient.LoadReport{QPS10s: qps, CPUSeconds: cpu, LatencyP99Ms: 4}
+	}
+	c := &LoadCollector{Interval: 2 * time.Second}
+	c.pods = map[types.NamespacedName]*podLoad{
+		{Namespace: "search", Name: "a"}: {index: idx, samples: []loadSample{
+			{at: t0.Add(-30 * time.Second), report: rep(1, 0)}, // older than cpuRateSpan
+			{at: t0.Add(-10 * time.Second), report: rep(10, 100)},
+			{at: t0.Add(-1 * time.Second), report: rep(30, 104.5)},
+		}},
+		{Namespace: "search", Name: "restarted"}: {index: idx, samples: []loadSample{
+			{at: t0.Add(-4 * time.Second), report: rep(10, 100)},
+			{at: t0.Add(-1 * time.Second), report: rep(10, 1)},
+		}},
+		{Namespace: "search", Name: "stale"}: {index: idx, samples: []loadSample{{at: t0.Add(-time.Minute), report: rep(10, 1)}}},
+		{Namespace: "search", Name: "other"}: {index: types.NamespacedName{Namespace: "search", Name: "x"},
+			samples: []loadSample{{at: t0, report: rep(10, 1)}}},
+	}
+	got := c.podSamples(idx, t0)
+	want := map[string]podLoadSample{
+		"a":         {QPS: 30, P99Millis: 4, CPUCores: 0.5, HasCPU: true},
+		"restarted": {QPS: 10, P99Millis: 4},
+	}
+	if len(got) != len(want) || got["a"] != want["a"] || got["restarted"] != want["restarted"] {
+		t.Fatalf("podSamples = %+v\nwant %+v", got, want)
 	}
 }

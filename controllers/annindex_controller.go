@@ -158,10 +158,14 @@ type phase func(ctx context.Context, s *scope) (ctrl.Result, error)
 func (r *AnnIndexReconciler) Reconcile(ctx context.Context, req ctrl.Request) (_ ctrl.Result, reterr error) {
 	idx := &annv1alpha1.AnnIndex{}
 	if err := r.Get(ctx, req.NamespacedName, idx); err != nil {
+		if apierrors.IsNotFound(err) {
+			r.scaleMemory.forget(req.Namespace, req.Name)
+		}
 		return ctrl.Result{}, client.IgnoreNotFound(err)
 	}
 	if !idx.DeletionTimestamp.IsZero() {
 		// The garbage collector removes the owned objects; nothing to converge.
+		r.scaleMemory.forget(idx.Namespace, idx.Name)
 		return ctrl.Result{}, nil
 	}
 	s := newScope(idx)
