@@ -306,3 +306,41 @@ func TestImportCancelAndRules(t *testing.T) {
 		t.Fatalf("unfreeze: %+v, %v", got, err)
 	}
 }
+
+// TestAdoptNeverLosesAFreeze: tables adopted while a freeze lands keep it (the old
+// adoptTable read the frozen set, unlocked, then wrote it back over a freeze made in
+// between), and a stale table never undoes a newer epoch.
+func TestAdoptNeverLosesAFreeze(t *testing.T) {
+	s, _ := newTestServer(t, testConfig(t.TempDir()))
+	frozen := slots.Range(10, 19)
+	for round := range 40 {
+		base := uint64(round*10 + 1)
+		if err := s.slots.set(slots.All(), slots.Set{}, base); err != nil {
+			t.Fatal(err)
+		}
+		var wg sync.WaitGroup
+		var froze atomic.Bool
+		wg.Go(func() {
+			for e := base + 1; e < base+10; e++ {
+				if err := s.adoptTable(slots.Table{Epoch: e, Shards: 1}); err != nil {
+					t.Error(err)
+				}
+			}
+		})
+		wg.Go(func() {
+			for !froze.Load() {
+				if err := s.slots.freeze(frozen, s.slots.currentEpoch()); err == nil {
+					froze.Store(true)
+				}
+			}
+		})
+		wg.Wait()
+		st := s.slots.snapshot()
+		if st.Frozen != frozen.String() || st.Epoch != base+9 {
+			t.Fatalf("round %d: after the tables and a freeze: frozen %q epoch %d, want %q at %d", round, st.Frozen, st.Epoch, frozen.String(), base+9)
+		}
+		if err := s.adoptTable(slots.Table{Epoch: base, Shards: 1}); err != nil || s.slots.currentEpoch() != base+9 {
+			t.Fatalf("a stale table changed the epoch: %v", err)
+		}
+	}
+}

@@ -170,22 +170,27 @@ func (s *Server) handleImportCancel(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	set, _ := slots.ParseSet(st.Slots)
-	s.stopImports(func(j *importJob) bool { return j.status.ID == id })
-	// Importing slots take no client write, so nothing else writes to them meanwhile.
-	if _, _, err := s.store.Write(r.Context(), record{op: opDrop, drop: set}); err != nil {
-		writeError(w, err)
-		return
-	}
 	var out client.ImportStatus
-	err := s.slots.change(func() error {
-		j := s.slots.imports[id]
-		if j.status.Phase == client.ImportDone {
-			return &client.APIError{Code: client.CodeConflict, Message: "import " + id + " finished meanwhile"}
+	err := s.pauseImports(func(j *importJob) bool { return j.status.ID == id }, func() error {
+		// Importing slots take no client write, and the job is stopped: nothing else
+		// writes to them meanwhile. Slots a table gave this shard meanwhile (a Failed
+		// job) are its own now and stay. Tables wait for importMu, held here.
+		s.slots.mu.Lock()
+		drop := set.Minus(s.slots.owned)
+		s.slots.mu.Unlock()
+		if _, _, err := s.store.Write(r.Context(), record{op: opDrop, drop: drop}); err != nil {
+			return err
 		}
-		j.stopLocked(client.ImportCancelled, "cancelled; the partial copy was dropped")
-		s.slots.importing = s.slots.importing.Minus(j.set.Minus(s.slots.owned))
-		out = j.status
-		return nil
+		return s.slots.change(func() error {
+			j := s.slots.imports[id]
+			if j.status.Phase == client.ImportDone {
+				return &client.APIError{Code: client.CodeConflict, Message: "import " + id + " finished meanwhile"}
+			}
+			j.stopLocked(client.ImportCancelled, "cancelled; the partial copy was dropped")
+			s.slots.importing = s.slots.importing.Minus(j.set.Minus(s.slots.owned))
+			out = j.status
+			return nil
+		})
 	})
 	if err != nil {
 		writeError(w, err)
@@ -223,38 +228,40 @@ func (s *Server) handleImportFinish(w http.ResponseWriter, r *http.Request) {
 	}
 	// The job stops before the slots take writes: no older imported record may land
 	// after a new write.
-	s.stopImports(func(j *importJob) bool { return j.status.ID == id })
 	var out client.ImportStatus
-	err := s.slots.change(func() error {
-		sl := s.slots
-		j := sl.imports[id]
-		if j.status.Phase == client.ImportDone {
+	err := s.pauseImports(func(j *importJob) bool { return j.status.ID == id }, func() error {
+		return s.slots.change(func() error {
+			sl := s.slots
+			j := sl.imports[id]
+			if j.status.Phase == client.ImportDone {
+				out = j.status
+				return nil
+			}
+			if !j.active() {
+				return &client.APIError{Code: client.CodeConflict, Message: fmt.Sprintf("import %s is %s", id, j.status.Phase)}
+			}
+			if req.Epoch < sl.epoch && hasAny(j.set.Minus(sl.owned)) {
+				return &client.APIError{Code: client.CodeConflict, Epoch: sl.epoch,
+					Message: fmt.Sprintf("handover at epoch %d refused: the shard is at epoch %d", req.Epoch, sl.epoch)}
+			}
+			sl.owned = sl.owned.Union(j.set)
+			sl.epoch = max(sl.epoch, req.Epoch)
+			sl.finishOwnedLocked()
 			out = j.status
 			return nil
-		}
-		if req.Epoch < sl.epoch && hasAny(j.set.Minus(sl.owned)) {
-			return &client.APIError{Code: client.CodeConflict, Epoch: sl.epoch,
-				Message: fmt.Sprintf("handover at epoch %d refused: the shard is at epoch %d", req.Epoch, sl.epoch)}
-		}
-		sl.owned = sl.owned.Union(j.set)
-		sl.epoch = max(sl.epoch, req.Epoch)
-		sl.finishOwnedLocked()
-		out = j.status
-		return nil
+		})
 	})
 	if err != nil {
-		s.resumeImports()
 		writeError(w, err)
 		return
 	}
 	writeJSON(w, http.StatusOK, out)
 }
 
-// stopImports cancels the running goroutines of the jobs match selects and waits for
-// them; resumeImports starts them again if they are still active.
-func (s *Server) stopImports(match func(*importJob) bool) {
+// pauseImports stops the goroutines of the jobs match selects, waits for them, and runs
+// f while no job can be started; then starts again the jobs still active.
+func (s *Server) pauseImports(match func(*importJob) bool, f func() error) error {
 	s.importMu.Lock()
-	defer s.importMu.Unlock()
 	s.slots.mu.Lock()
 	var waits []chan struct{}
 	for _, j := range s.slots.imports {
@@ -268,11 +275,15 @@ func (s *Server) stopImports(match func(*importJob) bool) {
 	for _, w := range waits {
 		<-w
 	}
+	err := f()
+	s.importMu.Unlock()
+	s.resumeImports()
+	return err
 }
 
-// stopImportsOf stops the jobs that import any slot of set.
-func (s *Server) stopImportsOf(set slots.Set) {
-	s.stopImports(func(j *importJob) bool { return hasAny(j.set.Intersect(set)) })
+// overlapping selects the jobs that import any slot of set.
+func overlapping(set slots.Set) func(*importJob) bool {
+	return func(j *importJob) bool { return hasAny(j.set.Intersect(set)) }
 }
 
 // resumeImports starts a goroutine for every active job without one. Only a running

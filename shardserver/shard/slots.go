@@ -395,9 +395,7 @@ func (s *Server) adoptTable(tab slots.Table) error {
 	if tab.Epoch <= s.slots.currentEpoch() {
 		return nil
 	}
-	s.stopImportsOf(owned)
-	defer s.resumeImports()
-	return s.slots.adopt(owned, tab.Epoch)
+	return s.pauseImports(overlapping(owned), func() error { return s.slots.adopt(owned, tab.Epoch) })
 }
 
 func hasAny(set slots.Set) bool { return !set.IsEmpty() }
@@ -432,9 +430,7 @@ func (s *Server) handleSlotsSet(w http.ResponseWriter, r *http.Request) {
 		writeError(w, invalid("frozen: %v", err))
 		return
 	}
-	s.stopImportsOf(owned)
-	err = s.slots.set(owned, frozen, req.Epoch)
-	s.resumeImports()
+	err = s.pauseImports(overlapping(owned), func() error { return s.slots.set(owned, frozen, req.Epoch) })
 	if err != nil {
 		writeError(w, err)
 		return
