@@ -19,6 +19,7 @@ func sampleIndex(now time.Time) *annv1alpha1.AnnIndex {
 	idx := testIndex(128, annv1alpha1.MetricL2)
 	idx.Name, idx.Generation = "products", 3
 	idx.Spec.Shards = 2
+	idx.Spec.Autoscaling = annv1alpha1.AutoscalingSpec{Enabled: true, Metric: annv1alpha1.AutoscalingQPSPerReplica, Target: 40}
 	ago := metav1.NewTime(now.Add(-5 * time.Minute))
 	idx.Status = annv1alpha1.AnnIndexStatus{
 		ObservedGeneration: 3, RoutingEpoch: 4, ReadyShards: 2, Vectors: 5000, QPS: 42,
@@ -27,8 +28,9 @@ func sampleIndex(now time.Time) *annv1alpha1.AnnIndex {
 			{Type: "Available", Status: "True", Reason: "AllShardsServing", Message: "every shard has a ready primary", LastTransitionTime: ago},
 		},
 		Shards: []annv1alpha1.ShardStatus{
-			{Shard: 0, Replicas: 2, ReadyReplicas: 2, Slots: 2048, Vectors: 2500, QPS: 30, P99Millis: 3},
-			{Shard: 1, Replicas: 2, ReadyReplicas: 1, Slots: 2048, Vectors: 2500, QPS: 12, P99Millis: 120},
+			{Shard: 0, Replicas: 2, ReadyReplicas: 2, DesiredReplicas: 2, Slots: 2048, Vectors: 2500, QPS: 30, P99Millis: 3},
+			// Scaling up: the StatefulSet runs 2, the autoscaler wants 3.
+			{Shard: 1, Replicas: 2, ReadyReplicas: 1, DesiredReplicas: 3, ObservedMetric: ptr.To[int64](212), Slots: 2048, Vectors: 2500, QPS: 12, P99Millis: 120},
 		},
 		Migrations: []annv1alpha1.MigrationStatus{
 			{ID: "m1", FromShard: 0, ToShard: 1, Slots: "0-255", Phase: annv1alpha1.MigrationCopying, Copied: 1200},
@@ -51,7 +53,9 @@ func TestStatusTable(t *testing.T) {
 		"AnnIndex ns/products: 2/2 shards ready, dimension 128, L2, 5000 vectors, 42 QPS, routing epoch 4\n",
 		// Available first, then Degraded, whatever the order in status.
 		"CONDITION   STATUS   REASON             AGE   MESSAGE\nAvailable   True     AllShardsServing   5m    every shard has a ready primary\nDegraded    True",
-		"SHARD   READY/DESIRED   SLOTS   VECTORS   QPS   P99     REPL LAG\n0       2/2             2048    2500      30    3.0ms   0\n1       1/2             2048    2500      12    120ms   ?\n",
+		"SHARD   READY/DESIRED   SLOTS   VECTORS   QPS   P99     REPL LAG   AUTOSCALER\n" +
+			"0       2/2             2048    2500      30    3.0ms   0          -\n" +
+			"1       1/3             2048    2500      12    120ms   ?          212 QPS/replica, target 40; 2 -> 3 replicas\n",
 		// Only migrations in flight.
 		"MIGRATION   FROM   TO    SLOTS   PHASE     COPIED   MESSAGE\nm1          0      1     0-255   Copying   1200     \n",
 	}
@@ -77,7 +81,7 @@ func TestStatusTable(t *testing.T) {
 			shardLines = append(shardLines, l)
 		}
 	}
-	if len(shardLines) != 2 || !strings.Contains(shardLines[0], colGreen+"2/2"+colReset) || !strings.Contains(shardLines[1], colYellow+"1/2"+colReset) {
+	if len(shardLines) != 2 || !strings.Contains(shardLines[0], colGreen+"2/2"+colReset) || !strings.Contains(shardLines[1], colYellow+"1/3"+colReset) {
 		t.Fatalf("coloured shard rows: %q", shardLines)
 	}
 	if strings.Index(shardLines[0], "2048") != strings.Index(shardLines[1], "2048") {
@@ -102,7 +106,7 @@ func TestStatusJSON(t *testing.T) {
 	if err := printData(&b, "json", rep); err != nil {
 		t.Fatal(err)
 	}
-	for _, w := range []string{`"readyReplicas": 1`, `"phase": "Copying"`, `"type": "Available"`} {
+	for _, w := range []string{`"readyReplicas": 1`, `"desiredReplicas": 3`, `"observedMetric": "212 QPS/replica, target 40"`, `"phase": "Copying"`, `"type": "Available"`} {
 		if !strings.Contains(b.String(), w) {
 			t.Errorf("json lacks %s:\n%s", w, b.String())
 		}

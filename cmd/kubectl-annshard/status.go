@@ -6,6 +6,7 @@ import (
 	"io"
 	"slices"
 	"strconv"
+	"strings"
 	"time"
 
 	"github.com/spf13/cobra"
@@ -23,14 +24,15 @@ func newStatusCmd(g *globalOptions) *cobra.Command {
 		Short: "Conditions, shards and migrations of an index, in one screen",
 		Long: `status shows whether an index is healthy and what it is doing: its conditions, then one row per
 shard (replicas ready/desired, hash slots, vectors, queries per second, p99 latency, replication
-lag) and one row per slot migration in flight (phase, progress, rate).
+lag, the autoscaler's last observation and any change of replicas in progress) and one row per
+slot migration in flight (phase, progress, rate).
 
 Replicas, slots, vectors, QPS and p99 come from the index's status, which the operator updates
 every few seconds; the replication lag is read live from the shard pods (the largest lag of a
 shard's replicas, in WAL records). Colours are used only on a terminal (NO_COLOR turns them off).`,
 		Example: `  kubectl annshard status products
   kubectl annshard status products -n search -o yaml
-  kubectl annshard status products -o json | jq '.shards[] | select(.readyReplicas < .replicas)'`,
+  kubectl annshard status products -o json | jq '.shards[] | select(.readyReplicas < .desiredReplicas)'`,
 		Args: exactArgs(1, "the index name"),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			if err := checkOutput(output); err != nil {
@@ -83,14 +85,20 @@ type conditionRow struct {
 }
 
 type shardRow struct {
-	Shard         int32   `json:"shard"`
-	Replicas      int32   `json:"replicas"`
-	ReadyReplicas int32   `json:"readyReplicas"`
-	Slots         int32   `json:"slots"`
-	Vectors       int64   `json:"vectors"`
-	QPS           int64   `json:"qps"`
-	P99Millis     int64   `json:"p99Millis"`
-	LagRecords    *uint64 `json:"replicationLagRecords,omitempty"`
+	Shard         int32 `json:"shard"`
+	Replicas      int32 `json:"replicas"`
+	ReadyReplicas int32 `json:"readyReplicas"`
+	// DesiredReplicas is the count the operator moves the shard toward (the autoscaler's
+	// decision); it differs from Replicas while a replica is added or drained.
+	DesiredReplicas int32 `json:"desiredReplicas"`
+	// ObservedMetric is the autoscaling metric the operator last decided on, with its unit
+	// and target ("212 QPS/replica, target 40"); empty with autoscaling off or no sample.
+	ObservedMetric string  `json:"observedMetric,omitempty"`
+	Slots          int32   `json:"slots"`
+	Vectors        int64   `json:"vectors"`
+	QPS            int64   `json:"qps"`
+	P99Millis      int64   `json:"p99Millis"`
+	LagRecords     *uint64 `json:"replicationLagRecords,omitempty"`
 }
 
 type migrationRow struct {
@@ -143,6 +151,19 @@ func loadReports(ctx context.Context, s *session, pods []corev1.Pod) (map[string
 	return loads, errs
 }
 
+// observedMetric names the autoscaler's last observation of a shard with its unit and target.
+func observedMetric(a annv1alpha1.AutoscalingSpec, v *int64) string {
+	if !a.Enabled || v == nil {
+		return ""
+	}
+	unit := map[annv1alpha1.AutoscalingMetric]string{
+		annv1alpha1.AutoscalingQPSPerReplica:  " QPS/replica",
+		annv1alpha1.AutoscalingCPUUtilization: "% CPU",
+		annv1alpha1.AutoscalingLatencyP99:     "ms p99",
+	}[a.Metric]
+	return fmt.Sprintf("%d%s, target %d", *v, unit, a.Target)
+}
+
 func statusFromIndex(idx *annv1alpha1.AnnIndex, now time.Time) *statusReport {
 	st := idx.Status
 	rep := &statusReport{
@@ -170,7 +191,12 @@ func statusFromIndex(idx *annv1alpha1.AnnIndex, now time.Time) *statusReport {
 			Message: c.Message, LastTransitionTime: c.LastTransitionTime.Time})
 	}
 	for _, sh := range st.Shards {
+		desired := sh.DesiredReplicas
+		if desired == 0 { // written by an operator from before the autoscaler
+			desired = sh.Replicas
+		}
 		rep.ShardRows = append(rep.ShardRows, shardRow{Shard: sh.Shard, Replicas: sh.Replicas, ReadyReplicas: sh.ReadyReplicas,
+			DesiredReplicas: desired, ObservedMetric: observedMetric(idx.Spec.Autoscaling, sh.ObservedMetric),
 			Slots: sh.Slots, Vectors: sh.Vectors, QPS: sh.QPS, P99Millis: sh.P99Millis})
 	}
 	for _, m := range st.Migrations {
@@ -231,21 +257,28 @@ func (r *statusReport) print(w io.Writer, st style) error {
 	if len(r.ShardRows) == 0 {
 		fmt.Fprintln(w, "No shards observed yet.")
 	} else {
-		t := newTable(w, "SHARD", "READY/DESIRED", "SLOTS", "VECTORS", "QPS", "P99", "REPL LAG")
+		t := newTable(w, "SHARD", "READY/DESIRED", "SLOTS", "VECTORS", "QPS", "P99", "REPL LAG", "AUTOSCALER")
 		for _, sh := range r.ShardRows {
 			colour := colGreen
 			switch {
 			case sh.ReadyReplicas == 0:
 				colour = colRed
-			case sh.ReadyReplicas < sh.Replicas:
+			case sh.ReadyReplicas < sh.DesiredReplicas:
 				colour = colYellow
+			}
+			scaler := sh.ObservedMetric
+			if sh.Replicas != sh.DesiredReplicas {
+				scaler = strings.TrimPrefix(fmt.Sprintf("%s; %d -> %d replicas", scaler, sh.Replicas, sh.DesiredReplicas), "; ")
+			}
+			if scaler == "" {
+				scaler = "-"
 			}
 			lag := "?"
 			if sh.LagRecords != nil {
 				lag = strconv.FormatUint(*sh.LagRecords, 10)
 			}
-			t.row(sh.Shard, st.paint(colour, fmt.Sprintf("%d/%d", sh.ReadyReplicas, sh.Replicas)), sh.Slots,
-				sh.Vectors, sh.QPS, fmtMillis(float64(sh.P99Millis)), lag)
+			t.row(sh.Shard, st.paint(colour, fmt.Sprintf("%d/%d", sh.ReadyReplicas, sh.DesiredReplicas)), sh.Slots,
+				sh.Vectors, sh.QPS, fmtMillis(float64(sh.P99Millis)), lag, scaler)
 		}
 		if err := t.flush(); err != nil {
 			return err
