@@ -462,6 +462,21 @@ func (m *autoscaleMemory) changed(k shardKey, now time.Time, from, to int32) {
 	h.Changes = append(prune(h.Changes, now), timedReplicas{At: now, From: from, Replicas: to})
 }
 
+// lastGrown is when the shard's replicas were last raised by this process; zero if never.
+func (m *autoscaleMemory) lastGrown(k shardKey) time.Time {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	var at time.Time
+	if h := m.shards[k]; h != nil {
+		for _, c := range h.Changes {
+			if c.Replicas > c.From && c.At.After(at) {
+				at = c.At
+			}
+		}
+	}
+	return at
+}
+
 // forget drops the histories of an index (deleted, or autoscaling turned off).
 func (m *autoscaleMemory) forget(namespace, index string) {
 	m.mu.Lock()
@@ -616,6 +631,9 @@ func (r *AnnIndexReconciler) decideReplicas(_ context.Context, s *scope) (ctrl.R
 			Now:       now,
 		})
 		r.scaleMemory.recommended(key, now, d.Recommendation)
+		if at := r.scaleMemory.lastGrown(key); !at.IsZero() && now.Sub(at) < startupBudget {
+			s.grown[k] = true
+		}
 		s.scale[k] = d
 		s.replicas[k] = d.Desired
 		res = lowestNonZeroResult(res, ctrl.Result{RequeueAfter: d.Recheck})

@@ -292,6 +292,13 @@ func TestAutoscaleMemory(t *testing.T) {
 	if len(h.Recommendations) != 1 || h.Recommendations[0].Replicas != 3 || len(h.Changes) != 1 {
 		t.Fatalf("history = %+v, want the one recent recommendation and change", h)
 	}
+	if got := m.lastGrown(k); !got.Equal(t0) {
+		t.Fatalf("lastGrown = %v, want %v", got, t0)
+	}
+	m.changed(k, t0.Add(time.Second), 3, 2)
+	if got := m.lastGrown(k); !got.Equal(t0) {
+		t.Fatalf("a scale-down is not growth: lastGrown = %v", got)
+	}
 	m.forget("ns", "idx")
 	if h := m.history(k, t0.Add(time.Minute)); !h.Since.Equal(t0.Add(time.Minute)) {
 		t.Fatalf("after forget, history starts again: %+v", h)

@@ -110,6 +110,9 @@ type scope struct {
 	// scale is the autoscaler's decision for each shard it decided for (autoscaling on,
 	// StatefulSet present).
 	scale map[int32]scaleDecision
+	// grown says which shards the autoscaler grew within the startup budget: their pods
+	// not ready yet are replicas coming up, shown by Scaling, not only by Degraded.
+	grown map[int32]bool
 
 	// Applied.
 
@@ -131,6 +134,7 @@ func newScope(idx *annv1alpha1.AnnIndex) *scope {
 		primaryReady: map[int32]bool{},
 		replicas:     map[int32]int32{},
 		scale:        map[int32]scaleDecision{},
+		grown:        map[int32]bool{},
 		draining:     map[int32]string{},
 	}
 }

@@ -232,7 +232,8 @@ func degradedCondition(s *scope) metav1.Condition {
 }
 
 // scalingCondition: True while a shard moves toward the replica count decided for it
-// (a replica drained, created, deleted, or not ready yet), with a message that names the
+// (a replica drained, created, deleted, or, after the autoscaler grew the shard, not
+// ready yet; a pod that fails later is Degraded's business), with a message that names the
 // shard, the counts, and the metric against its target; False when every shard runs its
 // decided count, naming a shard an invariant or window holds back.
 func scalingCondition(s *scope) metav1.Condition {
@@ -253,7 +254,7 @@ func scalingCondition(s *scope) metav1.Condition {
 			msg += "; " + d
 		}
 		switch {
-		case want > have || (want == have && spec > have) || (want == spec && spec == have && sts.Status.ReadyReplicas < want):
+		case want > have || (want == have && spec > have) || (s.grown[k] && want == spec && spec == have && sts.Status.ReadyReplicas < want):
 			up = append(up, msg)
 		case want < have || spec < have:
 			down = append(down, msg)

@@ -114,8 +114,14 @@ func TestConditions(t *testing.T) {
 		{"a new replica not ready yet", func(s *scope) {
 			autoscaled(s, 1, scaleDecision{Current: 3, Desired: 3, Recommendation: 3, Observed: 150, Known: true})
 			s.shardSets[1] = sts(3, 3, 2, true)
+			s.grown[1] = true
 		}, scalingCondition,
 			want{"True", annv1alpha1.ReasonScalingUp, "shard 1: 2/3 replicas ready, 150 QPS/replica > target 40"}},
+		{"a replica that fails is not scaling", func(s *scope) {
+			autoscaled(s, 1, scaleDecision{Current: 3, Desired: 3, Recommendation: 3, Observed: 30, Known: true})
+			s.shardSets[1] = sts(3, 3, 2, true)
+		}, scalingCondition,
+			want{"False", annv1alpha1.ReasonStable, "every shard runs its desired replicas"}},
 		{"a new replica not ready yet keeps Progressing", func(s *scope) { s.shardSets[1] = sts(3, 3, 2, true) }, progressingCondition,
 			want{"True", annv1alpha1.ReasonScalingReplicas, "shard 1: 2/3 replicas ready"}},
 		{"draining before a scale-down", func(s *scope) {
@@ -131,6 +137,7 @@ func TestConditions(t *testing.T) {
 		{"no load report", func(s *scope) {
 			autoscaled(s, 0, scaleDecision{Current: 2, Desired: 2, Recommendation: 2, Held: &ruleNoData})
 			s.shardSets[0] = sts(2, 2, 1, true)
+			s.grown[0] = true
 		}, scalingCondition,
 			want{"True", annv1alpha1.ReasonScalingUp, "shard 0: 1/2 replicas ready, no ready pod has a fresh load report"}},
 		{"no migration", func(*scope) {}, migratingCondition,
