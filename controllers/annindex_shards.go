@@ -94,8 +94,14 @@ type shardPodConfig struct {
 
 func shardConfigHash(idx *annv1alpha1.AnnIndex) string {
 	ss := idx.Spec.ShardServer
+	h := idx.Spec.HNSW
+	if h.Quantization == annv1alpha1.QuantizationNone {
+		// The default, hashed as the field's absence: indexes made before the field
+		// existed keep their hash and do not roll.
+		h.Quantization = ""
+	}
 	return configHash(shardPodConfig{
-		Dimension: idx.Spec.Dimension, Metric: idx.Spec.Metric, HNSW: idx.Spec.HNSW,
+		Dimension: idx.Spec.Dimension, Metric: idx.Spec.Metric, HNSW: h,
 		Image: ss.Image, PullPolicy: ss.ImagePullPolicy, WALSync: ss.WALSync,
 		Resources: ss.Resources, Scheduling: ss.Scheduling,
 	})
@@ -106,7 +112,7 @@ func shardConfigHash(idx *annv1alpha1.AnnIndex) string {
 // tells it its ordinal (0 is the primary) and lets a replica find the primary's pod.
 func shardArgs(idx *annv1alpha1.AnnIndex, k int32) []string {
 	h := idx.Spec.HNSW
-	return []string{
+	args := []string{
 		listenArg(),
 		"--data-dir=" + dataDir,
 		"--dimension=" + strconv.Itoa(int(idx.Spec.Dimension)),
@@ -121,6 +127,12 @@ func shardArgs(idx *annv1alpha1.AnnIndex, k int32) []string {
 		"--shard-index=" + strconv.Itoa(int(k)),
 		"--pod-name=$(POD_NAME)",
 	}
+	if q := h.Quantization; q != "" && q != annv1alpha1.QuantizationNone {
+		// Only when set: None is the shard's default, and pods of indexes that do not
+		// quantize keep the arguments they had.
+		args = append(args, "--quantization="+string(q))
+	}
+	return args
 }
 
 // listenArg binds the pod's own IP rather than every address: pods that share one network

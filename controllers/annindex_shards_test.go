@@ -167,6 +167,8 @@ func TestShardConfigHashRolls(t *testing.T) {
 		{"nodeSelector", func(i *annv1alpha1.AnnIndex) {
 			i.Spec.ShardServer.Scheduling.NodeSelector = map[string]string{"a": "b"}
 		}, true},
+		{"quantization Int8", func(i *annv1alpha1.AnnIndex) { i.Spec.HNSW.Quantization = annv1alpha1.QuantizationInt8 }, true},
+		{"quantization None (the default)", func(i *annv1alpha1.AnnIndex) { i.Spec.HNSW.Quantization = annv1alpha1.QuantizationNone }, false},
 		{"replicas", func(i *annv1alpha1.AnnIndex) { i.Spec.Replicas.Min = 3 }, false},
 		{"router policy", func(i *annv1alpha1.AnnIndex) { i.Spec.Router.LoadBalancing = annv1alpha1.LoadBalancingRoundRobin }, false},
 	}
@@ -179,6 +181,17 @@ func TestShardConfigHashRolls(t *testing.T) {
 				t.Fatalf("hash changed = %v, want %v", got != base, tt.rolls)
 			}
 		})
+	}
+}
+
+func TestShardArgsQuantization(t *testing.T) {
+	idx := testIndex()
+	if args := shardArgs(idx, 0); slices.ContainsFunc(args, func(a string) bool { return strings.HasPrefix(a, "--quantization") }) {
+		t.Fatalf("default index passes %v", args)
+	}
+	idx.Spec.HNSW.Quantization = annv1alpha1.QuantizationInt8
+	if args := shardArgs(idx, 0); !slices.Contains(args, "--quantization=Int8") {
+		t.Fatalf("Int8 index passes %v", args)
 	}
 }
 

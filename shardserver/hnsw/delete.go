@@ -210,14 +210,14 @@ func (x *Index) repair(s *searcher, id uint32, l int) {
 	mu.Lock()
 	x.preserveLinks(s, id)
 	n := int(w[base]) // stable: writers hold the lock
-	v := s.vecOf(x, id)
+	x.from(s, &s.fn, id)
 	s.newEpoch(int(x.nslots.Load()))
 	s.visit(id)
 	kept := s.kept[:0]
 	for i := 1; i <= n; i++ {
 		if nb := w[base+i]; !dead(nb) {
 			s.visit(nb)
-			kept = append(kept, pair{x.dist(v, s.vecOf(x, nb)), nb})
+			kept = append(kept, pair{x.distTo(s, &s.fn, nb), nb})
 		}
 	}
 	live := len(kept)
@@ -232,7 +232,7 @@ func (x *Index) repair(s *searcher, id uint32, l int) {
 		dw, db := x.listOf(s, nb, l)
 		for j := 1; j <= min(int(atomic.LoadUint32(&dw[db])), maxM); j++ {
 			if c := atomic.LoadUint32(&dw[db+j]); !dead(c) && !s.visit(c) {
-				cands = append(cands, pair{x.dist(v, s.vecOf(x, c)), c})
+				cands = append(cands, pair{x.distTo(s, &s.fn, c), c})
 			}
 		}
 	}

@@ -7,6 +7,8 @@ import "golang.org/x/sys/cpu"
 var (
 	useAVX2   = cpu.X86.HasAVX2 && cpu.X86.HasFMA
 	useAVX512 = cpu.X86.HasAVX512F && cpu.X86.HasAVX512VL && useAVX2
+	// The 512-bit Int8 kernel widens bytes to words in zmm registers: AVX512BW.
+	useAVX512BW = useAVX512 && cpu.X86.HasAVX512BW
 )
 
 // Assembly kernels in distance_amd64.s. They read len(a) elements of both slices;
@@ -38,3 +40,11 @@ func l2PfAVX2(a, b []float32, next *float32) float32
 
 //go:noescape
 func dotPfAVX2(a, b []float32, next *float32) float32
+
+// Int8 kernels in quant_amd64.s: len(u) a multiple of 32, len(c) >= len(u).
+
+//go:noescape
+func dotU8I16AVX2(c []byte, u []int16) int64
+
+//go:noescape
+func dotU8I16AVX512(c []byte, u []int16) int64

@@ -5,8 +5,9 @@ package hnsw
 // Other architectures use the scalar kernels; these constants let the compiler drop
 // the SIMD branches and the stubs below are never called.
 const (
-	useAVX2   = false
-	useAVX512 = false
+	useAVX2     = false
+	useAVX512   = false
+	useAVX512BW = false
 )
 
 func l2AVX2(a, b []float32) float32    { return l2Scalar(a, b) }
@@ -20,3 +21,6 @@ func prefetchLines(p *float32, n int)                   {}
 
 func l2PfAVX2(a, b []float32, next *float32) float32  { return l2Scalar(a, b) }
 func dotPfAVX2(a, b []float32, next *float32) float32 { return dotScalar(a, b) }
+
+func dotU8I16AVX2(c []byte, u []int16) int64   { return dotU8I16Scalar(c, u) }
+func dotU8I16AVX512(c []byte, u []int16) int64 { return dotU8I16Scalar(c, u) }

@@ -20,6 +20,22 @@
 // Freeze hold up Add and Delete only for the moment an image starts: the image is
 // then written while they go on, and still describes that one moment (see Image).
 //
+// Config.Quantization = Int8 stores one byte per dimension in the node blocks instead
+// of float32s, with a per-dimension offset and scale learned from the data (relearned
+// at 32, 128, 512, 2048 and 8192 vectors if the data drifted, and at every snapshot
+// after that: an index loaded from the snapshot uses the new ones). The graph is built
+// and walked on the codes with integer SIMD kernels (AVX2, and AVX-512BW where CPUID
+// has it; a portable kernel elsewhere, all exactly equal). A query stays float32: its
+// distance to a node is an integer dot product of the codes with the query scaled to
+// int16 plus per-node sums, so only the stored side is rounded to 8 bits. The float32
+// vectors are kept in an unlinked file (Config.VectorDir; mapped on Linux, pread
+// elsewhere) that the page cache holds, not the Go heap: Get, WriteTo and, with
+// Config.Rerank, the exact re-ranking of each search's ef candidates read them there,
+// so Get and snapshots are always exact and re-ranked results carry float32
+// distances. A snapshot holds float32 vectors under either setting, so ReadWith loads
+// it under the other one too. A retrain holds off searches and writes for the moment
+// it re-encodes (at most 8192 vectors).
+//
 // A SearchOptions.Filter runs on the searching goroutine during the walk; it must
 // not call mutating methods of the same Index.
 package hnsw

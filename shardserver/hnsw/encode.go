@@ -16,10 +16,11 @@ import (
 	"unsafe"
 )
 
-// File format, version 1, little-endian:
+// File format, version 2, little-endian:
 //
 //	magic "ANNSHNSW", u32 version
 //	u32 dim, u32 metric, u32 M, u32 efConstruction, u32 efSearch, i64 seed
+//	u32 quantization (0 None, 1 Int8); under Int8: dim x f32 offset, dim x f32 scale
 //	u32 slots, u64 entry point ((level+1)<<32 | id, 0 when empty)
 //	per node: u32 flags (0 or deleted), u64 key, u32 level,
 //	          per layer 0..level: u32 count, count x u32 ids;
@@ -29,10 +30,14 @@ import (
 // Free slots are left out and the nodes renumbered densely, so every node in a
 // file costs at least its vector in bytes: Read never allocates much more than it
 // has read. Tombstones are kept and links keep their order, so a loaded index has
-// the same graph and returns the very same results.
+// the same graph and returns the very same results. Vectors are always written as
+// float32, so a file loads under either quantization (ReadWith); an Int8 index loaded
+// under Int8 encodes them with the offsets and scales of the file, which WriteTo
+// relearns from the data seen when it drifted. Version 1 is version 2 without the
+// quantization field (None), and still read.
 const (
 	magic         = "ANNSHNSW"
-	formatVersion = 1
+	formatVersion = 2
 )
 
 var castagnoli = crc32.MakeTable(crc32.Castagnoli)
@@ -55,9 +60,10 @@ var castagnoli = crc32.MakeTable(crc32.Castagnoli)
 // of the image's progress, each dropped once written.
 type Image struct {
 	x    *Index
-	n    uint32   // slots allocated at the moment
-	ep   uint64   // entry point at the moment
-	undo []uint32 // bit per slot < n: tombstoned after the moment
+	n    uint32       // slots allocated at the moment
+	ep   uint64       // entry point at the moment
+	qp   *quantParams // Int8: the parameters to write, relearned if the data drifted
+	undo []uint32     // bit per slot < n: tombstoned after the moment
 	next atomic.Uint32
 
 	savedMu sync.Mutex
@@ -75,6 +81,9 @@ func (x *Index) Freeze(atomically func()) *Image {
 	x.structMu.Lock()
 	n := x.nslots.Load()
 	img := &Image{x: x, n: n, ep: x.ep.Load(), undo: make([]uint32, (n+31)/32), saved: map[uint32][]uint32{}}
+	if x.quant {
+		img.qp = x.relearned()
+	}
 	x.img.Store(img)
 	if atomically != nil {
 		atomically()
@@ -196,6 +205,15 @@ func (img *Image) WriteTo(w io.Writer) (int64, error) {
 	e.u32(uint32(x.cfg.EfConstruction))
 	e.u32(uint32(x.cfg.EfSearch))
 	e.u64(uint64(x.cfg.Seed))
+	if img.qp != nil {
+		e.u32(uint32(Int8))
+		e.buf = appendFloats(e.buf, img.qp.off)
+		e.buf = appendFloats(e.buf, img.qp.scale)
+	} else {
+		// An Int8 index with no vector yet has nothing to learn from: None, which
+		// loads the same (empty) under either setting.
+		e.u32(uint32(NoQuantization))
+	}
 	s := x.getSearcher()
 	defer x.putSearcher(s)
 	n := img.n
@@ -218,6 +236,10 @@ func (img *Image) WriteTo(w io.Writer) (int64, error) {
 	}
 	e.u64(ep)
 	var lists []uint32
+	var vec []float32
+	if x.quant {
+		vec = make([]float32, x.dim)
+	}
 	for id := range n {
 		if renum[id] == unused {
 			img.next.Store(id + 1)
@@ -244,7 +266,15 @@ func (img *Image) WriteTo(w io.Writer) (int64, error) {
 			}
 			i += 1 + cnt
 		}
-		e.buf = appendFloats(e.buf, s.vecOf(x, id))
+		if x.quant {
+			v, err := x.vf.vector(id, vec)
+			if err != nil {
+				return e.n, fmt.Errorf("write index: %w", err)
+			}
+			e.buf = appendFloats(e.buf, v)
+		} else {
+			e.buf = appendFloats(e.buf, s.vecOf(x, id))
+		}
 		if len(e.buf) >= encodeBlock {
 			e.flush()
 		}
@@ -340,14 +370,34 @@ func corrupt(format string, args ...any) error {
 // is allocated as data arrives, so a forged header cannot make it allocate much
 // more than the input holds.
 func Read(r io.Reader) (*Index, error) {
-	x, err := read(r)
+	x, err := read(r, nil)
 	if err != nil {
 		return nil, fmt.Errorf("read index: %w", err)
 	}
 	return x, nil
 }
 
-func read(r io.Reader) (*Index, error) {
+// ReadOptions are the settings of a loaded index that its file does not fix.
+type ReadOptions struct {
+	// Quantization of the loaded index, whatever the file's: a file holds float32
+	// vectors, and the graph is kept as written.
+	Quantization Quantization
+	// Rerank and VectorDir as in Config.
+	Rerank    bool
+	VectorDir string
+}
+
+// ReadWith is Read with the given options, instead of the file's quantization (and
+// no re-ranking, the system's temporary directory).
+func ReadWith(r io.Reader, o ReadOptions) (*Index, error) {
+	x, err := read(r, &o)
+	if err != nil {
+		return nil, fmt.Errorf("read index: %w", err)
+	}
+	return x, nil
+}
+
+func read(r io.Reader, o *ReadOptions) (x *Index, err error) {
 	d := &decoder{r: bufio.NewReaderSize(r, decodeBuffer), crc: crc32.New(castagnoli)}
 	mg := d.take(len(magic))
 	if d.err != nil {
@@ -356,21 +406,67 @@ func read(r io.Reader) (*Index, error) {
 	if string(mg) != magic {
 		return nil, corrupt("bad magic %q", mg)
 	}
-	if v := d.u32(); d.err == nil && v != formatVersion {
-		return nil, corrupt("unsupported version %d", v)
+	version := d.u32()
+	if d.err == nil && version != 1 && version != formatVersion {
+		return nil, corrupt("unsupported version %d", version)
 	}
 	dim, metric, m, efc, efs := d.u32(), d.u32(), d.u32(), d.u32(), d.u32()
 	seed := int64(d.u64())
+	var fileQuant uint32
+	if version >= 2 {
+		fileQuant = d.u32()
+	}
+	if d.err != nil {
+		return nil, d.err
+	}
+	if metric >= uint32(len(metricNames)) || efc > 1<<20 || efs > 1<<20 || efc == 0 || efs == 0 || seed == 0 ||
+		fileQuant >= uint32(len(quantNames)) || dim == 0 || dim > MaxDim {
+		return nil, corrupt("bad header")
+	}
+	var fileParams *quantParams
+	if Quantization(fileQuant) == Int8 {
+		fileParams = &quantParams{off: make([]float32, dim), scale: make([]float32, dim)}
+		for _, p := range [][]float32{fileParams.off, fileParams.scale} {
+			b := d.take(4 * int(dim))
+			if b == nil {
+				return nil, d.err
+			}
+			for i := range p {
+				p[i] = math.Float32frombits(binary.LittleEndian.Uint32(b[4*i:]))
+				if p[i]-p[i] != 0 {
+					return nil, corrupt("NaN or Inf in the quantization parameters")
+				}
+			}
+		}
+		for _, sc := range fileParams.scale {
+			if sc < 0 {
+				return nil, corrupt("negative quantization scale")
+			}
+		}
+	}
 	nslots, ep := d.u32(), d.u64()
 	if d.err != nil {
 		return nil, d.err
 	}
-	if metric >= uint32(len(metricNames)) || efc > 1<<20 || efs > 1<<20 || efc == 0 || efs == 0 || seed == 0 {
-		return nil, corrupt("bad header")
+	cfg := Config{Dim: int(dim), Metric: Metric(metric), M: int(m), EfConstruction: int(efc), EfSearch: int(efs), Seed: seed,
+		Quantization: Quantization(fileQuant)}
+	if o != nil {
+		cfg.Quantization, cfg.Rerank, cfg.VectorDir = o.Quantization, o.Rerank, o.VectorDir
 	}
-	x, err := New(Config{Dim: int(dim), Metric: Metric(metric), M: int(m), EfConstruction: int(efc), EfSearch: int(efs), Seed: seed})
-	if err != nil {
-		return nil, corrupt("bad config: %v", err)
+	if x, err = New(cfg); err != nil {
+		if errors.Is(err, ErrConfig) {
+			return nil, corrupt("bad config: %v", err)
+		}
+		return nil, err
+	}
+	made := x
+	defer func() {
+		if err != nil {
+			made.Close() // its vector file, under Int8
+		}
+	}()
+	if x.quant && fileParams != nil {
+		x.qp.Store(fileParams)
 	}
 	if x.cfg.EfConstruction != int(efc) {
 		return nil, corrupt("efConstruction %d below M %d", efc, m)
@@ -428,8 +524,16 @@ func read(r io.Reader) (*Index, error) {
 				return nil, corrupt("slot %d: NaN or Inf", id)
 			}
 		}
+		if x.quant {
+			x.observe(vec)
+		}
 		if got := x.allocSlot(key, vec, int(level), flags); got != id {
 			return nil, corrupt("slot %d allocated as %d", id, got) // cannot happen: slots are sequential
+		}
+		if x.quant {
+			if err := x.vf.write(id, vec); err != nil {
+				return nil, err
+			}
 		}
 		s.refresh(x)
 		off = 16
@@ -469,6 +573,16 @@ func read(r io.Reader) (*Index, error) {
 	}
 	if err := x.checkGraph(s, ep); err != nil {
 		return nil, err
+	}
+	if x.quant {
+		x.adds.Store(int64(nslots))
+		if fileParams == nil && nslots > 0 {
+			// Encoded so far with what the first vectors gave: learn from them all.
+			lo, hi := x.observed()
+			if err := x.reencode(learnParams(lo, hi)); err != nil {
+				return nil, err
+			}
+		}
 	}
 	x.live.Store(live)
 	x.deleted.Store(deleted)

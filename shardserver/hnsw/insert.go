@@ -22,6 +22,11 @@ func (x *Index) Add(key uint64, vec []float32) error {
 	if err != nil {
 		return err
 	}
+	if x.quant && isRetrainPoint(x.adds.Add(1)) {
+		if err := x.maybeRetrain(); err != nil {
+			return fmt.Errorf("add key %d: %w", key, err)
+		}
+	}
 	if upsert {
 		x.maybeVacuum()
 	}
@@ -52,7 +57,19 @@ func (x *Index) add(key uint64, vec []float32) (upsert bool, err error) {
 		flags = flagPending
 	}
 	level := x.randomLevel()
+	if x.quant {
+		if err := x.vf.err(); err != nil {
+			return false, fmt.Errorf("add key %d: %w", key, err)
+		}
+		x.observe(v)
+	}
 	id := x.allocSlot(key, v, level, flags)
+	if x.quant {
+		if err := x.vf.write(id, v); err != nil {
+			x.releaseSlot(id)
+			return false, fmt.Errorf("add key %d: %w", key, err)
+		}
+	}
 	x.insert(s, id, v, level)
 
 	x.keysMu.Lock()
@@ -107,7 +124,10 @@ func (x *Index) insertFrom(s *searcher, id uint32, v []float32, level int) bool 
 	}
 	top := int(e>>32) - 1
 	epID := uint32(e)
-	ep := pair{x.dist(v, s.vecOf(x, epID)), epID}
+	if x.quant {
+		x.prepare(&s.pq, x.qp.Load(), v)
+	}
+	ep := pair{x.distQuery(s, v, epID), epID}
 	for l := top; l > level; l-- {
 		ep = x.greedy(s, v, ep, l)
 	}
@@ -166,10 +186,12 @@ func (x *Index) heuristic(s *searcher, cands []pair, m int, kept []pair) []pair 
 		if len(kept) >= m {
 			break
 		}
-		cv := s.vecOf(x, c.id)
+		if len(kept) > 0 {
+			x.from(s, &s.fc, c.id)
+		}
 		good := true
 		for _, r := range kept {
-			if x.dist(cv, s.vecOf(x, r.id)) < c.d {
+			if x.distTo(s, &s.fc, r.id) < c.d {
 				good = false
 				break
 			}
@@ -202,12 +224,12 @@ func (x *Index) setLinks(s *searcher, id uint32, l, maxM int, links []pair) {
 	defer mu.Unlock()
 	w, base := x.listOf(s, id, l)
 	if n := int(w[base]); n > 0 {
-		v := s.vecOf(x, id)
+		x.from(s, &s.fn, id)
 		merged := append(s.back[:0], links...)
 		for i := 1; i <= n; i++ {
 			o := w[base+i]
 			if !slices.ContainsFunc(merged, func(p pair) bool { return p.id == o }) {
-				merged = append(merged, pair{x.dist(v, s.vecOf(x, o)), o})
+				merged = append(merged, pair{x.distTo(s, &s.fn, o), o})
 			}
 		}
 		s.back = merged
@@ -251,9 +273,9 @@ func (x *Index) addBackLink(s *searcher, nb, id uint32, l, maxM int) {
 		atomic.StoreUint32(&w[base], uint32(n+1))
 		return
 	}
-	nv := s.vecOf(x, nb)
+	x.from(s, &s.fn, nb)
 	cands := s.out[:0]
-	cands = append(cands, pair{x.dist(nv, s.vecOf(x, id)), id})
+	cands = append(cands, pair{x.distTo(s, &s.fn, id), id})
 	for i := 1; i <= n; i++ {
 		o := w[base+i]
 		// Tombstones give up their place: new nodes never link to them, so a
@@ -261,7 +283,7 @@ func (x *Index) addBackLink(s *searcher, nb, id uint32, l, maxM int) {
 		if s.flagsOf(x, o)&flagDeleted != 0 {
 			continue
 		}
-		cands = append(cands, pair{x.dist(nv, s.vecOf(x, o)), o})
+		cands = append(cands, pair{x.distTo(s, &s.fn, o), o})
 	}
 	sortPairs(cands)
 	kept := x.heuristic(s, cands, maxM, s.tmp[:0])

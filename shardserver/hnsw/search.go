@@ -5,6 +5,7 @@ import (
 	"math"
 	"runtime"
 	"sync/atomic"
+	"unsafe"
 )
 
 // searcher is the per-goroutine scratch of a search or an insert, recycled through
@@ -22,6 +23,10 @@ type searcher struct {
 	kept  []pair
 	back  []pair
 	batch []uint32
+
+	pq     qquery   // the walk's query, prepared for Int8
+	fc, fn fromNode // distances from a candidate (heuristic) and from a node (links)
+	fv     []float32
 }
 
 func (x *Index) getSearcher() *searcher {
@@ -109,6 +114,9 @@ func (x *Index) dist(q, v []float32) float32 {
 // greedy walks layer l from ep to a local minimum of the distance to q: the
 // ef=1 descent through the upper layers.
 func (x *Index) greedy(s *searcher, q []float32, ep pair, l int) pair {
+	if x.quant {
+		return x.greedyQ(s, ep, l)
+	}
 	for changed := true; changed; {
 		changed = false
 		off, uw := s.upperOf(x, ep.id)
@@ -159,6 +167,10 @@ func (x *Index) searchLayer(s *searcher, q []float32, ep pair, ef, l int, mode i
 		lb = ep.d
 	}
 	s.cand.push(ep)
+	if x.quant {
+		x.walkQ(s, ef, l, mode, filter, lb)
+		return
+	}
 	stride, vecOff, dim := x.stride, x.vecOff, x.dim
 	lines := (dim*4 + 63) / 64
 	for len(s.cand) > 0 {
@@ -268,7 +280,10 @@ func (x *Index) SearchInto(dst []Result, q []float32, k int, o SearchOptions) ([
 	ef = max(ef, k)
 
 	side := x.enter()
-	defer x.exit(side)
+	defer func() { x.exit(side) }()
+	if x.quant {
+		side = x.waitQuant(side) // a retrain rewrites the codes: not under a walk
+	}
 	s.refresh(x) // after enter: every slot reachable from here stays intact
 	inflight := x.upsertIn.Load()
 	seq := x.upsertN.Load()
@@ -279,12 +294,23 @@ func (x *Index) SearchInto(dst []Result, q []float32, k int, o SearchOptions) ([
 	}
 	top := int(e>>32) - 1
 	epID := uint32(e)
-	ep := pair{x.dist(q, s.vecOf(x, epID)), epID}
+	if x.quant {
+		if err := x.vf.err(); err != nil {
+			return dst, fmt.Errorf("search: %w", err)
+		}
+		x.prepare(&s.pq, x.qp.Load(), q)
+	}
+	ep := pair{x.distQuery(s, q, epID), epID}
 	for l := top; l > 0; l-- {
 		ep = x.greedy(s, q, ep, l)
 	}
 	x.searchLayer(s, q, ep, ef, 0, collectLive, o.Filter)
 	s.out = s.res.drainAscending(s.out)
+	if x.quant && x.rerank.Load() {
+		if err := x.rerankExact(s, q); err != nil {
+			return dst, fmt.Errorf("search: %w", err)
+		}
+	}
 
 	// An upsert briefly shows a key under both its old and its new node; drop the
 	// second copy when one may have overlapped this search.
@@ -296,6 +322,9 @@ func (x *Index) SearchInto(dst []Result, q []float32, k int, o SearchOptions) ([
 		key := x.keyIn(s.tbl, p.id)
 		if dedupe && containsKey(dst, key) {
 			continue
+		}
+		if p.d < 0 && x.quant && !x.dotMetric {
+			p.d = 0 // rounding of |q|^2 + |x|^2 - 2 dot; a squared distance is not negative
 		}
 		dst = append(dst, Result{Key: key, Distance: p.d})
 	}
@@ -334,4 +363,104 @@ func (x *Index) waitReaders() {
 	for spins := 0; x.readers[old&1].n.Load() != 0; spins++ {
 		runtime.Gosched()
 	}
+}
+
+// greedyQ is greedy on Int8 codes, from the prepared query s.pq.
+func (x *Index) greedyQ(s *searcher, ep pair, l int) pair {
+	for changed := true; changed; {
+		changed = false
+		off, uw := s.upperOf(x, ep.id)
+		base := int(off&(upperChunkWords-1)) + (l-1)*x.upStr
+		n := min(int(atomic.LoadUint32(&uw[base])), x.m)
+		for i := 1; i <= n; i++ {
+			nb := atomic.LoadUint32(&uw[base+i])
+			if d := x.qdist(s, &s.pq, nb); d < ep.d {
+				ep = pair{d, nb}
+				changed = true
+			}
+		}
+	}
+	return ep
+}
+
+// walkQ is the loop of searchLayer on Int8 codes, from the prepared query s.pq; the
+// caller has seeded s.cand, s.res and lb. It is a copy of the float32 loop, not one loop
+// with a branch per neighbour: that loop is the hottest code of the package, and its
+// float32 form must not pay for this one.
+func (x *Index) walkQ(s *searcher, ef, l int, mode int, filter func(uint64) bool, lb float32) {
+	stride, vecOff, codeLen := x.stride, x.vecOff, x.codeLen
+	lines := codeLen / 64
+	for len(s.cand) > 0 {
+		c := s.cand.pop()
+		if c.d > lb && len(s.res) >= ef {
+			break
+		}
+		var w []uint32
+		var base, n int
+		if l == 0 {
+			w = s.chunkOf(x, c.id).words
+			base = int(c.id&chunkMask) * stride
+			n = min(int(atomic.LoadUint32(&w[base])), x.m0)
+		} else {
+			var off uint32
+			off, w = s.upperOf(x, c.id)
+			base = int(off&(upperChunkWords-1)) + (l-1)*x.upStr
+			n = min(int(atomic.LoadUint32(&w[base])), x.m)
+		}
+		batch := s.batch[:0]
+		for i := 1; i <= n; i++ {
+			if nb := atomic.LoadUint32(&w[base+i]); !s.visit(nb) {
+				batch = append(batch, nb)
+			}
+		}
+		s.batch = batch
+		if usePrefetch {
+			// The codes of a node are a few lines: fetch those of the whole batch
+			// ahead, as they are scored one after another.
+			for _, nb := range batch {
+				nc := s.chunkOf(x, nb)
+				prefetchLines((*float32)(unsafe.Pointer(&nc.codes[(int(nb&chunkMask)*stride+vecOff)*4])), lines)
+			}
+		}
+		for _, nb := range batch {
+			nc := s.chunkOf(x, nb)
+			nbase := int(nb&chunkMask) * stride
+			cb := (nbase + vecOff) * 4
+			dot := s.pq.qo + s.pq.alpha*float32(dotU8I16(nc.codes[cb:cb+codeLen:cb+codeLen], s.pq.u))
+			var d float32
+			if x.dotMetric {
+				d = 1 - dot
+			} else {
+				d = s.pq.qq + math.Float32frombits(nc.words[nbase+x.normOff]) - 2*dot
+			}
+			if len(s.res) < ef || d < lb {
+				s.cand.push(pair{d, nb})
+				if x.collectable(s, nb, mode, filter) {
+					s.res.push(pair{d, nb})
+					if len(s.res) > ef {
+						s.res.pop()
+					}
+					lb = s.res[0].d
+				}
+			}
+		}
+	}
+}
+
+// rerankExact replaces the Int8 distances of s.out, the walk's candidates, by exact
+// float32 distances of the vectors in the vector file, and sorts them again. The
+// vectors are read in place (mapped) where the platform allows.
+func (x *Index) rerankExact(s *searcher, q []float32) error {
+	if cap(s.fv) < x.dim {
+		s.fv = make([]float32, x.dim)
+	}
+	for i, p := range s.out {
+		v, err := x.vf.vector(p.id, s.fv)
+		if err != nil {
+			return err
+		}
+		s.out[i].d = x.dist(q, v)
+	}
+	sortPairs(s.out)
+	return nil
 }

@@ -26,6 +26,11 @@ type Config struct {
 	EfConstruction int
 	EfSearch       int
 	Seed           int64
+	// Quantization is how the HNSW graph stores vectors (None or Int8; Int8 keeps the
+	// float32 vectors in a file in DataDir, through the page cache). Rerank re-ranks an
+	// Int8 search's candidates by their exact float32 distances.
+	Quantization hnsw.Quantization
+	Rerank       bool
 
 	WALSync         wal.SyncMode
 	WALSyncInterval time.Duration
@@ -84,12 +89,15 @@ func parseFlags(args []string, env func(string) string, out io.Writer) (Config, 
 	var (
 		c                          Config
 		metric, walSync, tokenFile string
+		quantization               string
 		podName, service, primary  string
 	)
 	fs.StringVar(&c.Listen, "listen", ":8080", "address to serve the HTTP API on")
 	fs.StringVar(&c.DataDir, "data-dir", "/data", "directory of the WAL and snapshots (a persistent volume)")
 	fs.IntVar(&c.Dimension, "dimension", 0, "vector dimension (required; fixed for the life of the data)")
 	fs.StringVar(&metric, "metric", "L2", "distance: L2, Cosine or InnerProduct")
+	fs.StringVar(&quantization, "quantization", "None", "how the graph stores vectors: None (float32) or Int8 (a third of the memory; float32 vectors in a file in --data-dir)")
+	fs.BoolVar(&c.Rerank, "rerank", true, "with --quantization=Int8: re-rank each search's candidates by exact float32 distance (exact results and distances)")
 	fs.IntVar(&c.M, "m", 16, "HNSW links per node (layer 0 gets 2*m)")
 	fs.IntVar(&c.EfConstruction, "ef-construction", 200, "HNSW candidate list size while inserting")
 	fs.IntVar(&c.EfSearch, "ef-search", 64, "default HNSW candidate list size of a search (a request's ef overrides it)")
@@ -143,6 +151,9 @@ func parseFlags(args []string, env func(string) string, out io.Writer) (Config, 
 	var err error
 	if c.Metric, err = hnsw.ParseMetric(metric); err != nil {
 		return Config{}, fmt.Errorf("--metric: %w", err)
+	}
+	if c.Quantization, err = hnsw.ParseQuantization(quantization); err != nil {
+		return Config{}, fmt.Errorf("--quantization: %w", err)
 	}
 	if c.WALSync, err = wal.ParseSyncMode(walSync); err != nil {
 		return Config{}, fmt.Errorf("--wal-sync: %w", err)

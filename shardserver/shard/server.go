@@ -57,7 +57,8 @@ func New(cfg Config) (*Server, error) {
 	store, err := OpenStore(StoreConfig{
 		DataDir: cfg.DataDir,
 		Index: hnsw.Config{Dim: cfg.Dimension, Metric: cfg.Metric, M: cfg.M,
-			EfConstruction: cfg.EfConstruction, EfSearch: cfg.EfSearch, Seed: cfg.Seed},
+			EfConstruction: cfg.EfConstruction, EfSearch: cfg.EfSearch, Seed: cfg.Seed,
+			Quantization: cfg.Quantization, Rerank: cfg.Rerank, VectorDir: cfg.DataDir},
 		WAL: wal.Options{Sync: cfg.WALSync, SyncInterval: cfg.WALSyncInterval, SegmentBytes: cfg.SegmentBytes},
 	})
 	if err != nil {

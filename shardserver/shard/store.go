@@ -1266,7 +1266,9 @@ func readIndex(br *bufio.Reader, cfg hnsw.Config, nextKey uint64) (*hnsw.Index, 
 		}
 		puts = append(puts, tailPut{key: key, raw: vec})
 	}
-	idx, err := hnsw.Read(br)
+	// The configured quantization wins over the snapshot's: a changed setting takes
+	// effect on the next start (a snapshot holds float32 vectors either way).
+	idx, err := hnsw.ReadWith(br, hnsw.ReadOptions{Quantization: cfg.Quantization, Rerank: cfg.Rerank, VectorDir: cfg.VectorDir})
 	if err != nil {
 		return nil, nil, fmt.Errorf("reading index: %w", err)
 	}
@@ -1276,9 +1278,11 @@ func readIndex(br *bufio.Reader, cfg hnsw.Config, nextKey uint64) (*hnsw.Index, 
 		if err == nil {
 			err = fmt.Errorf("%w: trailing bytes after the index", hnsw.ErrCorrupt)
 		}
+		idx.Close()
 		return nil, nil, fmt.Errorf("reading snapshot end: %w", err)
 	}
 	if got := idx.Config(); got.Dim != cfg.Dim || got.Metric != cfg.Metric {
+		idx.Close()
 		return nil, nil, fmt.Errorf("snapshot holds dimension %d %s, configured %d %s: %w",
 			got.Dim, got.Metric, cfg.Dim, cfg.Metric, hnsw.ErrDimension)
 	}

@@ -6,7 +6,8 @@
 //	annbench -base B.fvecs -query Q.fvecs [-gt G.ivecs] -k 10 -m 16 -efc 200 -ef 10,20,40,80 [-threads N] [-json]
 //	annbench -gen n,dim,clusters,seed [-nq 1000] ...
 //
-// plus -metric L2|InnerProduct|Cosine. Files are TEXMEX: .fvecs (float32), .bvecs (uint8)
+// plus -metric L2|InnerProduct|Cosine, and -quant int8 [-rerank] to compare quantized
+// search with float32 in one run. Files are TEXMEX: .fvecs (float32), .bvecs (uint8)
 // and .ivecs (ground-truth ids, at least k per query); without -gt the ground truth is
 // computed exactly by brute force on all threads.
 //
@@ -17,6 +18,13 @@
 //	{"build":{"seconds1":..,"secondsAll":..,"bytesPerVector":..}}
 //	{"ef":..,"recall":..,"qps1":..,"qpsAll":..,"p50us":..,"p99us":..}   (one per ef)
 //	{"bruteQps1":..}
+//
+// With -quant int8 there is a build line per index and an ef line per index (and per
+// re-ranking setting) and ef, each naming it; qps1Cpu is qps1 per CPU-second of the
+// process (user + system), steadier than the wall-clock rate on a shared machine:
+//
+//	{"build":{"seconds1":..,"secondsAll":..,"bytesPerVector":..,"quant":"float32"|"int8"}}
+//	{"ef":..,"recall":..,"qps1":..,"qpsAll":..,"p50us":..,"p99us":..,"quant":..,"rerank":..,"qps1Cpu":..}
 //
 // # What is measured
 //
@@ -29,6 +37,15 @@
 // scan of the base by one goroutine, over as many queries as fit in a second. The
 // distances are those of the index: squared L2, and 1 - dot for InnerProduct and for
 // Cosine (on normalised vectors).
+//
+// # Quantized search
+//
+// -quant int8 builds a second index with hnsw.Int8 (one byte per dimension in the graph,
+// float32 vectors in a file mapped through the page cache) after the float32 one, and
+// sweeps the ef values over float32, int8, and with -rerank int8 with exact float32
+// re-ranking of the candidates, all in one run, so the ratios compare like with like.
+// bytesPerVector is the index's MemoryBytes: for int8 it leaves out the float32 vector
+// file, which the kernel keeps in (and evicts from) the page cache.
 //
 // # Concurrency
 //

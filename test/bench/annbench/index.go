@@ -9,6 +9,7 @@ type indexParams struct {
 	efSearch       int
 	seed           int64
 	capacity       int
+	int8           bool // Int8 quantization
 }
 
 // annIndex is the small surface the benchmark drives. It keeps run.go independent of the
@@ -31,6 +32,19 @@ type searcher interface {
 	// Search appends the keys of the k nearest vectors found with beam width ef to
 	// keys[:0], nearest first, and returns the slice.
 	Search(keys []uint64, q []float32, k, ef int) ([]uint64, error)
+}
+
+// reranker is an index that can re-rank its candidates exactly (int8 with float32
+// vectors beside it); the benchmark turns it on and off between sweeps.
+type reranker interface {
+	SetRerank(on bool)
+}
+
+// closeIndex releases what an index holds outside the Go heap, if anything.
+func closeIndex(idx annIndex) {
+	if c, ok := idx.(interface{ Close() error }); ok {
+		_ = c.Close()
+	}
 }
 
 // indexFactory builds an empty index. The command uses newHNSW; it is a config field so that

@@ -30,7 +30,12 @@ func newHNSW(p indexParams) (annIndex, error) {
 	if err != nil {
 		return nil, err
 	}
+	q := hnsw.NoQuantization
+	if p.int8 {
+		q = hnsw.Int8
+	}
 	x, err := hnsw.New(hnsw.Config{
+		Quantization:   q,
 		Dim:            p.dim,
 		Metric:         m,
 		M:              p.m,

@@ -67,6 +67,8 @@ func parseFlags(args []string, usageOut io.Writer) (*config, error) {
 	threads := fs.Int("threads", 0, "goroutines for the parallel build, all-core QPS and ground truth (0 = all cores)")
 	metricName := fs.String("metric", "L2", "distance: L2 (squared), InnerProduct or Cosine (both 1 - dot)")
 	jsonOut := fs.Bool("json", false, "print only JSON, one object per line")
+	quant := fs.String("quant", "", "also build an `int8` quantized index and report it beside float32, in one run")
+	rerank := fs.Bool("rerank", false, "with -quant int8: also search the int8 index with exact float32 re-ranking")
 	plotOut := fs.String("plot", "", "also draw the recall-QPS curve with the brute-force line to this `file` (.svg, .png or .pdf)")
 	if err := fs.Parse(args); err != nil {
 		return nil, err
@@ -116,6 +118,20 @@ func parseFlags(args []string, usageOut io.Writer) (*config, error) {
 	c.base, c.query, c.gt = *base, *query, *gt
 	c.nq, c.k, c.m, c.efc, c.json = *nq, *k, *m, *efc, *jsonOut
 	c.threads = *threads
+	switch strings.ToLower(*quant) {
+	case "", "none":
+	case "int8":
+		c.quant = "int8"
+	default:
+		return nil, fmt.Errorf("-quant %q: want int8 (or none)", *quant)
+	}
+	if *rerank && c.quant == "" {
+		return nil, errors.New("-rerank needs -quant int8")
+	}
+	c.rerank = *rerank
+	if c.quant != "" && *plotOut != "" {
+		return nil, errors.New("-plot draws one index: leave out -quant")
+	}
 	if c.plot = *plotOut; c.plot != "" {
 		if err := checkPlotPath(c.plot); err != nil {
 			return nil, err
@@ -182,13 +198,32 @@ type jsonReporter struct{ enc *json.Encoder }
 
 func (j jsonReporter) dataset(datasetInfo, *config) error { return nil }
 
-func (j jsonReporter) build(b buildReport, _ *config) error {
+func (j jsonReporter) build(b buildReport, c *config) error {
+	if c.quant != "" {
+		type quantBuild struct {
+			buildReport
+			Quant string `json:"quant"`
+		}
+		return j.enc.Encode(struct {
+			Build quantBuild `json:"build"`
+		}{quantBuild{b, b.variant.quant}})
+	}
 	return j.enc.Encode(struct {
 		Build buildReport `json:"build"`
 	}{b})
 }
 
-func (j jsonReporter) ef(r efReport, _ bruteReport, _ *config) error { return j.enc.Encode(r) }
+func (j jsonReporter) ef(r efReport, _ bruteReport, c *config) error {
+	if c.quant != "" {
+		return j.enc.Encode(struct {
+			efReport
+			Quant   string  `json:"quant"`
+			Rerank  bool    `json:"rerank"`
+			QPS1CPU float64 `json:"qps1Cpu"`
+		}{r, r.variant.quant, r.variant.rerank, r.qps1CPU})
+	}
+	return j.enc.Encode(r)
+}
 
 func (j jsonReporter) brute(b bruteReport, _ *config) error {
 	return j.enc.Encode(struct {
@@ -216,12 +251,20 @@ func (t *tableReporter) dataset(info datasetInfo, c *config) error {
 }
 
 func (t *tableReporter) build(b buildReport, c *config) error {
+	if c.quant != "" {
+		if _, err := fmt.Fprintf(t.w, "%-8s ", b.variant); err != nil {
+			return err
+		}
+	}
 	_, err := fmt.Fprintf(t.w, "build    M=%d efConstruction=%d: %.2f s on 1 thread, %.2f s on %d threads (%.2fx); %.1f bytes/vector\n",
 		c.m, c.efc, b.Seconds1, b.SecondsAll, c.threads, b.Seconds1/b.SecondsAll, b.BytesPerVector)
 	return err
 }
 
 func (t *tableReporter) ef(r efReport, brute bruteReport, c *config) error {
+	if c.quant != "" {
+		return t.variantEf(r, brute, c)
+	}
 	if !t.header {
 		t.header = true
 		if _, err := fmt.Fprintf(t.w, "search   on the 1-thread build; each QPS measured over at least %v\n%8s %10s %12s %12s %10s %10s %10s\n",
@@ -231,6 +274,21 @@ func (t *tableReporter) ef(r efReport, brute bruteReport, c *config) error {
 	}
 	_, err := fmt.Fprintf(t.w, "%8d %10.4f %12.0f %12.0f %10.1f %10.1f %9.1fx\n",
 		r.Ef, r.Recall, r.QPS1, r.QPSAll, r.P50us, r.P99us, r.QPS1/brute.QPS1)
+	return err
+}
+
+// variantEf is a row of a -quant run: which index, and queries per CPU-second beside
+// the wall-clock rates (the fairer figure on a shared, loaded machine).
+func (t *tableReporter) variantEf(r efReport, brute bruteReport, c *config) error {
+	if !t.header {
+		t.header = true
+		if _, err := fmt.Fprintf(t.w, "search   on the 1-thread builds; each QPS measured over at least %v\n%-15s %6s %10s %12s %12s %12s %10s %10s %10s\n",
+			c.minMeasure, "index", "ef", fmt.Sprintf("recall@%d", c.k), "QPS 1 thr", "QPS/CPU-s", fmt.Sprintf("QPS %d thr", c.threads), "p50 µs", "p99 µs", "vs brute"); err != nil {
+			return err
+		}
+	}
+	_, err := fmt.Fprintf(t.w, "%-15s %6d %10.4f %12.0f %12.0f %12.0f %10.1f %10.1f %9.1fx\n",
+		r.variant, r.Ef, r.Recall, r.QPS1, r.qps1CPU, r.QPSAll, r.P50us, r.P99us, r.QPS1/brute.QPS1)
 	return err
 }
 

@@ -22,6 +22,8 @@ type config struct {
 	threads         int // goroutines of the parallel phases
 	json            bool
 	plot            string // -plot: where to draw the recall-QPS curve
+	quant           string // -quant: "" (float32 only) or "int8" (float32 and int8 side by side)
+	rerank          bool   // -rerank: also search the int8 index with exact re-ranking
 
 	// minMeasure is how long each throughput measurement runs at least: the query set is
 	// repeated until it has passed, so that QPS on a small set is not one noisy blink.
@@ -43,6 +45,8 @@ type buildReport struct {
 	Seconds1       float64 `json:"seconds1"`
 	SecondsAll     float64 `json:"secondsAll"`
 	BytesPerVector float64 `json:"bytesPerVector"`
+
+	variant variant // which index; reported only with -quant
 }
 
 // efReport is one row of the ef sweep; its JSON shape is part of the fixed interface.
@@ -53,6 +57,23 @@ type efReport struct {
 	QPSAll float64 `json:"qpsAll"`
 	P50us  float64 `json:"p50us"`
 	P99us  float64 `json:"p99us"`
+
+	// Reported only with -quant, where several indexes are compared in one run.
+	variant variant
+	qps1CPU float64 // queries per CPU-second of the process in the 1-thread pass; 0 if unknown
+}
+
+// variant is one index configuration of a -quant run.
+type variant struct {
+	quant  string // "float32" or "int8"
+	rerank bool
+}
+
+func (v variant) String() string {
+	if v.rerank {
+		return v.quant + "+rerank"
+	}
+	return v.quant
 }
 
 // bruteReport is the exact-scan baseline.
@@ -84,12 +105,23 @@ func execute(ctx context.Context, c *config, rep reporter) error {
 		return err
 	}
 
-	idx, b, err := measureBuild(ctx, c, base)
-	if err != nil {
-		return err
+	// Every index is built first, then searched: with -quant, the float32 and int8
+	// figures come from one run under the same load.
+	builds := []variant{{quant: "float32"}}
+	if c.quant == "int8" {
+		builds = append(builds, variant{quant: "int8"})
 	}
-	if err := rep.build(b, c); err != nil {
-		return err
+	idxs := make([]annIndex, len(builds))
+	for i, v := range builds {
+		idx, b, err := measureBuild(ctx, c, base, v)
+		if err != nil {
+			return err
+		}
+		idxs[i] = idx
+		b.variant = v
+		if err := rep.build(b, c); err != nil {
+			return err
+		}
 	}
 	// The baseline is measured before the sweep because every sweep row shows the ratio
 	// to it; it is reported last, as the fixed JSON order wants.
@@ -97,13 +129,30 @@ func execute(ctx context.Context, c *config, rep reporter) error {
 	if err != nil {
 		return err
 	}
-	for _, ef := range c.efs {
-		r, err := measureSearch(ctx, c, idx, queries, gt, ef)
-		if err != nil {
-			return err
+	type searched struct {
+		idx annIndex
+		v   variant
+	}
+	var sweeps []searched
+	for i, v := range builds {
+		sweeps = append(sweeps, searched{idxs[i], v})
+		if v.quant == "int8" && c.rerank {
+			sweeps = append(sweeps, searched{idxs[i], variant{quant: "int8", rerank: true}})
 		}
-		if err := rep.ef(r, brute, c); err != nil {
-			return err
+	}
+	for _, sw := range sweeps {
+		if rr, ok := sw.idx.(reranker); ok {
+			rr.SetRerank(sw.v.rerank)
+		}
+		for _, ef := range c.efs {
+			r, err := measureSearch(ctx, c, sw.idx, queries, gt, ef)
+			if err != nil {
+				return err
+			}
+			r.variant = sw.v
+			if err := rep.ef(r, brute, c); err != nil {
+				return err
+			}
 		}
 	}
 	return rep.brute(brute, c)
@@ -180,18 +229,20 @@ func checkGroundTruth(gt *groundTruth, nq, n, k int) error {
 // measureBuild builds the index twice, with all threads and then with one goroutine, and
 // returns the single-threaded one: its graph, and so every recall figure, depends only on
 // the seed and the data, not on how goroutines interleaved.
-func measureBuild(ctx context.Context, c *config, base *vectors) (annIndex, buildReport, error) {
+func measureBuild(ctx context.Context, c *config, base *vectors, v variant) (annIndex, buildReport, error) {
 	var (
 		b   buildReport
 		err error
 	)
 	// The index of the first build is dropped at once so that it is garbage before the
 	// second build is timed.
-	if _, b.SecondsAll, err = buildIndex(ctx, c, base, c.threads); err != nil {
+	var first annIndex
+	if first, b.SecondsAll, err = buildIndex(ctx, c, base, c.threads, v); err != nil {
 		return nil, b, fmt.Errorf("build with %d threads: %w", c.threads, err)
 	}
+	closeIndex(first)
 	runtime.GC()
-	idx, secs, err := buildIndex(ctx, c, base, 1)
+	idx, secs, err := buildIndex(ctx, c, base, 1, v)
 	if err != nil {
 		return nil, b, fmt.Errorf("build with 1 thread: %w", err)
 	}
@@ -202,11 +253,11 @@ func measureBuild(ctx context.Context, c *config, base *vectors) (annIndex, buil
 
 // buildIndex inserts every base vector (key = its position in the base) on threads
 // goroutines and reports the wall time.
-func buildIndex(ctx context.Context, c *config, base *vectors, threads int) (annIndex, float64, error) {
+func buildIndex(ctx context.Context, c *config, base *vectors, threads int, v variant) (annIndex, float64, error) {
 	n := base.Len()
 	idx, err := c.newIndex(indexParams{
 		dim: base.dim, metric: c.metric, m: c.m, efConstruction: c.efc,
-		efSearch: c.efs[0], seed: indexSeed(c), capacity: n,
+		efSearch: c.efs[0], seed: indexSeed(c), capacity: n, int8: v.quant == "int8",
 	})
 	if err != nil {
 		return nil, 0, err
@@ -279,6 +330,7 @@ func measureSearch(ctx context.Context, c *config, idx annIndex, queries *vector
 	r.Recall = float64(hits) / float64(nq*c.k)
 
 	lat := make([]time.Duration, 0, nq)
+	cpu0 := cpuTime()
 	start := time.Now()
 	for elapsed := time.Duration(0); len(lat) == 0 || elapsed < c.minMeasure; elapsed = time.Since(start) {
 		if err := ctx.Err(); err != nil {
@@ -294,6 +346,9 @@ func measureSearch(ctx context.Context, c *config, idx annIndex, queries *vector
 		}
 	}
 	r.QPS1 = float64(len(lat)) / time.Since(start).Seconds()
+	if cpu := cpuTime() - cpu0; cpu > 0 {
+		r.qps1CPU = float64(len(lat)) / cpu.Seconds()
+	}
 	slices.Sort(lat)
 	r.P50us = micros(percentile(lat, 0.50))
 	r.P99us = micros(percentile(lat, 0.99))

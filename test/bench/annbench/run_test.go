@@ -152,6 +152,19 @@ func TestParseFlags(t *testing.T) {
 		{name: "threads negative", args: []string{"-gen", "10,2,1,1", "-threads", "-2"}, wantErr: "-threads"},
 		{name: "unknown flag", args: []string{"-gen", "10,2,1,1", "-effs", "3"}, wantErr: "not defined"},
 		{name: "positional", args: []string{"-gen", "10,2,1,1", "extra"}, wantErr: "unexpected arguments"},
+		{name: "quant int8 rerank", args: []string{"-gen", "10,2,1,1", "-quant", "INT8", "-rerank"}, check: func(t *testing.T, c *config) {
+			if c.quant != "int8" || !c.rerank {
+				t.Fatalf("quant %q rerank %v", c.quant, c.rerank)
+			}
+		}},
+		{name: "quant none", args: []string{"-gen", "10,2,1,1", "-quant", "none"}, check: func(t *testing.T, c *config) {
+			if c.quant != "" {
+				t.Fatalf("quant %q", c.quant)
+			}
+		}},
+		{name: "quant int4", args: []string{"-gen", "10,2,1,1", "-quant", "int4"}, wantErr: "want int8"},
+		{name: "rerank alone", args: []string{"-gen", "10,2,1,1", "-rerank"}, wantErr: "-rerank needs -quant int8"},
+		{name: "quant with plot", args: []string{"-gen", "10,2,1,1", "-quant", "int8", "-plot", "x.svg"}, wantErr: "-plot draws one index"},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
@@ -480,5 +493,65 @@ func TestHNSWSearcherNoAllocs(t *testing.T) {
 		i++
 	}); a != 0 {
 		t.Fatalf("%v allocations per search, want 0", a)
+	}
+}
+
+// TestEndToEndQuant runs float32, int8 and int8 with re-ranking side by side: the JSON
+// lines say which is which and carry the per-CPU-second rate, the int8 index is
+// smaller, and re-ranking finds the true neighbours.
+func TestEndToEndQuant(t *testing.T) {
+	if raceEnabled {
+		t.Skip("HNSW builds are slow under -race; shardserver/hnsw has its own race tests")
+	}
+	c, err := parseFlags([]string{"-gen", "1500,32,6,5", "-nq", "60", "-ef", "16,64", "-threads", "2",
+		"-quant", "int8", "-rerank", "-json"}, io.Discard)
+	if err != nil {
+		t.Fatal(err)
+	}
+	c.minMeasure = 0
+	var out bytes.Buffer
+	if err := execute(context.Background(), c, newReporter(c, &out)); err != nil {
+		t.Fatal(err)
+	}
+	lines := strings.Split(strings.TrimSuffix(out.String(), "\n"), "\n")
+	if len(lines) != 2+3*2+1 {
+		t.Fatalf("got %d lines:\n%s", len(lines), out.String())
+	}
+	var bytesPer []float64
+	for i, want := range []string{"float32", "int8"} {
+		var b struct {
+			Build struct {
+				BytesPerVector float64 `json:"bytesPerVector"`
+				Quant          string  `json:"quant"`
+			} `json:"build"`
+		}
+		if err := json.Unmarshal([]byte(lines[i]), &b); err != nil || b.Build.Quant != want {
+			t.Fatalf("build line %q: %v", lines[i], err)
+		}
+		bytesPer = append(bytesPer, b.Build.BytesPerVector)
+	}
+	if bytesPer[1] >= bytesPer[0] {
+		t.Fatalf("int8 index %.0f bytes/vector, float32 %.0f", bytesPer[1], bytesPer[0])
+	}
+	want := []struct {
+		quant  string
+		rerank bool
+		ef     int
+	}{{"float32", false, 16}, {"float32", false, 64}, {"int8", false, 16}, {"int8", false, 64}, {"int8", true, 16}, {"int8", true, 64}}
+	for i, w := range want {
+		var r struct {
+			Ef      int     `json:"ef"`
+			Recall  float64 `json:"recall"`
+			Quant   string  `json:"quant"`
+			Rerank  bool    `json:"rerank"`
+			QPS1CPU float64 `json:"qps1Cpu"`
+		}
+		line := lines[2+i]
+		if err := json.Unmarshal([]byte(line), &r); err != nil || r.Quant != w.quant || r.Rerank != w.rerank || r.Ef != w.ef || r.QPS1CPU < 0 {
+			t.Fatalf("line %q: %v, want %+v", line, err, w)
+		}
+		if r.Ef == 64 && r.Recall < 0.9 {
+			t.Fatalf("%s rerank=%v: recall@10 %v at ef=64", r.Quant, r.Rerank, r.Recall)
+		}
 	}
 }

@@ -1,0 +1,133 @@
+#include "textflag.h"
+
+// The Int8 kernels: sum of c[i]*u[i] over len(u) elements (a multiple of 32), c
+// unsigned bytes, u int16. Bytes are widened to words (VPMOVZXBW) and multiplied and
+// summed in pairs into int32 lanes (VPMADDWD); uMax keeps every lane below 2^31. The
+// lanes are summed in int64, so the result is exact and equal to the scalar kernel's.
+
+// func dotU8I16AVX2(c []byte, u []int16) int64
+TEXT ·dotU8I16AVX2(SB), NOSPLIT, $0-56
+	MOVQ  c_base+0(FP), SI
+	MOVQ  u_base+24(FP), DI
+	MOVQ  u_len+32(FP), CX
+	VPXOR Y0, Y0, Y0
+	VPXOR Y1, Y1, Y1
+	VPXOR Y2, Y2, Y2
+	VPXOR Y3, Y3, Y3
+	CMPQ  CX, $64
+	JL    q8avx2_32
+
+q8avx2_64:
+	VPMOVZXBW (SI), Y4
+	VPMOVZXBW 16(SI), Y5
+	VPMOVZXBW 32(SI), Y6
+	VPMOVZXBW 48(SI), Y7
+	VPMADDWD  (DI), Y4, Y4
+	VPMADDWD  32(DI), Y5, Y5
+	VPMADDWD  64(DI), Y6, Y6
+	VPMADDWD  96(DI), Y7, Y7
+	VPADDD    Y4, Y0, Y0
+	VPADDD    Y5, Y1, Y1
+	VPADDD    Y6, Y2, Y2
+	VPADDD    Y7, Y3, Y3
+	ADDQ      $64, SI
+	ADDQ      $128, DI
+	SUBQ      $64, CX
+	CMPQ      CX, $64
+	JGE       q8avx2_64
+
+q8avx2_32:
+	CMPQ      CX, $32
+	JL        q8avx2_reduce
+	VPMOVZXBW (SI), Y4
+	VPMOVZXBW 16(SI), Y5
+	VPMADDWD  (DI), Y4, Y4
+	VPMADDWD  32(DI), Y5, Y5
+	VPADDD    Y4, Y0, Y0
+	VPADDD    Y5, Y1, Y1
+	ADDQ      $32, SI
+	ADDQ      $64, DI
+	SUBQ      $32, CX
+	JMP       q8avx2_32
+
+q8avx2_reduce:
+	// Widen to int64 before adding accumulators: each lane is below 2^31, their sum
+	// need not be.
+	VEXTRACTI128 $1, Y0, X4
+	VPMOVSXDQ    X0, Y0
+	VPMOVSXDQ    X4, Y4
+	VPADDQ       Y4, Y0, Y0
+	VEXTRACTI128 $1, Y1, X4
+	VPMOVSXDQ    X1, Y1
+	VPMOVSXDQ    X4, Y4
+	VPADDQ       Y4, Y1, Y1
+	VEXTRACTI128 $1, Y2, X4
+	VPMOVSXDQ    X2, Y2
+	VPMOVSXDQ    X4, Y4
+	VPADDQ       Y4, Y2, Y2
+	VEXTRACTI128 $1, Y3, X4
+	VPMOVSXDQ    X3, Y3
+	VPMOVSXDQ    X4, Y4
+	VPADDQ       Y4, Y3, Y3
+	VPADDQ       Y1, Y0, Y0
+	VPADDQ       Y3, Y2, Y2
+	VPADDQ       Y2, Y0, Y0
+	VEXTRACTI128 $1, Y0, X1
+	VPADDQ       X1, X0, X0
+	VPSHUFD      $0x4e, X0, X1
+	VPADDQ       X1, X0, X0
+	VMOVQ        X0, AX
+	VZEROUPPER
+	MOVQ         AX, ret+48(FP)
+	RET
+
+// func dotU8I16AVX512(c []byte, u []int16) int64
+TEXT ·dotU8I16AVX512(SB), NOSPLIT, $0-56
+	MOVQ   c_base+0(FP), SI
+	MOVQ   u_base+24(FP), DI
+	MOVQ   u_len+32(FP), CX
+	VPXORD Z0, Z0, Z0
+	VPXORD Z1, Z1, Z1
+	CMPQ   CX, $64
+	JL     q8avx512_32
+
+q8avx512_64:
+	VPMOVZXBW (SI), Z4
+	VPMOVZXBW 32(SI), Z5
+	VPMADDWD  (DI), Z4, Z4
+	VPMADDWD  64(DI), Z5, Z5
+	VPADDD    Z4, Z0, Z0
+	VPADDD    Z5, Z1, Z1
+	ADDQ      $64, SI
+	ADDQ      $128, DI
+	SUBQ      $64, CX
+	CMPQ      CX, $64
+	JGE       q8avx512_64
+
+q8avx512_32:
+	CMPQ      CX, $32
+	JL        q8avx512_reduce
+	VPMOVZXBW (SI), Z4
+	VPMADDWD  (DI), Z4, Z4
+	VPADDD    Z4, Z0, Z0
+
+q8avx512_reduce:
+	VEXTRACTI64X4 $1, Z0, Y4
+	VPMOVSXDQ     Y0, Z0
+	VPMOVSXDQ     Y4, Z4
+	VPADDQ        Z4, Z0, Z0
+	VEXTRACTI64X4 $1, Z1, Y4
+	VPMOVSXDQ     Y1, Z1
+	VPMOVSXDQ     Y4, Z4
+	VPADDQ        Z4, Z1, Z1
+	VPADDQ        Z1, Z0, Z0
+	VEXTRACTI64X4 $1, Z0, Y1
+	VPADDQ        Y1, Y0, Y0
+	VEXTRACTI128  $1, Y0, X1
+	VPADDQ        X1, X0, X0
+	VPSHUFD       $0x4e, X0, X1
+	VPADDQ        X1, X0, X0
+	VMOVQ         X0, AX
+	VZEROUPPER
+	MOVQ          AX, ret+48(FP)
+	RET

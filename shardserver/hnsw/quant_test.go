@@ -1,0 +1,430 @@
+package hnsw
+
+import (
+	"bytes"
+	"encoding/binary"
+	"errors"
+	"hash/crc32"
+	"math"
+	"math/rand/v2"
+	"slices"
+	"sync"
+	"testing"
+)
+
+// TestDotU8I16Kernels proves the SIMD Int8 kernels equal the portable one, exactly,
+// including at the bounds (codes 255, |u| = uMax, MaxDim) where an int32 overflow
+// would show. The AVX-512 kernel is checked only on a CPU that has AVX-512BW (CPUID,
+// as the dispatch selects it); the test says which kernels it compared.
+func TestDotU8I16Kernels(t *testing.T) {
+	kernels := map[string]func([]byte, []int16) int64{}
+	if useAVX2 {
+		kernels["avx2"] = dotU8I16AVX2
+	}
+	if useAVX512BW {
+		kernels["avx512bw"] = dotU8I16AVX512
+	}
+	if len(kernels) == 0 {
+		t.Skip("no SIMD Int8 kernel on this CPU: only the portable one runs")
+	}
+	t.Logf("comparing %v with the portable kernel", slices.Sorted(func(yield func(string) bool) {
+		for k := range kernels {
+			if !yield(k) {
+				return
+			}
+		}
+	}))
+	rng := rand.New(rand.NewPCG(1, 2))
+	check := func(c []byte, u []int16) {
+		t.Helper()
+		want := dotU8I16Scalar(c, u)
+		var exact int64
+		for i := range u {
+			exact += int64(c[i]) * int64(u[i])
+		}
+		if want != exact {
+			t.Fatalf("portable kernel: %d, want %d", want, exact)
+		}
+		for name, k := range kernels {
+			if got := k(c, u); got != want {
+				t.Fatalf("%s kernel, n=%d: %d, want %d", name, len(u), got, want)
+			}
+		}
+	}
+	for n := 32; n <= MaxDim; n += 32 {
+		c := make([]byte, n+7) // longer than u: only len(u) elements count
+		u := make([]int16, n)
+		for i := range c {
+			c[i] = byte(rng.IntN(256))
+		}
+		for i := range u {
+			u[i] = int16(rng.IntN(2*uMax+1) - uMax)
+		}
+		check(c, u)
+		for i := range u { // the extremes: every lane at its bound
+			c[i], u[i] = 255, uMax
+		}
+		check(c, u)
+		for i := range u {
+			u[i] = -uMax
+		}
+		check(c, u)
+	}
+}
+
+func TestParseQuantization(t *testing.T) {
+	for in, want := range map[string]Quantization{"": NoQuantization, "none": NoQuantization, "INT8": Int8, "Int8": Int8} {
+		if got, err := ParseQuantization(in); err != nil || got != want {
+			t.Errorf("ParseQuantization(%q) = %v, %v; want %v", in, got, err, want)
+		}
+	}
+	if _, err := ParseQuantization("int4"); err == nil {
+		t.Error("ParseQuantization(int4): no error")
+	}
+	if _, err := New(Config{Dim: 4, Quantization: 7}); !errors.Is(err, ErrConfig) {
+		t.Errorf("New with quantization 7: %v, want ErrConfig", err)
+	}
+}
+
+func int8Config(dim int, m Metric, rerank bool) Config {
+	return Config{Dim: dim, Metric: m, Quantization: Int8, Rerank: rerank}
+}
+
+// TestInt8Recall: the walk on codes finds the true neighbours (recall floors with and
+// without re-ranking), and re-ranked distances are the exact float32 ones.
+func TestInt8Recall(t *testing.T) {
+	for _, m := range []Metric{L2, InnerProduct, Cosine} {
+		t.Run(m.String(), func(t *testing.T) {
+			n := 5000
+			if raceEnabled {
+				n = 1000
+			}
+			data := clustered(3, n, 48, 20)
+			queries := clustered(4, 100, 48, 20)
+			x := build(t, int8Config(48, m, false), data)
+			defer x.Close()
+			plain := recallAt(t, x, data, queries, nil, 10, 64)
+			x.SetRerank(true)
+			exact := recallAt(t, x, data, queries, nil, 10, 64)
+			t.Logf("%s recall@10: %.4f on codes, %.4f re-ranked", m, plain, exact)
+			if plain < 0.85 || exact < 0.95 {
+				t.Fatalf("%s recall@10 %.4f on codes (want >= 0.85), %.4f re-ranked (want >= 0.95)", m, plain, exact)
+			}
+			dist := DistanceFunc(m)
+			for _, q := range queries[:10] {
+				res, err := x.Search(q, 10, SearchOptions{})
+				if err != nil {
+					t.Fatal(err)
+				}
+				pq, _ := x.Prepare(q)
+				for i, r := range res {
+					v, _ := x.Prepare(data[r.Key])
+					if want := dist(pq, v); r.Distance != want {
+						t.Fatalf("result %d: distance %v, want the exact %v", i, r.Distance, want)
+					}
+					if i > 0 && res[i-1].Distance > r.Distance {
+						t.Fatalf("results out of order: %v", res)
+					}
+				}
+			}
+		})
+	}
+}
+
+// TestInt8GetExact: Get returns the float32 vector as stored, not a decoded one.
+func TestInt8GetExact(t *testing.T) {
+	for _, m := range []Metric{L2, Cosine} {
+		data := clustered(5, 300, 40, 4)
+		x := build(t, int8Config(40, m, true), data)
+		for i, v := range data {
+			want, _ := x.Prepare(v)
+			got, ok := x.Get(uint64(i))
+			if !ok || !slices.Equal(got, want) {
+				t.Fatalf("%s: Get(%d) = %v, %v; want %v", m, i, got, ok, want)
+			}
+		}
+		x.Close()
+	}
+}
+
+// TestInt8MemoryRatio: a node costs about a third of its float32 form at d=784.
+func TestInt8MemoryRatio(t *testing.T) {
+	f, _ := New(Config{Dim: 784, Capacity: 4096})
+	q, err := New(Config{Dim: 784, Capacity: 4096, Quantization: Int8})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer q.Close()
+	r := float64(q.MemoryBytes()) / float64(f.MemoryBytes())
+	t.Logf("Int8/float32 memory at d=784: %.3f", r)
+	if r > 0.35 {
+		t.Fatalf("Int8 memory is %.3f of float32, want <= 0.35", r)
+	}
+}
+
+// TestInt8DeleteVacuum: deletes and a Vacuum on codes keep the graph sound and
+// deleted keys out of results.
+func TestInt8DeleteVacuum(t *testing.T) {
+	n := 3000
+	if raceEnabled {
+		n = 800
+	}
+	data := clustered(6, n, 32, 10)
+	queries := clustered(7, 50, 32, 10)
+	x := build(t, int8Config(32, L2, true), data)
+	defer x.Close()
+	for i := 0; i < n; i += 2 {
+		if err := x.Delete(uint64(i)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	x.Vacuum()
+	checkInvariants(t, x, true)
+	keep := func(k uint64) bool { return k%2 == 1 }
+	for i := range data {
+		if !keep(uint64(i)) {
+			data[i] = nil
+		}
+	}
+	r := recallAt(t, x, data, queries, nil, 10, 64)
+	t.Logf("recall@10 after deleting half: %.4f", r)
+	if r < 0.95 {
+		t.Fatalf("recall@10 after deletes %.4f, want >= 0.95", r)
+	}
+	for _, q := range queries {
+		res, _ := x.Search(q, 10, SearchOptions{})
+		for _, r := range res {
+			if !keep(r.Key) {
+				t.Fatalf("deleted key %d returned", r.Key)
+			}
+		}
+	}
+}
+
+func searchAll(t *testing.T, x *Index, queries [][]float32) [][]Result {
+	t.Helper()
+	var out [][]Result
+	for _, q := range queries {
+		res, err := x.Search(q, 10, SearchOptions{Ef: 40})
+		if err != nil {
+			t.Fatal(err)
+		}
+		out = append(out, res)
+	}
+	return out
+}
+
+// TestInt8SnapshotRoundTrip: an Int8 image loads with the same codes and gives the
+// same results; files convert between quantizations; version 1 files still load.
+func TestInt8SnapshotRoundTrip(t *testing.T) {
+	// 2048 vectors: the last retrain point, so the parameters fit all of the data and
+	// the image writes them unchanged.
+	data := clustered(8, 2048, 32, 8)
+	queries := clustered(9, 30, 32, 8)
+	x := build(t, int8Config(32, Cosine, false), data)
+	defer x.Close()
+	for i := 0; i < 100; i++ {
+		if err := x.Delete(uint64(i)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	want := searchAll(t, x, queries)
+	img := x.Freeze(nil)
+	if img.qp != x.qp.Load() {
+		t.Fatal("the image relearned parameters that fit the data")
+	}
+	img.Release()
+	b := encode(t, x)
+	y, err := Read(bytes.NewReader(b))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer y.Close()
+	if y.Config().Quantization != Int8 {
+		t.Fatalf("read back as %v", y.Config().Quantization)
+	}
+	if got := searchAll(t, y, queries); !slices.EqualFunc(got, want, slices.Equal) {
+		t.Fatal("an Int8 index read back answers differently")
+	}
+	checkInvariants(t, y, false)
+
+	// Int8 -> None keeps the graph and the exact vectors.
+	f, err := ReadWith(bytes.NewReader(b), ReadOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, k := range []uint64{100, 2047} {
+		v1, _ := x.Get(k)
+		v2, _ := f.Get(k)
+		if !slices.Equal(v1, v2) {
+			t.Fatalf("key %d: float32 vector changed through an Int8 file", k)
+		}
+	}
+	// None -> Int8, from a version 1 file (version 2 without the quantization field).
+	v1 := toVersion1(t, encode(t, f))
+	z, err := ReadWith(bytes.NewReader(v1), ReadOptions{Quantization: Int8, Rerank: true, VectorDir: t.TempDir()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer z.Close()
+	live := slices.Clone(data)
+	for i := range 100 {
+		live[i] = nil
+	}
+	if r := recallAt(t, z, live, queries, nil, 10, 64); r < 0.95 {
+		t.Fatalf("recall@10 of a version 1 float32 file loaded as Int8: %.4f", r)
+	}
+}
+
+// toVersion1 rewrites a version 2 file of an unquantized index as version 1.
+func toVersion1(t *testing.T, b []byte) []byte {
+	t.Helper()
+	const quantAt = 8 + 4 + 5*4 + 8
+	if binary.LittleEndian.Uint32(b[8:]) != 2 || binary.LittleEndian.Uint32(b[quantAt:]) != 0 {
+		t.Fatal("not a version 2 file of an unquantized index")
+	}
+	v1 := slices.Concat(b[:quantAt], b[quantAt+4:len(b)-4])
+	binary.LittleEndian.PutUint32(v1[8:], 1)
+	return binary.LittleEndian.AppendUint32(v1, crc32.Checksum(v1, castagnoli))
+}
+
+// TestInt8Retrain: the parameters follow the data while the index is young, and a
+// snapshot relearns them when later data leaves the range.
+func TestInt8Retrain(t *testing.T) {
+	if raceEnabled {
+		t.Skip("over 10k inserts: run without -race (TestInt8Concurrent covers retraining under -race)")
+	}
+	const dim = 16
+	rng := rand.New(rand.NewPCG(3, 4))
+	vec := func(scale float32) []float32 {
+		v := make([]float32, dim)
+		for i := range v {
+			v[i] = scale * float32(rng.Float64())
+		}
+		return v
+	}
+	x, err := New(int8Config(dim, L2, true))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer x.Close()
+	var data [][]float32
+	add := func(scale float32, n int) {
+		for range n {
+			v := vec(scale)
+			if err := x.Add(uint64(len(data)), v); err != nil {
+				t.Fatal(err)
+			}
+			data = append(data, v)
+		}
+	}
+	add(1, 100)
+	if p := x.qp.Load(); p.scale[0] == 0 || p.scale[0] > 1.0/255*1.01 {
+		t.Fatalf("after 100 vectors in [0,1): scale %v", p.scale[0])
+	}
+	add(10, 2000) // crosses 128, 512 and 2048: relearned for [0,10)
+	if p := x.qp.Load(); p.scale[0] < 9.0/255 {
+		t.Fatalf("after vectors in [0,10): scale %v, not relearned", p.scale[0])
+	}
+	add(10, retrainLast) // past the last retrain point
+	before := x.qp.Load()
+	add(12, 500) // drift no retrain follows
+	if x.qp.Load() != before {
+		t.Fatal("parameters changed past the last retrain point")
+	}
+	img := x.Freeze(nil)
+	relearned := img.qp
+	img.Release()
+	if relearned == before || relearned.scale[0] < 11.5/255 {
+		t.Fatalf("a snapshot after drift carries scale %v, not relearned", relearned.scale[0])
+	}
+	y, err := Read(bytes.NewReader(encode(t, x)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer y.Close()
+	if p := y.qp.Load(); !slices.Equal(p.scale, relearned.scale) || !slices.Equal(p.off, relearned.off) {
+		t.Fatal("the index read back does not use the relearned parameters")
+	}
+	var queries [][]float32
+	for i := range 30 {
+		queries = append(queries, vec([]float32{10, 12}[i%2]))
+	}
+	if r := recallAt(t, y, data, queries, nil, 10, 64); r < 0.95 {
+		t.Fatalf("recall@10 after the relearned snapshot: %.4f", r)
+	}
+}
+
+// TestInt8Concurrent runs Adds (through the retrain points), Deletes and searches
+// together; under -race it checks that retraining and walks never overlap.
+func TestInt8Concurrent(t *testing.T) {
+	n := 3000
+	if raceEnabled {
+		n = 1200
+	}
+	data := clustered(10, n, 32, 6)
+	x, err := New(int8Config(32, InnerProduct, true))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer x.Close()
+	var wg sync.WaitGroup
+	stop := make(chan struct{})
+	for w := range 2 {
+		wg.Go(func() {
+			for i := w; i < n; i += 2 {
+				if err := x.Add(uint64(i), data[i]); err != nil {
+					t.Error(err)
+					return
+				}
+				if i%7 == 0 {
+					if err := x.Delete(uint64(i)); err != nil {
+						t.Error(err)
+						return
+					}
+				}
+			}
+		})
+	}
+	var searchers sync.WaitGroup
+	for range 2 {
+		searchers.Go(func() {
+			for i := 0; ; i++ {
+				select {
+				case <-stop:
+					return
+				default:
+				}
+				res, err := x.Search(data[i%n], 5, SearchOptions{})
+				if err != nil {
+					t.Error(err)
+					return
+				}
+				for _, r := range res {
+					if r.Key >= uint64(n) || math.IsNaN(float64(r.Distance)) || math.IsInf(float64(r.Distance), 0) {
+						t.Errorf("bad result %v", r)
+					}
+				}
+			}
+		})
+	}
+	wg.Wait()
+	close(stop)
+	searchers.Wait()
+	checkInvariants(t, x, false)
+	if want := n - (n+6)/7; x.Len() != want {
+		t.Fatalf("Len %d, want %d", x.Len(), want)
+	}
+	for i := 0; i < n; i += 7 {
+		data[i] = nil
+	}
+	var queries [][]float32
+	for i := 1; i < n; i += 97 {
+		if data[i] != nil {
+			queries = append(queries, data[i])
+		}
+	}
+	if r := recallAt(t, x, data, queries, nil, 10, 64); r < 0.95 {
+		t.Fatalf("recall@10 after the concurrent build: %.4f", r)
+	}
+}
