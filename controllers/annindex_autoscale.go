@@ -602,8 +602,9 @@ func stsRollingOut(sts *appsv1.StatefulSet) bool {
 		(sts.Status.UpdateRevision != "" && sts.Status.CurrentRevision != sts.Status.UpdateRevision)
 }
 
-// decideReplicas decides the replica count of every shard of the routing table: the
-// autoscaler's decision with autoscaling on, replicas.min with it off. A shard whose
+// decideReplicas decides the replica count of every served shard (servedShards: those
+// of the routing table and a reshard's new ones): the autoscaler's decision with
+// autoscaling on, replicas.min with it off. A shard whose
 // StatefulSet does not exist yet starts at replicas.min. The count a decision starts
 // from is the StatefulSet's, never status, so a lost status changes nothing.
 func (r *AnnIndexReconciler) decideReplicas(_ context.Context, s *scope) (ctrl.Result, error) {
@@ -614,7 +615,7 @@ func (r *AnnIndexReconciler) decideReplicas(_ context.Context, s *scope) (ctrl.R
 	}
 	now := time.Now()
 	var res ctrl.Result
-	for k := int32(0); k < int32(s.table.Shards); k++ {
+	for k := range servedShards(s) {
 		sts := s.shardSets[k]
 		if !spec.Enabled || sts == nil {
 			s.replicas[k] = lo

@@ -67,6 +67,9 @@ type AnnIndexReconciler struct {
 	// scaleMemory is the autoscaler's per-shard history of recommendations and changes,
 	// kept in memory as the HPA keeps it (see shardHistory for what a restart loses).
 	scaleMemory autoscaleMemory
+	// Shards reaches a shard's primary for the migration executor; nil dials the
+	// primary pod over HTTP (dialShardPrimary). Tests put a fake here.
+	Shards ShardDialer
 }
 
 func (r *AnnIndexReconciler) apiReader() client.Reader {
@@ -113,6 +116,9 @@ type scope struct {
 	// grown says which shards the autoscaler grew within the startup budget: their pods
 	// not ready yet are replicas coming up, shown by Scaling, not only by Degraded.
 	grown map[int32]bool
+	// shrinkTable is the planner's decision that the table may drop the shards past
+	// spec.shards: they own nothing and no slot moves.
+	shrinkTable bool
 
 	// Applied.
 
@@ -145,17 +151,20 @@ func newScope(idx *annv1alpha1.AnnIndex) *scope {
 // reconcile asks to be called again after the shortest wait any phase asked for.
 type phase func(ctx context.Context, s *scope) (ctrl.Result, error)
 
-// The operator's own permissions, least privilege: it never deletes what it creates
-// (owner references let the garbage collector do that), and of pods it only reads them
-// and patches the drain annotation onto a shard replica it is about to remove.
+// The operator's own permissions, least privilege: it deletes only the StatefulSet,
+// Service and PodDisruptionBudget of a shard a reshard emptied (owner references let the
+// garbage collector remove the rest with the index), and of pods it only reads them and
+// patches the drain annotation onto a shard replica it is about to remove.
 // +kubebuilder:rbac:groups=annshard.io,resources=annindexes,verbs=get;list;watch
 // +kubebuilder:rbac:groups=annshard.io,resources=annindexes/status,verbs=get;update;patch
 // +kubebuilder:rbac:groups=annshard.io,resources=annindexes/finalizers,verbs=update
-// +kubebuilder:rbac:groups="",resources=secrets;configmaps;services;serviceaccounts,verbs=get;list;watch;create;update;patch
+// +kubebuilder:rbac:groups="",resources=secrets;configmaps;serviceaccounts,verbs=get;list;watch;create;update;patch
+// +kubebuilder:rbac:groups="",resources=services,verbs=get;list;watch;create;update;patch;delete
 // +kubebuilder:rbac:groups="",resources=pods,verbs=get;list;watch;patch
 // +kubebuilder:rbac:groups=events.k8s.io,resources=events,verbs=create;patch
-// +kubebuilder:rbac:groups=apps,resources=statefulsets;deployments,verbs=get;list;watch;create;update;patch
-// +kubebuilder:rbac:groups=policy,resources=poddisruptionbudgets,verbs=get;list;watch;create;update;patch
+// +kubebuilder:rbac:groups=apps,resources=deployments,verbs=get;list;watch;create;update;patch
+// +kubebuilder:rbac:groups=apps,resources=statefulsets,verbs=get;list;watch;create;update;patch;delete
+// +kubebuilder:rbac:groups=policy,resources=poddisruptionbudgets,verbs=get;list;watch;create;update;patch;delete
 // +kubebuilder:rbac:groups=rbac.authorization.k8s.io,resources=roles;rolebindings,verbs=get;list;watch;create;update;patch
 
 // Reconcile brings the objects of one AnnIndex to its spec and writes its status once.
@@ -216,19 +225,6 @@ func (r *AnnIndexReconciler) observeLoad(_ context.Context, s *scope) (ctrl.Resu
 		s.load, s.loadKnown = r.Load.ShardLoad(key), true
 		s.podLoad = r.Load.podSamples(key, time.Now())
 	}
-	return ctrl.Result{}, nil
-}
-
-// decideMigrations is where the migration planner decides which slots move next, from the
-// table, the shards and their load observed above. Nothing moves slots yet.
-func (r *AnnIndexReconciler) decideMigrations(context.Context, *scope) (ctrl.Result, error) {
-	return ctrl.Result{}, nil
-}
-
-// applyMigrationStep is where the migration executor advances the moves decided above by
-// one idempotent step; it runs after the shards are applied (a new shard exists before
-// slots move to it) and asks for RequeueAfter while a step waits on the shards.
-func (r *AnnIndexReconciler) applyMigrationStep(context.Context, *scope) (ctrl.Result, error) {
 	return ctrl.Result{}, nil
 }
 

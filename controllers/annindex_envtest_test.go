@@ -376,36 +376,6 @@ var _ = Describe("AnnIndex reconciler", func() {
 		Expect(string(sec.Data[tokenKey])).To(Equal(token))
 	})
 
-	It("records a change of shards as pending and deletes no shard", func() {
-		idx := newIndex(ns, "reshard", 2)
-		createReady(ctx, idx)
-		cm := &corev1.ConfigMap{}
-		cmKey := client.ObjectKey{Namespace: ns, Name: "reshard-routing"}
-		Expect(k8sClient.Get(ctx, cmKey, cm)).To(Succeed())
-		tableBefore := cm.Data[slots.ConfigMapKey]
-
-		for _, shards := range []int32{3, 1} {
-			cur := getIndex(ctx, idx)
-			patch := client.MergeFrom(cur.DeepCopy())
-			cur.Spec.Shards = shards
-			Expect(k8sClient.Patch(ctx, cur, patch)).To(Succeed())
-			Eventually(func() int32 { return getIndex(ctx, idx).Status.PendingShards }, timeout, interval).Should(Equal(shards))
-			Expect(conditionOf(ctx, idx, annv1alpha1.ConditionMigrating)).To(Equal(fmt.Sprintf(
-				"Unknown/ReshardPending: spec.shards is %d but the routing table has 2 shards: reshard pending", shards)))
-			Expect(conditionOf(ctx, idx, annv1alpha1.ConditionProgressing)).To(HavePrefix("True/ReshardPending"))
-			for k := range int32(2) {
-				sts := &appsv1.StatefulSet{}
-				Expect(k8sClient.Get(ctx, client.ObjectKey{Namespace: ns, Name: shardName(idx, k)}, sts)).To(Succeed())
-				Expect(sts.DeletionTimestamp).To(BeNil())
-			}
-			Expect(k8sClient.Get(ctx, client.ObjectKey{Namespace: ns, Name: shardName(idx, 2)}, &appsv1.StatefulSet{})).
-				NotTo(Succeed(), "a new shard is created by the migration executor, not on a spec edit")
-			Expect(k8sClient.Get(ctx, cmKey, cm)).To(Succeed())
-			Expect(cm.Data[slots.ConfigMapKey]).To(Equal(tableBefore), "the routing table must not change before data moves")
-		}
-		Expect(getIndex(ctx, idx).Status.Shards).To(HaveLen(2))
-	})
-
 	It("keeps the replicas the StatefulSets run when the status is lost", func() {
 		idx := newIndex(ns, "restored", 2)
 		idx.Spec.Replicas = annv1alpha1.ReplicaRange{Min: 3, Max: 4}
@@ -613,7 +583,7 @@ var _ = Describe("AnnIndex reconciler", func() {
 
 		out, err = run(ns, "get", "annidx", "products")
 		Expect(err).NotTo(HaveOccurred(), out)
-		Expect(strings.Fields(strings.SplitN(out, "\n", 2)[0])).To(Equal([]string{"NAME", "SHARDS", "READY", "VECTORS", "QPS", "AVAILABLE", "AGE"}))
+		Expect(strings.Fields(strings.SplitN(out, "\n", 2)[0])).To(Equal([]string{"NAME", "SHARDS", "READY", "VECTORS", "QPS", "EPOCH", "MOVES", "MIGRATION", "AVAILABLE", "AGE"}))
 
 		By("installing the operator's own manifests (config/default)")
 		out, err = run("annshard-system", "apply", "--server-side", "--force-conflicts", "-k", filepath.Join("..", "config", "default"))

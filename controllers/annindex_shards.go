@@ -331,12 +331,13 @@ func (r *AnnIndexReconciler) observeShards(ctx context.Context, s *scope) (ctrl.
 	return ctrl.Result{}, nil
 }
 
-// applyShards applies the Service, StatefulSet and PodDisruptionBudget of every shard of
-// the routing table. The StatefulSet's replicas step toward the decided count (scaleStep:
-// a removal waits for its drain, asking to be called again).
+// applyShards applies the Service, StatefulSet and PodDisruptionBudget of every served
+// shard (servedShards: those of the routing table and, while a reshard grows the index,
+// the new ones). The StatefulSet's replicas step toward the decided count (scaleStep: a
+// removal waits for its drain, asking to be called again).
 func (r *AnnIndexReconciler) applyShards(ctx context.Context, s *scope) (ctrl.Result, error) {
 	var res ctrl.Result
-	for k := int32(0); k < int32(s.table.Shards); k++ {
+	for k := range servedShards(s) {
 		if err := r.apply(ctx, s.index, shardService(s.index, k)); err != nil {
 			return res, err
 		}

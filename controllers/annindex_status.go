@@ -47,6 +47,7 @@ func setStatus(s *scope) {
 			st.PendingShards = s.index.Spec.Shards
 		}
 	}
+	st.ActiveMigrations, st.Migration = migrationSummary(st.Migrations)
 	st.Shards = shardStatuses(s)
 	st.ReadyShards, st.Vectors, st.QPS = 0, 0, 0
 	for _, sh := range st.Shards {

@@ -27,9 +27,9 @@ limitations under the License.
 //     the shard StatefulSets (from the API server, not the cache: their replica counts
 //     are what decisions start from) and pods, the load;
 //   - decide: the replica count of every shard (decideReplicas), the slot moves
-//     (decideMigrations, the migration planner's place);
+//     (decideMigrations, the migration planner);
 //   - apply: token Secret, RBAC, shard Services, StatefulSets and PDBs (applyShards), the
-//     next migration step (applyMigrationStep, the executor's place), the router;
+//     next step of every migration (applyMigrationStep, the executor), the router;
 //   - status: derived from the scope by pure functions and written once, deferred.
 //
 // Replica counts live in the StatefulSets, never only in status: an index restored from a
@@ -39,6 +39,49 @@ limitations under the License.
 // AnnIndex and the decisions (a shard's replica count is an argument), so they are tested
 // without a cluster; the suite in suite_test.go runs the reconciler against a real
 // kube-apiserver and etcd (envtest).
+//
+// # Slot migration
+//
+// The routing table in the `<index>-routing` ConfigMap says which shard owns each of the
+// 4096 slots at an epoch. Only the migration executor changes it after creation, and only
+// after the data moved. The planner (planMigrations, pure) adds moves to
+// status.migrations; the executor (migrationEnv, annindex_migrate.go) advances each by
+// one idempotent step per reconcile. Copying never runs in Reconcile: the destination's
+// primary pulls (an import job: the source's export of the slots, then its WAL), and the
+// reconciler polls it with RequeueAfter. A move's phases:
+//
+//   - Pending: waits until nothing rolls out or is short of ready replicas, fewer than
+//     rebalancing.maxConcurrentMigrations moves run, neither shard is in another move (one
+//     out of and one into a shard at a time) and both primaries are ready; then it asks
+//     the destination to start the import.
+//   - Copying, CatchingUp: follow the import (records, bytes, lag, MB/s in the row).
+//   - Handoff: once the lag is under HandoffMaxLag (and no other move is in its handoff:
+//     handoffs are serial), freeze the slots on the source at the table's epoch e (writes
+//     to them are refused as `moved`, and the routers retry them), wait until the
+//     destination applied the source's sequence number of the freeze, write the table that
+//     gives the slots to the destination at e+1 (the update carries the ConfigMap's
+//     resourceVersion), and have the destination take them. The freeze lasts at most
+//     HandoffPauseLimit: past it the slots are unfrozen and the move catches up again; after
+//     MaxHandoffAttempts it fails, with an event.
+//   - Cleanup: once every ready router reports epoch e+1 or later, the source drops the
+//     slots. Done.
+//
+// Before the table write any failure rolls back: the destination cancels its import
+// (dropping the partial copy), the source unfreezes, routing never changed, and the move
+// is Failed. After it the move only goes forward: a slot frozen for its handoff is never
+// unfrozen once its epoch was bumped. Each step starts from what the table says (which
+// shard owns the slots) and what the shards answer (a freeze found on the source is taken
+// up as the handoff it was), not from memory, so an operator killed in any phase resumes.
+//
+// A reshard (spec.shards changed) is planned whole: growing, the new StatefulSets are
+// created first and the shards over an even share give exactly their excess to those
+// under it once their primaries are ready; shrinking, only the removed shards give, the
+// table then drops them (Shards = spec.shards, a new epoch), and their StatefulSet,
+// Service and PDB are deleted once every router routes by that table and the shard says
+// it owns no slot. Load rebalancing (spec.rebalancing) moves slots of a shard whose
+// slot-attributable load (partition-scoped queries and writes per slot, from the load
+// collector) exceeds the mean by maxLoadSkewPercent in SkewSamples intervals in a row;
+// see rebalanceMove for its rules.
 //
 // The LoadCollector scrapes GET /v1/load of every ready shard pod every few seconds and
 // hands per-shard load (vectors, QPS, p99) to the reconciler for status.shards, and

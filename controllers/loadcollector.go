@@ -22,6 +22,7 @@ import (
 	"maps"
 	"math"
 	"net/http"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -370,4 +371,63 @@ func (c *LoadCollector) SlotRates(index types.NamespacedName, now time.Time) map
 		}
 	}
 	return out
+}
+
+// SlotLoad returns the slot-attributable load of an index per scrape interval, oldest
+// first: for each interval between two consecutive scrapes, the partition-scoped queries
+// per slot summed over the shard's pods and the writes per slot of the primaries
+// (ordinal 0: a replica applies the same writes again), per second. A counter that went
+// down (the pod restarted) counts from zero. Nothing is returned when the newest interval
+// ended more than staleIntervals scrapes ago. The migration planner reads skew from it, and a skew held over
+// several intervals is a trend, not a burst.
+func (c *LoadCollector) SlotLoad(index types.NamespacedName, now time.Time) []shardLoadSample {
+	if c == nil {
+		return nil
+	}
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	byEnd := map[time.Time]*shardLoadSample{}
+	for _, pl := range c.pods {
+		if pl.index != index {
+			continue
+		}
+		for i := 1; i < len(pl.samples); i++ {
+			prev, cur := pl.samples[i-1], pl.samples[i]
+			secs := cur.at.Sub(prev.at).Seconds()
+			if secs <= 0 {
+				continue
+			}
+			s := byEnd[cur.at]
+			if s == nil {
+				s = &shardLoadSample{Queries: map[int]float64{}, Writes: map[int]float64{}}
+				byEnd[cur.at] = s
+			}
+			addRates(s.Queries, prev.report.SlotQueries, cur.report.SlotQueries, secs)
+			if pl.ordinal == 0 {
+				addRates(s.Writes, prev.report.SlotWrites, cur.report.SlotWrites, secs)
+			}
+		}
+	}
+	ends := slices.SortedFunc(maps.Keys(byEnd), func(a, b time.Time) int { return a.Compare(b) })
+	if len(ends) == 0 || now.Sub(ends[len(ends)-1]) > staleIntervals*c.interval() {
+		return nil
+	}
+	out := make([]shardLoadSample, len(ends))
+	for i, at := range ends {
+		out[i] = *byEnd[at]
+	}
+	return out
+}
+
+// addRates adds (cur-prev)/secs of each slot counter to into.
+func addRates(into map[int]float64, prev, cur map[int]uint64, secs float64) {
+	for slot, n := range cur {
+		was := prev[slot]
+		if n < was {
+			was = 0
+		}
+		if d := n - was; d > 0 {
+			into[slot] += float64(d) / secs
+		}
+	}
 }

@@ -98,6 +98,7 @@ var _ = BeforeSuite(func() {
 		Recorder:  mgr.GetEventRecorder("annshard-operator"),
 		APIReader: mgr.GetAPIReader(),
 		Load:      &LoadCollector{Reader: mgr.GetCache(), Interval: 200 * time.Millisecond},
+		Shards:    envtestShards.dial,
 	}).SetupWithManager(mgr)).To(Succeed())
 
 	var ctx context.Context

@@ -431,6 +431,48 @@ type MigrationStatus struct {
 	// Message says why a move failed or what it waits for.
 	// +optional
 	Message string `json:"message,omitempty"`
+	// Reason is why the planner started the move: Reshard (spec.shards changed) or
+	// Rebalance (load skew).
+	// +optional
+	Reason string `json:"reason,omitempty"`
+	// Total estimates the records to copy: the source's vectors times the moved share of
+	// its slots when the move started; 0 when the source's size was unknown.
+	// +optional
+	Total int64 `json:"total,omitempty"`
+	// Bytes is the volume copied to ToShard so far.
+	// +optional
+	Bytes int64 `json:"bytes,omitempty"`
+	// Lag is how many sequence numbers of the source's log the destination has not
+	// applied yet; the handoff starts only when it is small.
+	// +optional
+	Lag int64 `json:"lag,omitempty"`
+	// BytesPerSecond is the mean copy rate since the move started.
+	// +optional
+	BytesPerSecond int64 `json:"bytesPerSecond,omitempty"`
+	// FreezeSeq is the source's sequence number after which the slots took no write: the
+	// destination must have applied it before the routing table changes. 0 while the
+	// slots are not frozen.
+	// +optional
+	FreezeSeq int64 `json:"freezeSeq,omitempty"`
+	// FrozenAt is when the current freeze began; the write pause it causes is bounded.
+	// +optional
+	FrozenAt *metav1.Time `json:"frozenAt,omitempty"`
+	// Epoch is the routing epoch at which ToShard owns the slots: set when the slots are
+	// frozen (the table's epoch then, plus one).
+	// +optional
+	Epoch int64 `json:"epoch,omitempty"`
+	// HandoffAttempts counts the freezes that ran out of time and were undone.
+	// +optional
+	HandoffAttempts int32 `json:"handoffAttempts,omitempty"`
+	// ImportAttempts counts the copies the destination started for this move.
+	// +optional
+	ImportAttempts int32 `json:"importAttempts,omitempty"`
+	// StartedAt is when the move was planned.
+	// +optional
+	StartedAt *metav1.Time `json:"startedAt,omitempty"`
+	// FinishedAt is when the move became Done or Failed.
+	// +optional
+	FinishedAt *metav1.Time `json:"finishedAt,omitempty"`
 }
 
 // AnnIndexStatus is what the operator observed, written once per reconcile.
@@ -474,6 +516,15 @@ type AnnIndexStatus struct {
 	// +listMapKey=shard
 	Shards []ShardStatus `json:"shards,omitempty"`
 
+	// ActiveMigrations is the number of slot moves in flight (not Done or Failed).
+	// +optional
+	ActiveMigrations int32 `json:"activeMigrations"`
+
+	// Migration sums up the moves in flight for `kubectl get`: the first one's phase and
+	// progress ("CatchingUp 0->2 100% lag 12"), and how many more; empty when none.
+	// +optional
+	Migration string `json:"migration,omitempty"`
+
 	// Migrations are the slot moves in flight or recently finished.
 	// +optional
 	// +listType=map
@@ -490,6 +541,9 @@ type AnnIndexStatus struct {
 // +kubebuilder:printcolumn:name="Ready",type=integer,JSONPath=`.status.readyShards`,description="Shards whose primary is ready"
 // +kubebuilder:printcolumn:name="Vectors",type=integer,JSONPath=`.status.vectors`
 // +kubebuilder:printcolumn:name="QPS",type=integer,JSONPath=`.status.qps`
+// +kubebuilder:printcolumn:name="Epoch",type=integer,JSONPath=`.status.routingEpoch`,description="Routing table epoch"
+// +kubebuilder:printcolumn:name="Moves",type=integer,JSONPath=`.status.activeMigrations`,description="Slot moves in flight"
+// +kubebuilder:printcolumn:name="Migration",type=string,JSONPath=`.status.migration`,description="First move in flight: phase, shards, progress"
 // +kubebuilder:printcolumn:name="Available",type=string,JSONPath=`.status.conditions[?(@.type=="Available")].status`
 // +kubebuilder:printcolumn:name="Age",type=date,JSONPath=`.metadata.creationTimestamp`
 type AnnIndex struct {

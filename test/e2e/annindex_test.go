@@ -20,7 +20,6 @@ import (
 
 	annv1alpha1 "github.com/annshard/annshard/api/v1alpha1"
 	"github.com/annshard/annshard/shardserver/client"
-	"github.com/annshard/annshard/shardserver/slots"
 	"github.com/annshard/annshard/test/e2e/framework"
 )
 
@@ -51,9 +50,10 @@ var _ = Describe("AnnIndex", Ordered, func() {
 		Expect(cluster.Client.Get(ctx, objKey(namespace, name), idx)).To(Succeed())
 		Expect(idx.Status.ReadyShards).To(BeEquivalentTo(2))
 		Expect(idx.Status.Shards).To(HaveLen(2))
+		owned := slotCounts(routingTable(ctx, name))
 		for _, s := range idx.Status.Shards {
 			Expect(s.ReadyReplicas).To(BeEquivalentTo(2), "shard %d", s.Shard)
-			Expect(s.Slots).To(BeEquivalentTo(slots.Count / 2))
+			Expect(s.Slots).To(BeEquivalentTo(owned[s.Shard]), "shard %d: status and the routing ConfigMap disagree", s.Shard)
 		}
 		Expect(idx.Status.RoutingEpoch).To(BeNumerically(">=", 1))
 		for _, t := range []string{annv1alpha1.ConditionAvailable, annv1alpha1.ConditionProgressing,
@@ -113,7 +113,7 @@ var _ = Describe("AnnIndex", Ordered, func() {
 
 	It("answers a partition-scoped query from the owning shard alone", Label("data"), func(ctx SpecContext) {
 		const partition = "p3"
-		table := slots.Even(2)
+		table := routingTable(ctx, name)
 		owner := table.ShardOfKey(partition)
 		other := 1 - owner
 		before := shardQueries(ctx, name, other)

@@ -16,6 +16,7 @@ import (
 
 	annv1alpha1 "github.com/annshard/annshard/api/v1alpha1"
 	"github.com/annshard/annshard/shardserver/client"
+	"github.com/annshard/annshard/shardserver/slots"
 	"github.com/annshard/annshard/test/e2e/framework"
 )
 
@@ -112,4 +113,23 @@ func waitPodReplaced(ctx context.Context, name string, old types.UID, timeout ti
 		g.Expect(p.UID).NotTo(Equal(old), "pod %s not replaced yet", name)
 		g.Expect(framework.PodReady(&p)).To(BeTrue(), "pod %s not ready yet", name)
 	}).WithContext(ctx).WithTimeout(timeout).WithPolling(500 * time.Millisecond).Should(Succeed())
+}
+
+// routingTable reads the index's routing table from its ConfigMap: specs never assume
+// the initial even table.
+func routingTable(ctx context.Context, index string) slots.Table {
+	var cm corev1.ConfigMap
+	Expect(cluster.Client.Get(ctx, objKey(namespace, slots.ConfigMapName(index)), &cm)).To(Succeed())
+	tab, err := slots.Parse([]byte(cm.Data[slots.ConfigMapKey]))
+	Expect(err).NotTo(HaveOccurred())
+	return tab
+}
+
+func slotCounts(tab slots.Table) []int {
+	out := make([]int, tab.Shards)
+	for k := range out {
+		set := tab.SlotsOf(k)
+		out[k] = set.Len()
+	}
+	return out
 }
