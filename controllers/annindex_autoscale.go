@@ -151,8 +151,8 @@ type autoscaleInput struct {
 type scaleDecision struct {
 	// Current is the count the StatefulSet runs; Desired the one the shard moves to.
 	Current, Desired int32
-	// Recommendation is the raw proportional (or latency) recommendation before the
-	// windows, rate limits and invariants: what goes into the history.
+	// Recommendation is the proportional (or latency) recommendation clamped to [min,
+	// max], before the windows, rate limits and invariants: what goes into the history.
 	Recommendation int32
 	// Observed is the metric value the decision was taken on: the mean over the ready
 	// sampled pods (QPSPerReplica, CPUUtilization) or the highest p99 (LatencyP99);
