@@ -344,3 +344,43 @@ func TestAdoptNeverLosesAFreeze(t *testing.T) {
 		}
 	}
 }
+
+// TestWALHoldKeepsRecords: a slot stream's hold keeps the WAL it needs through
+// snapshots that would trim it, and lets go holdLinger after the stream ended.
+func TestWALHoldKeepsRecords(t *testing.T) {
+	cfg := testConfig(t.TempDir())
+	cfg.SegmentBytes = 4096
+	s, hs := newTestServer(t, cfg)
+	c := client.New(hs.URL)
+	ctx := context.Background()
+	r := newRand(3)
+	write := func(n int) {
+		for i := range n {
+			if _, err := c.Upsert(ctx, &client.UpsertRequest{Vectors: []client.Vector{{ID: fmt.Sprintf("h-%d", i), Vector: randVec(r, testDim)}}}); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	write(50)
+	release := s.holds.hold("0-99", 5)
+	for range 3 {
+		write(50)
+		if err := s.store.Snapshot(); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if first := s.store.Log().FirstSeq(); first == 0 || first > 5 {
+		t.Fatalf("the WAL starts at %d under a hold from 5", first)
+	}
+	release()
+	s.holds.mu.Lock()
+	s.holds.m["0-99"].until = time.Now().Add(-time.Second) // holdLinger passed
+	s.holds.mu.Unlock()
+	write(50)
+	if err := s.store.Snapshot(); err != nil {
+		t.Fatal(err)
+	}
+	if first := s.store.Log().FirstSeq(); first <= 5 {
+		t.Fatalf("the WAL still starts at %d once the hold expired", first)
+	}
+}
