@@ -384,3 +384,88 @@ func TestWALHoldKeepsRecords(t *testing.T) {
 		t.Fatalf("the WAL still starts at %d once the hold expired", first)
 	}
 }
+
+// TestImportCopiesAfreshWhenTheWALIsGone: a destination that comes back after the
+// source trimmed the WAL it needs (no hold kept it) copies the slots afresh, and ends
+// with exactly the source's vectors of the slots, deletes included.
+func TestImportCopiesAfreshWhenTheWALIsGone(t *testing.T) {
+	scfg := testConfig(t.TempDir())
+	scfg.SegmentBytes = 4096
+	src, srcHS := newTestServer(t, scfg)
+	sc := client.New(srcHS.URL)
+	ctx := context.Background()
+	moving := slots.Range(0, 2047)
+	in, _ := idsInSlots(moving, 60)
+	r := newRand(5)
+	for _, id := range in {
+		if _, err := sc.Upsert(ctx, &client.UpsertRequest{Vectors: []client.Vector{{ID: id, Vector: randVec(r, testDim)}}}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	dcfg := testConfig(t.TempDir())
+	dst, err := New(dcfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := dst.slots.set(slots.Set{}, slots.Set{}, 0); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := dst.startImport(client.ImportRequest{ID: "g", Slots: moving.String(), Source: srcHS.URL}); err != nil {
+		t.Fatal(err)
+	}
+	for st, _ := dst.importStatus("g"); st.Phase != client.ImportCatchingUp; st, _ = dst.importStatus("g") {
+		time.Sleep(10 * time.Millisecond)
+	}
+	if err := dst.Close(); err != nil {
+		t.Fatal(err)
+	}
+	// While the destination is down: deletes and rewrites, and the source trims.
+	for i, id := range in[:30] {
+		if i%2 == 0 {
+			_, err = sc.DeleteBatch(ctx, &client.DeleteRequest{IDs: []string{id}})
+		} else {
+			_, err = sc.Upsert(ctx, &client.UpsertRequest{Vectors: []client.Vector{{ID: id, Vector: randVec(r, testDim)}}})
+		}
+		if err != nil {
+			t.Fatal(err)
+		}
+	}
+	src.holds.mu.Lock()
+	for _, h := range src.holds.m {
+		h.until = time.Now().Add(-time.Second)
+	}
+	src.holds.mu.Unlock()
+	for range 3 {
+		for i := range 20 {
+			if _, err := sc.Upsert(ctx, &client.UpsertRequest{Vectors: []client.Vector{{ID: fmt.Sprintf("pad-%d", i), Vector: randVec(r, testDim)}}}); err != nil {
+				t.Fatal(err)
+			}
+		}
+		if err := src.store.Snapshot(); err != nil {
+			t.Fatal(err)
+		}
+	}
+	dst, err = New(dcfg) // resumes the job
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { dst.Close() })
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		st, _ := dst.importStatus("g")
+		if st.Copies >= 2 && st.Phase == client.ImportCatchingUp {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("no fresh copy: %+v", st)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	for _, id := range in {
+		want, wok := src.store.Get(id, "")
+		got, gok := dst.store.GetHiding(id, "", nil)
+		if wok != gok || (wok && want.Vector[0] != got.Vector[0]) {
+			t.Fatalf("%s: source %v %v, destination %v %v", id, wok, want.Vector, gok, got.Vector)
+		}
+	}
+}
