@@ -632,7 +632,7 @@ func (r *AnnIndexReconciler) decideReplicas(_ context.Context, s *scope) (ctrl.R
 			Now:       now,
 		})
 		r.scaleMemory.recommended(key, now, d.Recommendation)
-		if at := r.scaleMemory.lastGrown(key); !at.IsZero() && now.Sub(at) < startupBudget {
+		if at := r.scaleMemory.lastGrown(key); !at.IsZero() && now.Sub(at) < startupBudget(s.index.Spec.ShardServer.Storage) {
 			s.grown[k] = true
 		}
 		s.scale[k] = d

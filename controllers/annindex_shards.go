@@ -19,6 +19,7 @@ package controllers
 import (
 	"context"
 	"fmt"
+	"math"
 	"strconv"
 	"time"
 
@@ -42,22 +43,43 @@ const (
 	// shardGracePeriod covers draining requests, flushing the WAL and writing a snapshot
 	// on SIGTERM.
 	shardGracePeriod = 60
-	// startupBudget bounds how long loading a snapshot and replaying the WAL may take
-	// before the kubelet restarts the pod.
-	startupBudget = 10 * time.Minute
 	// startupPeriod and readyPeriod are short because they sit on the path from a load
 	// step to a new replica serving: the kubelet runs readiness probes only once the
 	// startup probe passed, and a replica that was still catching up at its first
 	// readiness probe waits a whole period for the next. Probing /healthz and /readyz
 	// once a second costs the shard server next to nothing. readyFailures*readyPeriod is
 	// how long a replica may fail before routers stop sending it queries.
+	// startupProbeFailures sets how many failed startup probes a start may take.
 	startupPeriod = 1
 	readyPeriod   = 1
 	readyFailures = 5
 )
 
-// startupFailures is the startup probe's failure threshold that gives startupBudget.
-var startupFailures = int32(startupBudget / (startupPeriod * time.Second))
+// A shard server answers its probes once it has loaded its newest snapshot and read the
+// WAL after it into its maps (make bench-recovery measures both). The WAL it reads is
+// bounded by the snapshot triggers (--snapshot-vectors, --snapshot-wal-bytes), and the
+// snapshot by the volume, so the start takes at most startupBaseSeconds plus the volume
+// read at startupReadBytesPerSecond: a rate well below what bench-recovery measures on a
+// loaded machine (1M x 128: a 0.7 GB snapshot loaded at about 100 MB/s), since a start
+// that outgrows its budget is restarted by the kubelet over and over.
+const (
+	startupBaseSeconds        = 300
+	startupReadBytesPerSecond = 16 << 20
+)
+
+// startupBudget is how long the start of a shard whose volume is st may take: 940 s for
+// 10Gi.
+func startupBudget(st annv1alpha1.StorageSpec) time.Duration {
+	size := storageSize(st)
+	seconds := min(startupBaseSeconds+size.Value()/startupReadBytesPerSecond, math.MaxInt32) // a probe's largest threshold
+	return time.Duration(seconds) * time.Second
+}
+
+// startupProbeFailures is the startup probe's failure threshold that gives startupBudget.
+func startupProbeFailures(st annv1alpha1.StorageSpec) int32 {
+	periods := (startupBudget(st) + startupPeriod*time.Second - 1) / (startupPeriod * time.Second)
+	return int32(min(periods, math.MaxInt32))
+}
 
 // replicaBounds are the [replicas.min, replicas.max] of every shard, made sane for
 // objects that did not go through the API server's validation: at least the primary, and
@@ -285,7 +307,7 @@ func shardStatefulSet(idx *annv1alpha1.AnnIndex, k, replicas int32) *appsv1.Stat
 						Resources:       ss.Resources,
 						ReadinessProbe:  httpProbe("/readyz", readyPeriod, readyFailures),
 						LivenessProbe:   httpProbe("/healthz", 10, 3),
-						StartupProbe:    httpProbe("/healthz", startupPeriod, startupFailures),
+						StartupProbe:    httpProbe("/healthz", startupPeriod, startupProbeFailures(ss.Storage)),
 						SecurityContext: containerSecurity(),
 						VolumeMounts: []corev1.VolumeMount{
 							{Name: dataVolume, MountPath: dataDir},

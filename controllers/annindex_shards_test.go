@@ -19,6 +19,7 @@ package controllers
 import (
 	"context"
 	"flag"
+	"math"
 	"os"
 	"path/filepath"
 	"slices"
@@ -212,7 +213,8 @@ func TestShardStatefulSetShape(t *testing.T) {
 		{"token flag", slices.Contains(c.Args, "--token-file=/etc/annshard/token/token")},
 		{"identity flags", slices.Contains(c.Args, "--index=products") && slices.Contains(c.Args, "--namespace=search") && slices.Contains(c.Args, "--shard-index=3") && slices.Contains(c.Args, "--pod-name=$(POD_NAME)") && slices.Contains(c.Args, "--listen=$(POD_IP):8080")},
 		{"env", len(c.Env) == 3 && c.Env[2].Name == "POD_IP" && c.Env[2].ValueFrom.FieldRef.FieldPath == "status.podIP"},
-		{"probes", c.ReadinessProbe.HTTPGet.Path == "/readyz" && c.LivenessProbe.HTTPGet.Path == "/healthz" && c.StartupProbe != nil},
+		{"probes", c.ReadinessProbe.HTTPGet.Path == "/readyz" && c.LivenessProbe.HTTPGet.Path == "/healthz" &&
+			c.StartupProbe.HTTPGet.Path == "/healthz" && c.StartupProbe.PeriodSeconds*c.StartupProbe.FailureThreshold == 940},
 		{"retention", sts.Spec.PersistentVolumeClaimRetentionPolicy.WhenDeleted == appsv1.DeletePersistentVolumeClaimRetentionPolicyType &&
 			sts.Spec.PersistentVolumeClaimRetentionPolicy.WhenScaled == appsv1.RetainPersistentVolumeClaimRetentionPolicyType},
 		{"soft anti-affinity only", pod.Affinity.PodAntiAffinity.RequiredDuringSchedulingIgnoredDuringExecution == nil &&
@@ -293,4 +295,24 @@ func labelsMatch(sel, labels map[string]string) bool {
 		}
 	}
 	return true
+}
+
+// TestStartupProbeFailures: the start-up budget grows with the volume the newest
+// snapshot is bounded by, never below the base, up to the largest threshold.
+func TestStartupProbeFailures(t *testing.T) {
+	q := func(s string) *resource.Quantity { v := resource.MustParse(s); return &v }
+	for _, tt := range []struct {
+		size    *resource.Quantity
+		seconds int64
+	}{
+		{nil, 300 + 640},
+		{q("1Mi"), 300},
+		{q("1Gi"), 300 + 64},
+		{q("100Gi"), 300 + 6400},
+		{q("1Ei"), math.MaxInt32}, // the threshold's largest value
+	} {
+		if got := int64(startupProbeFailures(annv1alpha1.StorageSpec{Size: tt.size})) * startupPeriod; got != tt.seconds {
+			t.Errorf("size %v: %d s, want %d s", tt.size, got, tt.seconds)
+		}
+	}
 }
