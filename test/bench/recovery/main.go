@@ -10,7 +10,8 @@
 //  3. -rounds kill rounds: a steady ingest of upserts (existing ids, new vectors) runs
 //     while the server is killed after a random delay in [-kill-min, -kill-max]; it is
 //     restarted at once and the time from exec to GET /readyz answering 200 is its time
-//     to ready. Acknowledged writes are then checked: every id of the batches in flight
+//     to ready, printed beside the CPU time the process used until then (on a loaded
+//     machine the wait for a core stretches the first, hardly the second). Acknowledged writes are then checked: every id of the batches in flight
 //     at the kill (old or new vector, never a mix within a batch) and a sample of the
 //     others (their last acknowledged vector);
 //  4. -graceful graceful restarts (SIGTERM, restart, time to ready).
@@ -28,6 +29,7 @@ package main
 
 import (
 	"bufio"
+	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
@@ -248,6 +250,9 @@ type server struct {
 	o        options
 	addr     string
 	p        *proctest.Process
+	// readyCPU is the CPU time (user and system) the last start used until ready: the
+	// machine's other load stretches the time to ready, hardly this.
+	readyCPU float64
 }
 
 func (s *server) client() *client.Client { return client.New(s.p.URL()) }
@@ -276,7 +281,26 @@ func (s *server) start(ctx context.Context) (time.Duration, error) {
 		}
 		time.Sleep(5 * time.Millisecond)
 	}
-	return time.Since(begin), nil
+	ttr := time.Since(begin)
+	s.readyCPU = cpuSeconds(p.Pid())
+	return ttr, nil
+}
+
+// cpuSeconds is the CPU time pid has used, from /proc (0 where there is none).
+func cpuSeconds(pid int) float64 {
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+	if err != nil {
+		return 0
+	}
+	// Fields after the command's closing parenthesis: state is the first, utime and
+	// stime the 12th and 13th, in clock ticks (USER_HZ, 100 on Linux).
+	f := strings.Fields(string(b[bytes.LastIndexByte(b, ')')+1:]))
+	if len(f) < 13 {
+		return 0
+	}
+	u, _ := strconv.ParseFloat(f[11], 64)
+	st, _ := strconv.ParseFloat(f[12], 64)
+	return (u + st) / 100
 }
 
 func (s *server) kill() {
@@ -435,7 +459,7 @@ func killRound(ctx context.Context, srv *server, gen vectors, tr *truth, o optio
 		return result{}, fmt.Errorf("%d vectors after the restart, want %d", rep.Vectors, o.n)
 	}
 	res := result{Kind: "round", Round: round + 1, IngestSeconds: delay.Seconds(), AckedWrites: acked.Load(),
-		ReadySeconds: ttr.Seconds(), KillToReadySeconds: sinceKill.Seconds(), Checked: checked, Load: loadAvg()}
+		ReadySeconds: ttr.Seconds(), ReadyCPUSeconds: srv.readyCPU, KillToReadySeconds: sinceKill.Seconds(), Checked: checked, Load: loadAvg()}
 	if snap != nil {
 		res.SnapshotBytes, res.SnapshotSeconds = snap.Bytes, snap.Seconds
 	}
@@ -540,7 +564,7 @@ func gracefulRound(ctx context.Context, srv *server, o options) (result, error) 
 	if err != nil {
 		return result{}, err
 	}
-	res := result{Kind: "graceful", StopSeconds: stopped.Seconds(), ReadySeconds: ttr.Seconds(), Load: loadAvg()}
+	res := result{Kind: "graceful", StopSeconds: stopped.Seconds(), ReadySeconds: ttr.Seconds(), ReadyCPUSeconds: srv.readyCPU, Load: loadAvg()}
 	rep, err := srv.client().Load(ctx)
 	if err != nil {
 		return result{}, err
@@ -567,6 +591,7 @@ func summarize(rounds []result, ttrs []float64) result {
 		sum.ReplayedVectors = max(sum.ReplayedVectors, r.ReplayedVectors)
 		sum.TailVectors = max(sum.TailVectors, r.TailVectors)
 		sum.IndexedSeconds = max(sum.IndexedSeconds, r.IndexedSeconds)
+		sum.ReadyCPUMaxSeconds = max(sum.ReadyCPUMaxSeconds, r.ReadyCPUSeconds)
 		sum.AckedWrites += r.AckedWrites
 		sum.Checked += r.Checked
 	}
@@ -590,6 +615,8 @@ type result struct {
 	IngestSeconds          float64 `json:"ingestSeconds,omitempty"`
 	AckedWrites            int64   `json:"ackedWrites,omitempty"`
 	ReadySeconds           float64 `json:"readySeconds,omitempty"`
+	ReadyCPUSeconds        float64 `json:"readyCPUSeconds,omitempty"`
+	ReadyCPUMaxSeconds     float64 `json:"readyCPUMaxSeconds,omitempty"`
 	KillToReadySeconds     float64 `json:"killToReadySeconds,omitempty"`
 	StopSeconds            float64 `json:"stopSeconds,omitempty"`
 	SnapshotLoadSeconds    float64 `json:"snapshotLoadSeconds,omitempty"`
@@ -632,13 +659,13 @@ func (p printer) emit(r result) {
 	case "snapshot":
 		fmt.Printf("last snapshot                       %8d vectors  %.0f MiB in %.2f s (tail %d)\n", r.Vectors, mib(r.SnapshotBytes), r.SnapshotSeconds, r.TailVectors)
 	case "round":
-		fmt.Printf("round %2d: killed after %5.1f s of ingest (%7d acked): ready in %5.2f s (snapshot load %.2f s, replayed %d vectors / %.0f MiB in %.2f s, tail %d), all in the graph after %.1f s; %d ids checked   load %s\n",
-			r.Round, r.IngestSeconds, r.AckedWrites, r.ReadySeconds, r.SnapshotLoadSeconds, r.ReplayedVectors, mib(r.ReplayedBytes), r.ReplaySeconds, r.TailVectors, r.IndexedSeconds, r.Checked, r.Load)
+		fmt.Printf("round %2d: killed after %5.1f s of ingest (%7d acked): ready in %5.2f s (%.2f s of CPU; snapshot load %.2f s, replayed %d vectors / %.0f MiB in %.2f s, tail %d), all in the graph after %.1f s; %d ids checked   load %s\n",
+			r.Round, r.IngestSeconds, r.AckedWrites, r.ReadySeconds, r.ReadyCPUSeconds, r.SnapshotLoadSeconds, r.ReplayedVectors, mib(r.ReplayedBytes), r.ReplaySeconds, r.TailVectors, r.IndexedSeconds, r.Checked, r.Load)
 	case "graceful":
 		fmt.Printf("graceful restart: stopped in %.2f s, ready in %.2f s (snapshot load %.2f s, replayed %d vectors, tail %d)\n",
 			r.StopSeconds, r.ReadySeconds, r.SnapshotLoadSeconds, r.ReplayedVectors, r.TailVectors)
 	case "summary":
-		fmt.Printf("time to ready after kill -9: p50 %.2f s, max %.2f s over %d rounds (%s)\n", r.ReadyP50Seconds, r.ReadyMaxSeconds, r.Rounds, r.Note)
+		fmt.Printf("time to ready after kill -9: p50 %.2f s, max %.2f s over %d rounds, at most %.2f s of CPU (%s)\n", r.ReadyP50Seconds, r.ReadyMaxSeconds, r.Rounds, r.ReadyCPUMaxSeconds, r.Note)
 		fmt.Printf("  most vectors replayed %d, largest tail %d, all in the graph within %.1f s of the restart\n", r.ReplayedVectors, r.TailVectors, r.IndexedSeconds)
 		fmt.Printf("  largest snapshot written %.0f MiB in %.2f s; %d writes acked, %d ids checked, none lost   load %s\n",
 			mib(r.SnapshotBytes), r.SnapshotSeconds, r.AckedWrites, r.Checked, r.Load)
