@@ -19,7 +19,8 @@
 // It prints the time to ready p50 and max, the vectors replayed (from the WAL, and the
 // tail of the snapshot: what the restart had to insert into the graph again), the time
 // to fully indexed, the snapshot time and size, the memory per vector (resident, from
-// /metrics) and the ingest ratio; -json prints one JSON object per line instead.
+// /metrics) and the ingest ratio (of the rates, and of the CPU time per vector, which other
+// load on the machine hardly changes); -json prints one JSON object per line instead.
 //
 // Usage: go run ./test/bench/recovery [-n 1000000 -dim 128 -rounds 10 -json]
 //
@@ -45,6 +46,7 @@ import (
 	"strings"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"time"
 
 	"github.com/annshard/annshard/shardserver/client"
@@ -136,21 +138,31 @@ func run(ctx context.Context, o options) error {
 	srv := &server{bin: bin, dir: dir, o: o}
 	truth := newTruth(o.n)
 	if o.fill {
-		coreRate, err := coreBuildRate(gen, o)
+		coreRate, coreCPU, err := coreBuildRate(gen, o)
 		if err != nil {
 			return err
 		}
-		out.emit(result{Kind: "build", Vectors: coreN(o), VectorsPerSecond: coreRate, Load: loadAvg()})
+		out.emit(result{Kind: "build", Vectors: coreN(o), VectorsPerSecond: coreRate, CPUPerVectorMs: coreCPU * 1e3, Load: loadAvg()})
 		if _, err := srv.start(ctx); err != nil {
 			return err
 		}
 		defer srv.kill()
+		before, err := srv.client().Load(ctx)
+		if err != nil {
+			return err
+		}
 		start := time.Now()
 		if err := ingestAll(ctx, srv.client(), gen, o); err != nil {
 			return err
 		}
 		rate := float64(o.n) / time.Since(start).Seconds()
-		out.emit(result{Kind: "ingest", Vectors: o.n, VectorsPerSecond: rate, Ratio: rate / coreRate, Load: loadAvg(),
+		after, err := srv.client().Load(ctx)
+		if err != nil {
+			return err
+		}
+		serverCPU := (after.CPUSeconds - before.CPUSeconds) / float64(o.n)
+		out.emit(result{Kind: "ingest", Vectors: o.n, VectorsPerSecond: rate, Ratio: rate / coreRate,
+			CPUPerVectorMs: serverCPU * 1e3, CPURatio: coreCPU / serverCPU, Load: loadAvg(),
 			Note: "goal >= 0.8 of the core's build rate"})
 	} else {
 		// A reused shard was last stopped gracefully, holding the fill vectors (the
@@ -212,8 +224,9 @@ func coreN(o options) int {
 	return o.n
 }
 
-// coreBuildRate builds an index of the same vectors in process, on every core.
-func coreBuildRate(gen vectors, o options) (float64, error) {
+// coreBuildRate builds an index of the same vectors in process, on every core, and
+// returns its rate and the CPU time it took per vector.
+func coreBuildRate(gen vectors, o options) (rate, cpuPerVector float64, err error) {
 	n := coreN(o)
 	data := make([][]float32, n)
 	for i := range data {
@@ -221,11 +234,12 @@ func coreBuildRate(gen vectors, o options) (float64, error) {
 	}
 	idx, err := hnsw.New(hnsw.Config{Dim: o.dim, M: 16, EfConstruction: 200, Capacity: n})
 	if err != nil {
-		return 0, err
+		return 0, 0, err
 	}
 	var next atomic.Int64
 	var failed atomic.Value
 	var wg sync.WaitGroup
+	cpu0 := processCPU()
 	start := time.Now()
 	for range runtime.GOMAXPROCS(0) {
 		wg.Go(func() {
@@ -239,9 +253,9 @@ func coreBuildRate(gen vectors, o options) (float64, error) {
 	}
 	wg.Wait()
 	if err, _ := failed.Load().(error); err != nil {
-		return 0, err
+		return 0, 0, err
 	}
-	return float64(n) / time.Since(start).Seconds(), nil
+	return float64(n) / time.Since(start).Seconds(), (processCPU() - cpu0) / float64(n), nil
 }
 
 // server is the one shard process, restarted on the same address and data directory.
@@ -284,6 +298,15 @@ func (s *server) start(ctx context.Context) (time.Duration, error) {
 	ttr := time.Since(begin)
 	s.readyCPU = cpuSeconds(p.Pid())
 	return ttr, nil
+}
+
+// processCPU is the CPU time this process has used.
+func processCPU() float64 {
+	var ru syscall.Rusage
+	if err := syscall.Getrusage(syscall.RUSAGE_SELF, &ru); err != nil {
+		return 0
+	}
+	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano()).Seconds()
 }
 
 // cpuSeconds is the CPU time pid has used, from /proc (0 where there is none).
@@ -607,6 +630,8 @@ type result struct {
 	Vectors                int     `json:"vectors,omitempty"`
 	VectorsPerSecond       float64 `json:"vectorsPerSecond,omitempty"`
 	Ratio                  float64 `json:"ratio,omitempty"`
+	CPUPerVectorMs         float64 `json:"cpuPerVectorMs,omitempty"`
+	CPURatio               float64 `json:"cpuRatio,omitempty"`
 	RSSBytes               int64   `json:"rssBytes,omitempty"`
 	BytesPerVector         float64 `json:"bytesPerVector,omitempty"`
 	EstimateBytesPerVector float64 `json:"estimateBytesPerVector,omitempty"`
@@ -651,9 +676,10 @@ func (p printer) emit(r result) {
 	mib := func(b int64) float64 { return float64(b) / (1 << 20) }
 	switch r.Kind {
 	case "build":
-		fmt.Printf("core build (in process, all cores)  %8d vectors  %8.0f vectors/s   load %s\n", r.Vectors, r.VectorsPerSecond, r.Load)
+		fmt.Printf("core build (in process, all cores)  %8d vectors  %8.0f vectors/s   %.3f ms of CPU per vector   load %s\n", r.Vectors, r.VectorsPerSecond, r.CPUPerVectorMs, r.Load)
 	case "ingest":
 		fmt.Printf("ingest through the API              %8d vectors  %8.0f vectors/s   ratio %.2f (%s)   load %s\n", r.Vectors, r.VectorsPerSecond, r.Ratio, r.Note, r.Load)
+		fmt.Printf("  server CPU %.3f ms per vector: the core's CPU per vector over the server's is %.2f (the ratio with the cores to themselves)\n", r.CPUPerVectorMs, r.CPURatio)
 	case "memory":
 		fmt.Printf("memory                              %8d vectors  RSS %.0f MiB = %.0f B/vector (index estimate %.0f B/vector)\n", r.Vectors, mib(r.RSSBytes), r.BytesPerVector, r.EstimateBytesPerVector)
 	case "snapshot":
