@@ -42,6 +42,9 @@
 //  3. Once the destination's AppliedSeq >= Seq, the operator writes the table at e+1 and
 //     calls POST /v1/internal/imports/{id}:finish {epoch e+1} (or the destination adopts
 //     the table): the job stops before the slots take writes, and they become owned.
+//     Freeze, unfreeze, drop and finish never move the shard's epoch (only a table or
+//     POST slots does), so a shard that lags behind the operator's tables still adopts
+//     each newer one; a drop refuses slots the shard owns and does not freeze.
 //  4. The source adopts e+1 (table or POST slots) and stops answering for the slots;
 //     once every router is at e+1, POST slots:drop deletes them through its WAL.
 //

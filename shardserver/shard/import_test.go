@@ -305,6 +305,18 @@ func TestImportCancelAndRules(t *testing.T) {
 	if got, err := sc.UnfreezeSlots(ctx, &client.SlotsRequest{Slots: "1-2", Epoch: 6}); err != nil || got.Frozen != "" {
 		t.Fatalf("unfreeze: %+v, %v", got, err)
 	}
+	// A drop (say, a stale one) never deletes slots the shard serves writes for.
+	if _, err := sc.DropSlots(ctx, &client.SlotsRequest{Slots: "1-2", Epoch: 6}); !client.IsCode(err, client.CodeConflict) {
+		t.Fatalf("dropping owned, unfrozen slots: %v", err)
+	}
+	// Freeze and finish never move the epoch: a table the shard has not adopted yet is
+	// still adopted after them.
+	if _, err := sc.FreezeSlots(ctx, &client.SlotsRequest{Slots: "1-2", Epoch: 9}); err != nil {
+		t.Fatal(err)
+	}
+	if got, _ := sc.Slots(ctx); got.Epoch != 6 {
+		t.Fatalf("a freeze at epoch 9 moved the shard's epoch to %d", got.Epoch)
+	}
 }
 
 // TestAdoptNeverLosesAFreeze: tables adopted while a freeze lands keep it (the old

@@ -244,8 +244,9 @@ func (s *Server) handleImportFinish(w http.ResponseWriter, r *http.Request) {
 				return &client.APIError{Code: client.CodeConflict, Epoch: sl.epoch,
 					Message: fmt.Sprintf("handover at epoch %d refused: the shard is at epoch %d", req.Epoch, sl.epoch)}
 			}
+			// The epoch stays: only a table (or POST slots) moves it, so a table this
+			// shard has not adopted yet is still newer and still adopted.
 			sl.owned = sl.owned.Union(j.set)
-			sl.epoch = max(sl.epoch, req.Epoch)
 			sl.finishOwnedLocked()
 			out = j.status
 			return nil

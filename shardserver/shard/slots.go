@@ -308,7 +308,9 @@ func (st *slotState) adopt(owned slots.Set, epoch uint64) error {
 }
 
 // freeze refuses further writes to set, which must be owned, at epoch (not older than
-// the shard's). When it returns no write to them is in flight.
+// the shard's). When it returns no write to them is in flight. Freeze, unfreeze, drop
+// and an import's finish never move the epoch: only a table (or POST slots) does, so a
+// shard that has not adopted the operator's newest table yet still adopts it.
 func (st *slotState) freeze(set slots.Set, epoch uint64) error {
 	return st.change(func() error {
 		if err := st.staleLocked(epoch, "freezing slots"); err != nil {
@@ -318,7 +320,7 @@ func (st *slotState) freeze(set slots.Set, epoch uint64) error {
 			return &client.APIError{Code: client.CodeConflict, Epoch: st.epoch,
 				Message: fmt.Sprintf("cannot freeze slots %s: not owned at epoch %d", notOwned.String(), st.epoch)}
 		}
-		st.frozen, st.epoch = st.frozen.Union(set), max(st.epoch, epoch)
+		st.frozen = st.frozen.Union(set)
 		return nil
 	})
 }
@@ -335,13 +337,12 @@ func (st *slotState) unfreeze(set slots.Set, epoch uint64) error {
 	})
 }
 
-// dropped gives up set after its vectors were deleted (under gate, by the caller).
-// Callers hold gate.
+// droppedLocked gives up set after its vectors were deleted; epoch is the request's
+// (not older than the shard's, checked by the caller). Callers hold gate.
 func (st *slotState) droppedLocked(set slots.Set, epoch uint64) error {
 	st.mu.Lock()
 	defer st.mu.Unlock()
 	st.owned, st.frozen = st.owned.Minus(set), st.frozen.Minus(set)
-	st.epoch = max(st.epoch, epoch)
 	for e, away := range st.away {
 		if away = away.Minus(set); hasAny(away) {
 			st.away[e] = away
@@ -471,8 +472,8 @@ func (s *Server) handleSlotsUnfreeze(w http.ResponseWriter, r *http.Request) {
 }
 
 // handleSlotsDrop deletes every vector in the slots through the WAL (so replicas drop
-// them too) and gives the slots up. Importing slots are not dropped here (cancel the
-// import).
+// them too) and gives the slots up. Only slots given away or frozen are dropped: not
+// importing ones (cancel the import) nor ones this shard serves writes for.
 func (s *Server) handleSlotsDrop(w http.ResponseWriter, r *http.Request) {
 	req, set, err := s.decodeSlots(w, r)
 	if err != nil {
@@ -483,9 +484,15 @@ func (s *Server) handleSlotsDrop(w http.ResponseWriter, r *http.Request) {
 	defer s.slots.gate.Unlock()
 	s.slots.mu.Lock()
 	busy := set.Intersect(s.slots.importing)
+	live := set.Intersect(s.slots.owned).Minus(s.slots.frozen)
 	s.slots.mu.Unlock()
 	if hasAny(busy) {
 		writeError(w, &client.APIError{Code: client.CodeConflict, Message: fmt.Sprintf("slots %s are being imported: cancel the import instead", busy.String())})
+		return
+	}
+	if hasAny(live) {
+		// A stale drop must not delete slots this shard serves (they may have come back).
+		writeError(w, &client.APIError{Code: client.CodeConflict, Message: fmt.Sprintf("slots %s are owned and take writes: freeze them or give them away first", live.String())})
 		return
 	}
 	seq, n, err := s.store.Write(r.Context(), record{op: opDrop, drop: set})

@@ -148,6 +148,13 @@ func TestSlotsMoveLifecycle(t *testing.T) {
 	})
 
 	t.Run("freeze refuses writes with moved", func(t *testing.T) {
+		// The shard learns epoch 7 from a table (or POST slots): a freeze never moves it.
+		if _, err := c.SetSlots(ctx, &client.SlotsRequest{Slots: slots.All().String(), Epoch: 7}); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := c.FreezeSlots(ctx, &client.SlotsRequest{Slots: moving.String(), Epoch: 6}); !client.IsCode(err, client.CodeConflict) {
+			t.Fatalf("freeze at an older epoch: %v", err)
+		}
 		st, err := c.FreezeSlots(ctx, &client.SlotsRequest{Slots: moving.String(), Epoch: 7})
 		if err != nil || st.Frozen != "0-1023" || st.Epoch != 7 || st.Seq != 3 {
 			t.Fatalf("freeze = %+v, %v", st, err)
@@ -179,7 +186,7 @@ func TestSlotsMoveLifecycle(t *testing.T) {
 	t.Run("drop", func(t *testing.T) {
 		before := s.store.Len()
 		st, err := c.DropSlots(ctx, &client.SlotsRequest{Slots: moving.String(), Epoch: 8})
-		if err != nil || st.Dropped != 19 || st.Owned != "1024-4095" || st.Frozen != "" || st.Epoch != 8 {
+		if err != nil || st.Dropped != 19 || st.Owned != "1024-4095" || st.Frozen != "" || st.Epoch != 7 {
 			t.Fatalf("drop = %+v, %v", st, err)
 		}
 		if s.store.Len() != before-19 {
