@@ -257,6 +257,11 @@ var _ = Describe("Autoscaling", Label("autoscale"), func() {
 			Expect(got.ID).To(Equal(v.ID))
 		}
 
+		By("keeping the removed replicas' volumes, so a replica added back catches up from its WAL")
+		var claim corev1.PersistentVolumeClaim
+		Expect(cluster.Client.Get(ctx, objKey(namespace, "data-"+newPod), &claim)).To(Succeed())
+		Expect(claim.Status.Phase).To(Equal(corev1.ClaimBound))
+
 		var cur annv1alpha1.AnnIndex
 		Expect(cluster.Client.Get(ctx, objKey(namespace, name), &cur)).To(Succeed())
 		for _, sh := range cur.Status.Shards {
