@@ -33,7 +33,9 @@ func sampleIndex(now time.Time) *annv1alpha1.AnnIndex {
 			{Shard: 1, Replicas: 2, ReadyReplicas: 1, DesiredReplicas: 3, ObservedMetric: ptr.To[int64](212), Slots: 2048, Vectors: 2500, QPS: 12, P99Millis: 120},
 		},
 		Migrations: []annv1alpha1.MigrationStatus{
-			{ID: "m1", FromShard: 0, ToShard: 1, Slots: "0-255", Phase: annv1alpha1.MigrationCopying, Copied: 1200},
+			{ID: "m1", FromShard: 0, ToShard: 1, Slots: "0-255", Phase: annv1alpha1.MigrationCopying, Copied: 1200, Total: 4800,
+				Lag: 35, BytesPerSecond: 3 << 20, Reason: "Reshard"},
+			{ID: "m2", FromShard: 1, ToShard: 0, Slots: "400", Phase: annv1alpha1.MigrationPending},
 			{ID: "m0", FromShard: 1, ToShard: 0, Slots: "300", Phase: annv1alpha1.MigrationDone},
 		},
 	}
@@ -57,7 +59,9 @@ func TestStatusTable(t *testing.T) {
 			"0       2/2             2048    2500      30    3.0ms   0          -\n" +
 			"1       1/3             2048    2500      12    120ms   ?          212 QPS/replica, target 40; 2 -> 3 replicas\n",
 		// Only migrations in flight.
-		"MIGRATION   FROM   TO    SLOTS   PHASE     COPIED   MESSAGE\nm1          0      1     0-255   Copying   1200     \n",
+		"MIGRATION   FROM   TO    SLOTS   PHASE     PROGRESS          LAG   RATE      MESSAGE\n" +
+			"m1          0      1     0-255   Copying   1200/4800 (25%)   35    3.0Mi/s   \n" +
+			"m2          1      0     400     Pending   0                 0     -         \n",
 	}
 	for _, w := range want {
 		if !strings.Contains(out, w) {
@@ -106,7 +110,7 @@ func TestStatusJSON(t *testing.T) {
 	if err := printData(&b, "json", rep); err != nil {
 		t.Fatal(err)
 	}
-	for _, w := range []string{`"readyReplicas": 1`, `"desiredReplicas": 3`, `"observedMetric": "212 QPS/replica, target 40"`, `"phase": "Copying"`, `"type": "Available"`} {
+	for _, w := range []string{`"readyReplicas": 1`, `"desiredReplicas": 3`, `"observedMetric": "212 QPS/replica, target 40"`, `"phase": "Copying"`, `"total": 4800`, `"bytesPerSecond": 3145728`, `"type": "Available"`} {
 		if !strings.Contains(b.String(), w) {
 			t.Errorf("json lacks %s:\n%s", w, b.String())
 		}

@@ -102,13 +102,20 @@ type shardRow struct {
 }
 
 type migrationRow struct {
-	ID      string `json:"id"`
-	From    int32  `json:"fromShard"`
-	To      int32  `json:"toShard"`
-	Slots   string `json:"slots"`
-	Phase   string `json:"phase"`
-	Copied  int64  `json:"copied"`
-	Message string `json:"message,omitempty"`
+	ID     string `json:"id"`
+	From   int32  `json:"fromShard"`
+	To     int32  `json:"toShard"`
+	Slots  string `json:"slots"`
+	Phase  string `json:"phase"`
+	Copied int64  `json:"copied"`
+	// Total is the operator's estimate of the records to copy; 0 when unknown.
+	Total int64 `json:"total"`
+	// Lag is the source's log records the destination has not applied yet.
+	Lag int64 `json:"lag"`
+	// BytesPerSecond is the mean copy rate since the move started.
+	BytesPerSecond int64  `json:"bytesPerSecond"`
+	Reason         string `json:"reason,omitempty"`
+	Message        string `json:"message,omitempty"`
 }
 
 // buildStatus reads the index and the live replication lag of its shard pods.
@@ -149,6 +156,24 @@ func loadReports(ctx context.Context, s *session, pods []corev1.Pod) (map[string
 		loads[name] = l
 	}
 	return loads, errs
+}
+
+// progress is "copied/total (percent)" when the total is known, the copied count alone
+// otherwise. The total is an estimate made when the move started, so writes during the
+// move can carry copied past it: the percentage is capped at 100.
+func (m migrationRow) progress() string {
+	if m.Total <= 0 {
+		return strconv.FormatInt(m.Copied, 10)
+	}
+	return fmt.Sprintf("%d/%d (%d%%)", m.Copied, m.Total, min(100, m.Copied*100/m.Total))
+}
+
+// fmtRate prints a copy rate in binary units per second; "-" when none was measured.
+func fmtRate(bps int64) string {
+	if bps <= 0 {
+		return "-"
+	}
+	return fmtBytes(float64(bps)) + "/s"
 }
 
 // observedMetric names the autoscaler's last observation of a shard with its unit and target.
@@ -204,7 +229,8 @@ func statusFromIndex(idx *annv1alpha1.AnnIndex, now time.Time) *statusReport {
 			continue // finished: not in flight
 		}
 		rep.Migrations = append(rep.Migrations, migrationRow{ID: m.ID, From: m.FromShard, To: m.ToShard, Slots: m.Slots,
-			Phase: string(m.Phase), Copied: m.Copied, Message: m.Message})
+			Phase: string(m.Phase), Copied: m.Copied, Total: m.Total, Lag: m.Lag, BytesPerSecond: m.BytesPerSecond,
+			Reason: m.Reason, Message: m.Message})
 	}
 	return rep
 }
@@ -289,13 +315,13 @@ func (r *statusReport) print(w io.Writer, st style) error {
 	if len(r.Migrations) == 0 {
 		fmt.Fprintln(w, "No slot migrations in flight.")
 	} else {
-		t := newTable(w, "MIGRATION", "FROM", "TO", "SLOTS", "PHASE", "COPIED", "MESSAGE")
+		t := newTable(w, "MIGRATION", "FROM", "TO", "SLOTS", "PHASE", "PROGRESS", "LAG", "RATE", "MESSAGE")
 		for _, m := range r.Migrations {
 			colour := colPlain
 			if m.Phase == string(annv1alpha1.MigrationFailed) {
 				colour = colRed
 			}
-			t.row(m.ID, m.From, m.To, m.Slots, st.paint(colour, m.Phase), m.Copied, m.Message)
+			t.row(m.ID, m.From, m.To, m.Slots, st.paint(colour, m.Phase), m.progress(), m.Lag, fmtRate(m.BytesPerSecond), m.Message)
 		}
 		if err := t.flush(); err != nil {
 			return err
