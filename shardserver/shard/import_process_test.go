@@ -33,8 +33,9 @@ func pollImport(t *testing.T, p *proc, id, what string, ok func(*client.ImportSt
 }
 
 // TestImportSurvivesKills moves half the slots between two real shard processes under
-// writes, killing (SIGKILL) the destination mid-copy, the source mid-copy and the
-// destination while it catches up. The job resumes each time (from its persisted
+// writes, killing (SIGKILL) the destination mid-copy, the source during the copy (the
+// export may have been sent whole by then; the log says), the destination while it
+// catches up and the source while the destination follows its WAL. The job resumes each time (from its persisted
 // sequence, or with a fresh copy when that is what it was doing), and after the handover
 // every acknowledged write is on the shard that owns its slot.
 func TestImportSurvivesKills(t *testing.T) {
@@ -115,7 +116,7 @@ func TestImportSurvivesKills(t *testing.T) {
 		src.kill()
 		time.Sleep(200 * time.Millisecond)
 		src.start()
-		t.Log("source killed mid-copy")
+		t.Log("source killed in the copy phase")
 	} else {
 		t.Log("the copy ended before the source could be killed in it")
 	}
@@ -130,6 +131,16 @@ func TestImportSurvivesKills(t *testing.T) {
 	time.Sleep(500 * time.Millisecond)
 	st = pollImport(t, dst, "k1", "catching up after the restart", func(s *client.ImportStatus) bool { return s.Phase == client.ImportCatchingUp })
 	t.Logf("destination killed while catching up; resumed at applied seq %d (copies %d, was %d)", st.AppliedSeq, st.Copies, before)
+	// The source killed while the destination follows its WAL: the stream breaks, the
+	// job reconnects from its applied seq once the source is back.
+	applied := st.AppliedSeq
+	src.kill()
+	time.Sleep(200 * time.Millisecond)
+	src.start()
+	st = pollImport(t, dst, "k1", "past the source's restart", func(s *client.ImportStatus) bool {
+		return s.Phase == client.ImportCatchingUp && s.AppliedSeq > applied && s.Message == ""
+	})
+	t.Logf("source killed while the destination caught up; applied seq %d -> %d (copies %d)", applied, st.AppliedSeq, st.Copies)
 
 	sc, dc = client.New(src.url()), client.New(dst.url())
 	fr, err := sc.FreezeSlots(ctx, &client.SlotsRequest{Slots: moving.String(), Epoch: 1})
