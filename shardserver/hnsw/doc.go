@@ -36,6 +36,12 @@
 // it under the other one too. A retrain holds off searches and writes for the moment
 // it re-encodes (at most 8192 vectors).
 //
+// SearchSubset confines a search to a subset of keys (a shard's partition) and plans
+// it: an exact scan of the subset when that is cheaper than a walk, else a walk with the
+// subset as filter and ef grown to ef/share. The walk's cost is estimated from this
+// index's own unfiltered walks (nodes scored per unit of ef, a sampled running average)
+// times ef/share, over the share of admissible nodes; the scan's is the subset's size.
+//
 // A SearchOptions.Filter runs on the searching goroutine during the walk; it must
 // not call mutating methods of the same Index.
 package hnsw

@@ -262,6 +262,7 @@ type Index struct {
 	img   atomic.Pointer[Image]
 
 	searcher sync.Pool
+	perEf    atomic.Uint32 // float32 bits: nodes a search scores per unit of ef (see SearchSubset)
 }
 
 type paddedCounter struct {
@@ -304,7 +305,9 @@ func New(cfg Config) (*Index, error) {
 	x.chunks.Store(&empty)
 	noUpper := [][]uint32{}
 	x.upper.Store(&noUpper)
-	x.searcher.New = func() any { return new(searcher) }
+	// A new searcher samples its first walk for the planner's cost measure (a pool may
+	// drop searchers, as it does under the race detector).
+	x.searcher.New = func() any { return &searcher{walks: costSampleMask} }
 	x.growMu.Lock()
 	for n := 0; n < min(cfg.Capacity, 1<<26); n += chunkSize {
 		x.addChunkLocked()

@@ -428,3 +428,29 @@ func TestInt8Concurrent(t *testing.T) {
 		t.Fatalf("recall@10 after the concurrent build: %.4f", r)
 	}
 }
+
+// BenchmarkDotU8I16 compares the Int8 kernels at d=784 (codes padded to 800).
+func BenchmarkDotU8I16(b *testing.B) {
+	c := make([]byte, 800)
+	u := make([]int16, 800)
+	for i := range c {
+		c[i], u[i] = byte(i), int16(i-400)
+	}
+	kernels := []struct {
+		name string
+		f    func([]byte, []int16) int64
+		ok   bool
+	}{{"scalar", dotU8I16Scalar, true}, {"avx2", dotU8I16AVX2, useAVX2}, {"avx512bw", dotU8I16AVX512, useAVX512BW}}
+	for _, k := range kernels {
+		if !k.ok {
+			continue
+		}
+		b.Run(k.name, func(b *testing.B) {
+			var s int64
+			for b.Loop() {
+				s += k.f(c, u)
+			}
+			_ = s
+		})
+	}
+}

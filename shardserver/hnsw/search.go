@@ -24,6 +24,9 @@ type searcher struct {
 	back  []pair
 	batch []uint32
 
+	scored int  // nodes scored by searchLayer since the search began
+	walks  uint // searches by this searcher, to sample their cost
+
 	pq     qquery   // the walk's query, prepared for Int8
 	fc, fn fromNode // distances from a candidate (heuristic) and from a node (links)
 	fv     []float32
@@ -199,6 +202,7 @@ func (x *Index) searchLayer(s *searcher, q []float32, ep pair, ef, l int, mode i
 			}
 		}
 		s.batch = batch
+		s.scored += len(batch)
 		if len(batch) == 0 {
 			continue
 		}
@@ -304,7 +308,11 @@ func (x *Index) SearchInto(dst []Result, q []float32, k int, o SearchOptions) ([
 	for l := top; l > 0; l-- {
 		ep = x.greedy(s, q, ep, l)
 	}
+	s.scored = 0
 	x.searchLayer(s, q, ep, ef, 0, collectLive, o.Filter)
+	if o.Filter == nil {
+		x.noteWalk(s, ef) // the planner's measure of an unfiltered walk
+	}
 	s.out = s.res.drainAscending(s.out)
 	if x.quant && x.rerank.Load() {
 		if err := x.rerankExact(s, q); err != nil {
@@ -414,6 +422,7 @@ func (x *Index) walkQ(s *searcher, ef, l int, mode int, filter func(uint64) bool
 			}
 		}
 		s.batch = batch
+		s.scored += len(batch)
 		if usePrefetch {
 			// The codes of a node are a few lines: fetch those of the whole batch
 			// ahead, as they are scored one after another.

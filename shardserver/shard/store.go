@@ -744,7 +744,8 @@ func (s *Store) SlotOf(id, partition string) int {
 }
 
 // Search returns the k nearest stored vectors to q; with a partition, only that
-// partition's vectors, filtered inside the graph walk. Vectors not in the graph yet are
+// partition's vectors: scanned exactly when the partition is small, else filtered inside
+// the graph walk (hnsw.Index.SearchSubset plans it). Vectors not in the graph yet are
 // scanned exactly beside it (see tail.go), first, so none written before the search is
 // missed. The walk and the scan hold no Store lock: the index and the tail are safe for
 // concurrent use, and the filter reads st.meta.
@@ -802,7 +803,22 @@ func (s *Store) SearchHiding(q []float32, k, ef int, partition string, hidden *s
 		if s.walkStarts != nil {
 			s.walkStarts()
 		}
-		res, err := idx.Search(q, k, opts)
+		var res []hnsw.Result
+		var err error
+		if partition == "" {
+			res, err = idx.Search(q, k, opts)
+		} else {
+			// The index plans: an exact scan of a small partition's keys, or a walk
+			// filtered to it with ef grown by the share filtered out.
+			sub := hnsw.Subset{Len: meta.partLen(p), Contains: opts.Filter, Keys: func(yield func(uint64) bool) {
+				for _, key := range meta.partKeys(p) {
+					if !yield(key) {
+						return
+					}
+				}
+			}}
+			res, _, err = idx.SearchSubset(nil, q, k, opts, sub)
+		}
 		if err != nil {
 			return nil, fmt.Errorf("searching: %w", err)
 		}

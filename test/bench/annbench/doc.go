@@ -6,8 +6,8 @@
 //	annbench -base B.fvecs -query Q.fvecs [-gt G.ivecs] -k 10 -m 16 -efc 200 -ef 10,20,40,80 [-threads N] [-json]
 //	annbench -gen n,dim,clusters,seed [-nq 1000] ...
 //
-// plus -metric L2|InnerProduct|Cosine, and -quant int8 [-rerank] to compare quantized
-// search with float32 in one run. Files are TEXMEX: .fvecs (float32), .bvecs (uint8)
+// plus -metric L2|InnerProduct|Cosine, -quant int8 [-rerank] to compare quantized
+// search with float32 in one run, and -partitions for searches confined to a partition. Files are TEXMEX: .fvecs (float32), .bvecs (uint8)
 // and .ivecs (ground-truth ids, at least k per query); without -gt the ground truth is
 // computed exactly by brute force on all threads.
 //
@@ -37,6 +37,17 @@
 // scan of the base by one goroutine, over as many queries as fit in a second. The
 // distances are those of the index: squared L2, and 1 - dot for InnerProduct and for
 // Cosine (on normalised vectors).
+//
+// -partitions then confines searches to partitions of 0.1 %, 1 %, 10 % and 50 % of the
+// base (keys drawn with a fixed seed; shares with fewer than k keys are left out), for
+// each index and ef: the recall against the exact neighbours within the partition, and
+// single-thread QPS (per wall and per CPU-second) of the index's planned search
+// (hnsw.Index.SearchSubset), of an exact scan of the partition and of a filtered walk
+// with ef/share, each forced. "scanned" is the share of queries the planner scanned. One
+// JSON line per row, before the bruteQps1 line:
+//
+//	{"partition":{"quant":..,"share":..,"keys":..,"ef":..,"scanned":..,"recall":..,"qps1":..,"qps1Cpu":..,
+//	              "scanQps1":..,"scanQps1Cpu":..,"walkRecall":..,"walkQps1":..,"walkQps1Cpu":..}}
 //
 // # Quantized search
 //

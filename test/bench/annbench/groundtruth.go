@@ -130,20 +130,25 @@ func bruteForce(top []neighbour, base *vectors, q []float32, k int, dist func(a,
 	top = top[:0]
 	n := base.Len()
 	for i := range n {
-		c := neighbour{id: int32(i), dist: dist(q, base.data[i*base.dim:(i+1)*base.dim])}
-		if len(top) == k && !c.less(top[k-1]) {
-			continue
-		}
-		// Insertion into a short sorted list: k is small and, after the first few hundred
-		// vectors, almost every candidate is rejected by the check above.
-		if len(top) < k {
-			top = append(top, c)
-		} else {
-			top[k-1] = c
-		}
-		for j := len(top) - 1; j > 0 && top[j].less(top[j-1]); j-- {
-			top[j], top[j-1] = top[j-1], top[j]
-		}
+		top = keepNearest(top, neighbour{id: int32(i), dist: dist(q, base.data[i*base.dim:(i+1)*base.dim])}, k)
+	}
+	return top
+}
+
+// keepNearest adds c to top, the k nearest so far in order, if it is among them.
+func keepNearest(top []neighbour, c neighbour, k int) []neighbour {
+	if len(top) == k && !c.less(top[k-1]) {
+		return top
+	}
+	// Insertion into a short sorted list: k is small and, after the first few hundred
+	// vectors, almost every candidate is rejected by the check above.
+	if len(top) < k {
+		top = append(top, c)
+	} else {
+		top[k-1] = c
+	}
+	for j := len(top) - 1; j > 0 && top[j].less(top[j-1]); j-- {
+		top[j], top[j-1] = top[j-1], top[j]
 	}
 	return top
 }

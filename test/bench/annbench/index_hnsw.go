@@ -73,3 +73,32 @@ func (s *hnswSearcher) Search(keys []uint64, q []float32, k, ef int) ([]uint64, 
 	}
 	return keys, nil
 }
+
+// SearchSubset confines the search to p through hnsw.Index.SearchSubset, with the plan
+// forced or (planAuto) chosen by the index, and says which plan answered.
+func (s *hnswSearcher) SearchSubset(keys []uint64, q []float32, k, ef int, p *partition, plan string) ([]uint64, string, error) {
+	sub := hnsw.Subset{Len: len(p.keys), Contains: func(key uint64) bool { return p.member[key] },
+		Keys: func(yield func(uint64) bool) {
+			for _, key := range p.keys {
+				if !yield(key) {
+					return
+				}
+			}
+		}}
+	switch plan {
+	case planScan:
+		sub.Plan = hnsw.PlanScan
+	case planWalk:
+		sub.Plan = hnsw.PlanWalk
+	}
+	res, used, err := s.x.SearchSubset(s.buf[:0], q, k, hnsw.SearchOptions{Ef: ef}, sub)
+	if err != nil {
+		return keys[:0], "", err
+	}
+	s.buf = res
+	keys = keys[:0]
+	for _, r := range res {
+		keys = append(keys, r.Key)
+	}
+	return keys, used.String(), nil
+}

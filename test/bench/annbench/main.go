@@ -69,6 +69,7 @@ func parseFlags(args []string, usageOut io.Writer) (*config, error) {
 	jsonOut := fs.Bool("json", false, "print only JSON, one object per line")
 	quant := fs.String("quant", "", "also build an `int8` quantized index and report it beside float32, in one run")
 	rerank := fs.Bool("rerank", false, "with -quant int8: also search the int8 index with exact float32 re-ranking")
+	partitions := fs.Bool("partitions", false, "also search partitions of 0.1 %, 1 %, 10 % and 50 % of the base: the planned search against an exact scan and a filtered walk")
 	plotOut := fs.String("plot", "", "also draw the recall-QPS curve with the brute-force line to this `file` (.svg, .png or .pdf)")
 	if err := fs.Parse(args); err != nil {
 		return nil, err
@@ -129,6 +130,7 @@ func parseFlags(args []string, usageOut io.Writer) (*config, error) {
 		return nil, errors.New("-rerank needs -quant int8")
 	}
 	c.rerank = *rerank
+	c.partitions = *partitions
 	if c.quant != "" && *plotOut != "" {
 		return nil, errors.New("-plot draws one index: leave out -quant")
 	}
@@ -225,6 +227,12 @@ func (j jsonReporter) ef(r efReport, _ bruteReport, c *config) error {
 	return j.enc.Encode(r)
 }
 
+func (j jsonReporter) partition(r partitionReport, _ *config) error {
+	return j.enc.Encode(struct {
+		Partition partitionReport `json:"partition"`
+	}{r})
+}
+
 func (j jsonReporter) brute(b bruteReport, _ *config) error {
 	return j.enc.Encode(struct {
 		QPS1 float64 `json:"bruteQps1"`
@@ -233,8 +241,9 @@ func (j jsonReporter) brute(b bruteReport, _ *config) error {
 
 // tableReporter prints for people, one line as soon as each figure is known.
 type tableReporter struct {
-	w      io.Writer
-	header bool
+	w          io.Writer
+	header     bool
+	partHeader bool
 }
 
 func (t *tableReporter) dataset(info datasetInfo, c *config) error {
@@ -289,6 +298,19 @@ func (t *tableReporter) variantEf(r efReport, brute bruteReport, c *config) erro
 	}
 	_, err := fmt.Fprintf(t.w, "%-15s %6d %10.4f %12.0f %12.0f %12.0f %10.1f %10.1f %9.1fx\n",
 		r.variant, r.Ef, r.Recall, r.QPS1, r.qps1CPU, r.QPSAll, r.P50us, r.P99us, r.QPS1/brute.QPS1)
+	return err
+}
+
+func (t *tableReporter) partition(r partitionReport, c *config) error {
+	if !t.partHeader {
+		t.partHeader = true
+		if _, err := fmt.Fprintf(t.w, "partitions  %d queries each; the planned search against an exact scan of the partition and a filtered walk (ef/share); 1 thread, QPS per wall second / per CPU-second\n%-8s %7s %7s %5s %8s %10s %18s %18s %11s %18s\n",
+			partitionQueries, "index", "share", "keys", "ef", "scanned", fmt.Sprintf("recall@%d", c.k), "planned QPS", "scan QPS", "walk recall", "walk QPS"); err != nil {
+			return err
+		}
+	}
+	_, err := fmt.Fprintf(t.w, "%-8s %6.1f%% %7d %5d %7.0f%% %10.4f %8.0f / %7.0f %8.0f / %7.0f %11.4f %8.0f / %7.0f\n",
+		r.Quant, 100*r.Share, r.Keys, r.Ef, 100*r.Scanned, r.Recall, r.QPS1, r.QPS1CPU, r.ScanQPS1, r.ScanQPSCPU, r.WalkRecall, r.WalkQPS1, r.WalkQPSCPU)
 	return err
 }
 

@@ -35,6 +35,8 @@ func (p *plotReporter) ef(r efReport, brute bruteReport, c *config) error {
 	return p.next.ef(r, brute, c)
 }
 
+func (p *plotReporter) partition(r partitionReport, c *config) error { return p.next.partition(r, c) }
+
 func (p *plotReporter) brute(b bruteReport, c *config) error {
 	p.bruteR = b
 	return p.next.brute(b, c)

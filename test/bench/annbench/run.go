@@ -24,6 +24,7 @@ type config struct {
 	plot            string // -plot: where to draw the recall-QPS curve
 	quant           string // -quant: "" (float32 only) or "int8" (float32 and int8 side by side)
 	rerank          bool   // -rerank: also search the int8 index with exact re-ranking
+	partitions      bool   // -partitions: also search partitions of 0.1 %, 1 %, 10 % and 50 % of the base
 
 	// minMeasure is how long each throughput measurement runs at least: the query set is
 	// repeated until it has passed, so that QPS on a small set is not one noisy blink.
@@ -88,6 +89,7 @@ type reporter interface {
 	build(b buildReport, c *config) error
 	ef(r efReport, brute bruteReport, c *config) error
 	brute(b bruteReport, c *config) error
+	partition(r partitionReport, c *config) error
 }
 
 // execute runs the whole benchmark described by c, reporting to rep.
@@ -151,6 +153,16 @@ func execute(ctx context.Context, c *config, rep reporter) error {
 			}
 			r.variant = sw.v
 			if err := rep.ef(r, brute, c); err != nil {
+				return err
+			}
+		}
+	}
+	if c.partitions {
+		for i, v := range builds {
+			if rr, ok := idxs[i].(reranker); ok {
+				rr.SetRerank(c.rerank)
+			}
+			if err := measurePartitions(ctx, c, idxs[i], v, pbase, queries, pqueries, rep); err != nil {
 				return err
 			}
 		}

@@ -496,15 +496,11 @@ func TestHNSWSearcherNoAllocs(t *testing.T) {
 	}
 }
 
-// TestEndToEndQuant runs float32, int8 and int8 with re-ranking side by side: the JSON
-// lines say which is which and carry the per-CPU-second rate, the int8 index is
-// smaller, and re-ranking finds the true neighbours.
-func TestEndToEndQuant(t *testing.T) {
-	if raceEnabled {
-		t.Skip("HNSW builds are slow under -race; shardserver/hnsw has its own race tests")
-	}
-	c, err := parseFlags([]string{"-gen", "1500,32,6,5", "-nq", "60", "-ef", "16,64", "-threads", "2",
-		"-quant", "int8", "-rerank", "-json"}, io.Discard)
+// runQuick runs the command's main logic on args, one pass per figure, and returns
+// what it printed.
+func runQuick(t *testing.T, args ...string) string {
+	t.Helper()
+	c, err := parseFlags(args, io.Discard)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -513,9 +509,20 @@ func TestEndToEndQuant(t *testing.T) {
 	if err := execute(context.Background(), c, newReporter(c, &out)); err != nil {
 		t.Fatal(err)
 	}
-	lines := strings.Split(strings.TrimSuffix(out.String(), "\n"), "\n")
+	return out.String()
+}
+
+// TestEndToEndQuant runs float32, int8 and int8 with re-ranking side by side: the JSON
+// lines say which is which and carry the per-CPU-second rate, the int8 index is
+// smaller, and re-ranking finds the true neighbours.
+func TestEndToEndQuant(t *testing.T) {
+	if raceEnabled {
+		t.Skip("HNSW builds are slow under -race; shardserver/hnsw has its own race tests")
+	}
+	out := runQuick(t, "-gen", "1500,32,6,5", "-nq", "60", "-ef", "16,64", "-threads", "2", "-quant", "int8", "-rerank", "-json")
+	lines := strings.Split(strings.TrimSuffix(out, "\n"), "\n")
 	if len(lines) != 2+3*2+1 {
-		t.Fatalf("got %d lines:\n%s", len(lines), out.String())
+		t.Fatalf("got %d lines:\n%s", len(lines), out)
 	}
 	var bytesPer []float64
 	for i, want := range []string{"float32", "int8"} {
@@ -552,6 +559,45 @@ func TestEndToEndQuant(t *testing.T) {
 		}
 		if r.Ef == 64 && r.Recall < 0.9 {
 			t.Fatalf("%s rerank=%v: recall@10 %v at ef=64", r.Quant, r.Rerank, r.Recall)
+		}
+	}
+}
+
+// TestEndToEndPartitions: -partitions reports every share at every ef, for float32 and
+// int8, each search confined to its partition finds its true neighbours, and the
+// planner scans the smallest share and walks the largest.
+func TestEndToEndPartitions(t *testing.T) {
+	if raceEnabled {
+		t.Skip("HNSW builds are slow under -race; shardserver/hnsw has its own race tests")
+	}
+	out := runQuick(t, "-gen", "4000,16,8,5", "-nq", "50", "-ef", "32", "-threads", "2", "-quant", "int8", "-partitions", "-json")
+	var rows []partitionReport
+	for line := range strings.SplitSeq(strings.TrimSuffix(out, "\n"), "\n") {
+		var m map[string]json.RawMessage
+		if err := json.Unmarshal([]byte(line), &m); err != nil {
+			t.Fatal(err)
+		}
+		if raw, ok := m["partition"]; ok {
+			var r partitionReport
+			if err := json.Unmarshal(raw, &r); err != nil {
+				t.Fatal(err)
+			}
+			rows = append(rows, r)
+		}
+	}
+	// 0.1 % of 4000 is 4 keys, fewer than k: that share is left out.
+	if len(rows) != 2*3 {
+		t.Fatalf("%d partition rows, want 6:\n%s", len(rows), out)
+	}
+	for _, r := range rows {
+		if r.Recall < 0.95 || r.WalkRecall < 0.9 || r.QPS1 <= 0 || r.ScanQPS1 <= 0 || r.WalkQPS1 <= 0 || r.Keys < 10 {
+			t.Fatalf("implausible row %+v", r)
+		}
+		if r.Share == 0.01 && r.Scanned != 1 {
+			t.Fatalf("1 %% share (%d keys) not scanned: %+v", r.Keys, r)
+		}
+		if r.Share == 0.5 && r.Scanned != 0 {
+			t.Fatalf("50 %% share scanned: %+v", r)
 		}
 	}
 }
