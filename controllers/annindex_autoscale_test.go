@@ -471,3 +471,23 @@ func TestPodSamples(t *testing.T) {
 		t.Fatalf("podSamples = %+v\nwant %+v", got, want)
 	}
 }
+
+func TestObservedText(t *testing.T) {
+	tests := []struct {
+		metric   annv1alpha1.AutoscalingMetric
+		target   int32
+		observed float64
+		want     string
+	}{
+		{annv1alpha1.AutoscalingQPSPerReplica, 40, 212.4, "212 QPS/replica > target 40"},
+		{annv1alpha1.AutoscalingQPSPerReplica, 40, 41, "41 QPS/replica = target 40"},
+		{annv1alpha1.AutoscalingCPUUtilization, 60, 20, "20% CPU < target 60%"},
+		{annv1alpha1.AutoscalingLatencyP99, 50, 80, "p99 80 ms > target 50 ms"},
+	}
+	for _, tt := range tests {
+		got := observedText(annv1alpha1.AutoscalingSpec{Metric: tt.metric, Target: tt.target}, tt.observed)
+		if got != tt.want {
+			t.Errorf("observedText(%s, %d, %v) = %q, want %q", tt.metric, tt.target, tt.observed, got, tt.want)
+		}
+	}
+}
