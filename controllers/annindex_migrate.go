@@ -88,6 +88,9 @@ type migrationEnv struct {
 	routersAt func(ctx context.Context, e uint64) (bool, []string, error)
 	// vectors is the source's vector count from the load collector, 0 if unknown.
 	vectors func(k int32) int64
+	// replicaLag is the largest replication lag (records) among shard k's reporting
+	// read replicas; 0 with none.
+	replicaLag func(k int32) uint64
 	// event records an event on the index.
 	event func(warning bool, reason, msg string)
 }
@@ -370,6 +373,12 @@ func (e *migrationEnv) copyOrHandoff(ctx context.Context, m *annv1alpha1.Migrati
 			return copyPoll, nil
 		case !handoffFree:
 			m.Message = "caught up; waiting for another move's handoff"
+			return copyPoll, nil
+		}
+		// The routers read from the destination's replicas at the new epoch: they
+		// must hold what its primary imported first.
+		if lag := e.replicaLag(m.ToShard); lag > HandoffMaxLag {
+			m.Message = fmt.Sprintf("caught up; waiting for shard %d's replicas (%d records behind)", m.ToShard, lag)
 			return copyPoll, nil
 		}
 	}

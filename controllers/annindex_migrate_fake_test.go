@@ -52,6 +52,9 @@ type fakeWorld struct {
 	// importFails makes the next n imports report Failed on their first status.
 	importFails int
 	calls       map[string]int
+	// replicaLag is each shard's read replicas' replication lag, as the load collector
+	// reports it.
+	replicaLag map[int32]uint64
 }
 
 type fakeShard struct {
@@ -82,7 +85,8 @@ type fakeImport struct {
 
 func newFakeWorld(t slots.Table) *fakeWorld {
 	w := &fakeWorld{now: time.Date(2026, 11, 27, 20, 0, 0, 0, time.UTC), table: t, version: 1,
-		shards: map[int32]*fakeShard{}, fail: map[string]int{}, calls: map[string]int{}, autoRouter: true, routerAt: t.Epoch}
+		shards: map[int32]*fakeShard{}, fail: map[string]int{}, calls: map[string]int{}, autoRouter: true, routerAt: t.Epoch,
+		replicaLag: map[int32]uint64{}}
 	for k := range int32(slots.MaxShards) {
 		own := t.SlotsOf(int(k))
 		if own.Len() == 0 && int(k) >= t.Shards {
@@ -191,6 +195,11 @@ func (w *fakeWorld) env() *migrationEnv {
 			return false, []string{fmt.Sprintf("router r-0: routes by epoch %d, not yet %d", w.routerAt, e)}, nil
 		},
 		vectors: func(int32) int64 { return 4096 },
+		replicaLag: func(k int32) uint64 {
+			w.mu.Lock()
+			defer w.mu.Unlock()
+			return w.replicaLag[k]
+		},
 		event: func(warning bool, reason, msg string) {
 			w.mu.Lock()
 			defer w.mu.Unlock()

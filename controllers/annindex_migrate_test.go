@@ -423,3 +423,16 @@ func TestMigrationSummaryAndPrune(t *testing.T) {
 }
 
 func itoa(i int) string { return strconv.Itoa(i) }
+
+// No handoff while the destination's read replicas lag behind its primary: the routers
+// would read the moved slots from them at the new epoch.
+func TestMigrationHandoffWaitsForDestinationReplicas(t *testing.T) {
+	w, ms := newMoveWorld()
+	w.replicaLag[2] = HandoffMaxLag + 1
+	ms = drive(t, w, ms, 20, nil)
+	if ms[0].Phase != annv1alpha1.MigrationCatchingUp || w.calls["FreezeSlots"] != 0 || !strings.Contains(ms[0].Message, "replicas") {
+		t.Fatalf("move %s (%s), froze %d times while the replicas lag", ms[0].Phase, ms[0].Message, w.calls["FreezeSlots"])
+	}
+	w.replicaLag[2] = 3
+	checkMoved(t, w, drive(t, w, ms, 20, nil))
+}

@@ -174,6 +174,10 @@ func (r *AnnIndexReconciler) migrationEnv(s *scope) *migrationEnv {
 			return r.routersAll(ctx, idx, epochAdopted(e))
 		},
 		vectors: func(k int32) int64 { return s.load[k].Vectors },
+		replicaLag: func(k int32) uint64 {
+			lag, _ := r.Load.ReplicaLag(client.ObjectKeyFromObject(idx), k, time.Now())
+			return lag
+		},
 		event: func(warning bool, reason, msg string) {
 			if r.Recorder == nil {
 				return

@@ -55,8 +55,9 @@ limitations under the License.
 //     out of and one into a shard at a time) and both primaries are ready; then it asks
 //     the destination to start the import.
 //   - Copying, CatchingUp: follow the import (records, bytes, lag, MB/s in the row).
-//   - Handoff: once the lag is under HandoffMaxLag (and no other move is in its handoff:
-//     handoffs are serial), freeze the slots on the source at the table's epoch e (writes
+//   - Handoff: once the lag is under HandoffMaxLag, the destination's read replicas are
+//     as close behind its primary (the routers read from them at the new epoch), and no
+//     other move is in its handoff (handoffs are serial), freeze the slots on the source at the table's epoch e (writes
 //     to them are refused as `moved`, and the routers retry them), wait until the
 //     destination applied the source's sequence number of the freeze, write the table that
 //     gives the slots to the destination at e+1 (the update carries the ConfigMap's

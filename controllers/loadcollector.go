@@ -431,3 +431,27 @@ func addRates(into map[int]float64, prev, cur map[int]uint64, secs float64) {
 		}
 	}
 }
+
+// ReplicaLag returns, for shard k of an index, the largest replication lag (records)
+// among its read replicas' fresh reports, and how many replicas reported. The migration
+// executor hands slots to a shard only once its replicas have what its primary imported:
+// the routers read from them at the new epoch.
+func (c *LoadCollector) ReplicaLag(index types.NamespacedName, k int32, now time.Time) (lag uint64, replicas int) {
+	if c == nil {
+		return 0, 0
+	}
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	for _, pl := range c.pods {
+		if pl.index != index || pl.shard != k || pl.ordinal == 0 || len(pl.samples) == 0 {
+			continue
+		}
+		s := pl.samples[len(pl.samples)-1]
+		if now.Sub(s.at) > staleIntervals*c.interval() {
+			continue
+		}
+		replicas++
+		lag = max(lag, s.report.ReplicationLagRecords)
+	}
+	return lag, replicas
+}

@@ -233,3 +233,55 @@ func TestLoadWindowBounded(t *testing.T) {
 		}
 	}
 }
+
+// SlotLoad gives one sample per scrape interval: partition-scoped queries of every pod,
+// writes of the primary only (a replica applies the same writes again); ReplicaLag the
+// worst read replica's lag.
+func TestSlotLoadAndReplicaLag(t *testing.T) {
+	var primary, replica atomic.Pointer[shardclient.LoadReport]
+	primary.Store(&shardclient.LoadReport{SlotQueries: map[int]uint64{7: 100}, SlotWrites: map[int]uint64{7: 10}})
+	replica.Store(&shardclient.LoadReport{SlotQueries: map[int]uint64{7: 50}, SlotWrites: map[int]uint64{7: 10}, ReplicationLagRecords: 40})
+	reader := fake.NewClientBuilder().WithScheme(clientgoscheme.Scheme).WithObjects(
+		shardPod(0, 0, "127.0.0.1", loadServer(t, &primary), true),
+		shardPod(0, 1, "127.0.0.1", loadServer(t, &replica), true),
+	).Build()
+	c := &LoadCollector{Reader: reader, Interval: time.Second}
+	ctx := context.Background()
+	idx := types.NamespacedName{Namespace: "search", Name: "products"}
+	t0 := time.Unix(1000, 0)
+
+	c.ScrapeOnce(ctx, t0)
+	if got := c.SlotLoad(idx, t0); len(got) != 0 {
+		t.Fatalf("one scrape gave %d intervals", len(got))
+	}
+	primary.Store(&shardclient.LoadReport{SlotQueries: map[int]uint64{7: 120, 9: 4}, SlotWrites: map[int]uint64{7: 30}})
+	replica.Store(&shardclient.LoadReport{SlotQueries: map[int]uint64{7: 60}, SlotWrites: map[int]uint64{7: 30}, ReplicationLagRecords: 5})
+	c.ScrapeOnce(ctx, t0.Add(2*time.Second))
+	primary.Store(&shardclient.LoadReport{SlotQueries: map[int]uint64{7: 120, 9: 8}, SlotWrites: map[int]uint64{7: 30}})
+	c.ScrapeOnce(ctx, t0.Add(4*time.Second))
+
+	got := c.SlotLoad(idx, t0.Add(4*time.Second))
+	if len(got) != 2 {
+		t.Fatalf("%d intervals, want 2", len(got))
+	}
+	// First interval, 2 s: queries 20+10 on slot 7 and 4 on slot 9; writes 20 (primary).
+	if q, w := got[0].Queries, got[0].Writes; q[7] != 15 || q[9] != 2 || w[7] != 10 {
+		t.Fatalf("first interval: queries %v, writes %v", q, w)
+	}
+	if q, w := got[1].Queries, got[1].Writes; q[7] != 0 || q[9] != 2 || w[7] != 0 {
+		t.Fatalf("second interval: queries %v, writes %v", q, w)
+	}
+	if got := c.SlotLoad(idx, t0.Add(time.Minute)); got != nil {
+		t.Fatalf("stale load gave %d intervals", len(got))
+	}
+	if lag, n := c.ReplicaLag(idx, 0, t0.Add(4*time.Second)); lag != 5 || n != 1 {
+		t.Fatalf("ReplicaLag = %d over %d replicas, want 5 over 1", lag, n)
+	}
+	if lag, n := c.ReplicaLag(idx, 0, t0.Add(time.Minute)); lag != 0 || n != 0 {
+		t.Fatalf("stale ReplicaLag = %d over %d", lag, n)
+	}
+	var none *LoadCollector
+	if none.SlotLoad(idx, t0) != nil {
+		t.Fatal("a nil collector has load")
+	}
+}
