@@ -78,7 +78,7 @@ func main() {
 	flag.IntVar(&o.writeBatch, "write-batch", 10, "vectors per write during the move")
 	flag.Float64Var(&o.writeRate, "write-rate", 20, "writes per second per writer during the move")
 	flag.IntVar(&o.searchers, "searchers", 2, "searchers during the move (as fast as they get answers)")
-	flag.Uint64Var(&o.maxLag, "max-lag", 64, "freeze once the destination is at most this many source records behind")
+	flag.Uint64Var(&o.maxLag, "max-lag", 8, "freeze once the destination is at most this many source records behind")
 	flag.DurationVar(&o.pauseBudget, "pause-budget", 10*time.Second, "a write refused as moved retries for this long")
 	flag.StringVar(&o.bin, "bin", "", "shardserver binary (default: go build one)")
 	flag.StringVar(&o.serverArgs, "server-args", "", "extra flags for both servers, space separated")
