@@ -228,9 +228,9 @@ var _ = Describe("Slot migration", Ordered, Label("migration"), func() {
 	)
 
 	BeforeAll(func(ctx SpecContext) {
-		By("creating a 2-shard index with one pod per shard, loaded through the router")
+		By("creating a 2-shard index with a primary and a read replica per shard, loaded through the router")
 		idx := newIndex(name, dim)
-		idx.Spec.Replicas = annv1alpha1.ReplicaRange{Min: 1, Max: 1}
+		idx.Spec.Replicas = annv1alpha1.ReplicaRange{Min: 2, Max: 2}
 		Expect(cluster.Client.Create(ctx, idx)).To(Succeed())
 		_, err := cluster.WaitHealthy(ctx, objKey(namespace, name), availableTimeout, func(s string) {
 			GinkgoWriter.Printf("%s %s\n", time.Now().Format(time.TimeOnly), s)
