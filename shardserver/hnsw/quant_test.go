@@ -95,12 +95,12 @@ func int8Config(dim int, m Metric, rerank bool) Config {
 func TestInt8Recall(t *testing.T) {
 	for _, m := range []Metric{L2, InnerProduct, Cosine} {
 		t.Run(m.String(), func(t *testing.T) {
-			n := 5000
+			n, nq := 5000, 100
 			if raceEnabled {
-				n = 1000
+				n, nq = 400, 20
 			}
 			data := clustered(3, n, 48, 20)
-			queries := clustered(4, 100, 48, 20)
+			queries := clustered(4, nq, 48, 20)
 			x := build(t, int8Config(48, m, false), data)
 			defer x.Close()
 			plain := recallAt(t, x, data, queries, nil, 10, 64)
@@ -165,12 +165,12 @@ func TestInt8MemoryRatio(t *testing.T) {
 // TestInt8DeleteVacuum: deletes and a Vacuum on codes keep the graph sound and
 // deleted keys out of results.
 func TestInt8DeleteVacuum(t *testing.T) {
-	n := 3000
+	n, nq := 3000, 50
 	if raceEnabled {
-		n = 800
+		n, nq = 500, 15
 	}
 	data := clustered(6, n, 32, 10)
-	queries := clustered(7, 50, 32, 10)
+	queries := clustered(7, nq, 32, 10)
 	x := build(t, int8Config(32, L2, true), data)
 	defer x.Close()
 	for i := 0; i < n; i += 2 {
@@ -217,9 +217,13 @@ func searchAll(t *testing.T, x *Index, queries [][]float32) [][]Result {
 // TestInt8SnapshotRoundTrip: an Int8 image loads with the same codes and gives the
 // same results; files convert between quantizations; version 1 files still load.
 func TestInt8SnapshotRoundTrip(t *testing.T) {
-	// 2048 vectors: the last retrain point, so the parameters fit all of the data and
-	// the image writes them unchanged.
-	data := clustered(8, 2048, 32, 8)
+	// A retrain point (2048, or 512 under -race) as the size, so the parameters fit all
+	// of the data and the image writes them unchanged.
+	n := 2048
+	if raceEnabled {
+		n = 512
+	}
+	data := clustered(8, n, 32, 8)
 	queries := clustered(9, 30, 32, 8)
 	x := build(t, int8Config(32, Cosine, false), data)
 	defer x.Close()
@@ -253,7 +257,7 @@ func TestInt8SnapshotRoundTrip(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	for _, k := range []uint64{100, 2047} {
+	for _, k := range []uint64{100, uint64(n - 1)} {
 		v1, _ := x.Get(k)
 		v2, _ := f.Get(k)
 		if !slices.Equal(v1, v2) {
@@ -360,7 +364,7 @@ func TestInt8Retrain(t *testing.T) {
 func TestInt8Concurrent(t *testing.T) {
 	n := 3000
 	if raceEnabled {
-		n = 1200
+		n = 700 // crosses the retrain points 32, 128 and 512
 	}
 	data := clustered(10, n, 32, 6)
 	x, err := New(int8Config(32, InnerProduct, true))

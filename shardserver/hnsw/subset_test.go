@@ -29,13 +29,13 @@ func subsetOf(n int, in func(uint64) bool, plan Plan) Subset {
 // them, the planned search finds the subset's true neighbours; the scan is exact; no
 // key outside the subset is returned.
 func TestSearchSubset(t *testing.T) {
-	n := 8000
+	n, nq := 8000, 40
 	if raceEnabled {
-		n = 1500
+		n, nq = 1000, 8
 	}
 	for _, q := range []Quantization{NoQuantization, Int8} {
 		data := clustered(31, n, 32, 20)
-		queries := clustered(32, 40, 32, 20)
+		queries := clustered(32, nq, 32, 20)
 		x := build(t, Config{Dim: 32, Metric: Cosine, Quantization: q, Rerank: true}, data)
 		// Warm the planner's measure of a walk's cost.
 		for _, qv := range queries {
@@ -99,14 +99,14 @@ func TestSearchSubset(t *testing.T) {
 // scan skips keys the index does not hold.
 func TestSearchSubsetPlans(t *testing.T) {
 	data := clustered(33, 3000, 16, 10)
-	x := build(t, Config{Dim: 16}, data)
-	for _, v := range data[:50] {
+	x := build(t, Config{Dim: 16, EfConstruction: 40}, data) // the graph's quality is not under test
+	for _, v := range data[:20] {
 		if _, err := x.Search(v, 10, SearchOptions{}); err != nil {
 			t.Fatal(err)
 		}
 	}
 	if x.perEf.Load() == 0 {
-		t.Fatal("50 searches measured no walk")
+		t.Fatal("20 searches measured no walk")
 	}
 	x.perEf.Store(math.Float32bits(10)) // a walk at ef scores 10*ef nodes
 	q := data[7]
