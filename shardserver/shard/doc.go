@@ -68,7 +68,10 @@
 //
 // Ids are strings; each gets a dense uint64 index key on first upsert, in WAL order, so
 // every replica assigns the same keys. An id is unique within the shard whatever its
-// partition; a partition-scoped search filters inside the graph walk.
+// partition. Each partition's live keys are listed beside the key metadata (updated on
+// the same paths: upsert, delete, slot drop), and a partition-scoped search is planned by
+// hnsw.Index.SearchSubset: an exact scan of a small partition's keys, or a walk filtered
+// to the partition with ef grown by the share filtered out.
 //
 // Failure: once the WAL fails, or the index refuses a record the WAL already holds
 // (the in-memory state would silently lack it), the store is broken: every request that
