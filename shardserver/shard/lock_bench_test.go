@@ -51,11 +51,18 @@ func benchInt(name string, def int) int {
 //
 // make bench-search-lock; knobs: SEARCHLOCK_N (vectors, default 20000), SEARCHLOCK_DIM
 // (128), SEARCHLOCK_SEARCHERS (4), SEARCHLOCK_WRITERS (2), SEARCHLOCK_PHASES (10, half per
-// mode), SEARCHLOCK_PHASE_MS (500).
+// mode), SEARCHLOCK_PHASE_MS (500), SEARCHLOCK_WRITE_RATE (batches per second per writer;
+// 0, the default, is as fast as each can: the modes then differ in write work too, and on
+// few cores the one that lets writers through leaves its searches less CPU; a rate both
+// reach compares the locking alone).
 func BenchmarkSearchUnderWrites(b *testing.B) {
 	n, dim := benchInt("SEARCHLOCK_N", 20000), benchInt("SEARCHLOCK_DIM", 128)
 	searchers, writers := benchInt("SEARCHLOCK_SEARCHERS", 4), benchInt("SEARCHLOCK_WRITERS", 2)
 	phases, phase := benchInt("SEARCHLOCK_PHASES", 10), time.Duration(benchInt("SEARCHLOCK_PHASE_MS", 500))*time.Millisecond
+	var writeEvery time.Duration
+	if rate := benchInt("SEARCHLOCK_WRITE_RATE", 0); rate > 0 {
+		writeEvery = time.Second / time.Duration(rate)
+	}
 	const k, ef, batch = 10, 256, 5
 	s, err := OpenStore(StoreConfig{DataDir: b.TempDir(), Index: hnsw.Config{Dim: dim, M: 16, EfConstruction: 100, Seed: 1},
 		WAL: wal.Options{Sync: wal.SyncInterval, SyncInterval: 50 * time.Millisecond, SegmentBytes: 64 << 20}})
@@ -105,11 +112,23 @@ func BenchmarkSearchUnderWrites(b *testing.B) {
 			for w := range writers {
 				wr := newRand(uint64(100*ph + w))
 				wg.Go(func() {
+					next := time.Now()
 					for {
-						select {
-						case <-stop:
-							return
-						default:
+						if writeEvery > 0 {
+							t := time.NewTimer(time.Until(next))
+							next = next.Add(writeEvery)
+							select {
+							case <-stop:
+								t.Stop()
+								return
+							case <-t.C:
+							}
+						} else {
+							select {
+							case <-stop:
+								return
+							default:
+							}
 						}
 						items := make([]upsertItem, batch)
 						for i := range items {
