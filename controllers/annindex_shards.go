@@ -59,9 +59,10 @@ const (
 // WAL after it into its maps (make bench-recovery measures both). The WAL it reads is
 // bounded by the snapshot triggers (--snapshot-vectors, --snapshot-wal-bytes), and the
 // snapshot by the volume, so the start takes at most startupBaseSeconds plus the volume
-// read at startupReadBytesPerSecond: a rate well below what bench-recovery measures on a
-// loaded machine (1M x 128: a 0.7 GB snapshot loaded at about 100 MB/s), since a start
-// that outgrows its budget is restarted by the kubelet over and over.
+// read at startupReadBytesPerSecond: a rate far below what bench-recovery measures on a
+// loaded machine (1M x 128, load average 10: a 600 MB snapshot loaded in 3-6 s, 2.1 s of
+// CPU, ready in 3.3-6.2 s after kill -9), since a start that outgrows its budget is
+// restarted by the kubelet over and over.
 const (
 	startupBaseSeconds        = 300
 	startupReadBytesPerSecond = 16 << 20
