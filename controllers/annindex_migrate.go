@@ -446,7 +446,7 @@ func (e *migrationEnv) handoff(ctx context.Context, m *annv1alpha1.MigrationStat
 		break
 	}
 	pause := e.now().Sub(m.FrozenAt.Time).Round(time.Millisecond)
-	m.Epoch = int64(next.Epoch)
+	m.Epoch, m.WritePauseMillis = int64(next.Epoch), pause.Milliseconds()
 	m.Message = fmt.Sprintf("handed off at epoch %d after a %s write pause", next.Epoch, pause)
 	e.event(false, eventSlotsHandedOff, fmt.Sprintf("%s: slots %s now belong to shard %d at epoch %d; writes paused %s", m.ID, m.Slots, m.ToShard, next.Epoch, pause))
 	return e.afterHandoff(ctx, m, set, next)

@@ -49,6 +49,9 @@ type fakeWorld struct {
 	writeLandsAnyway bool
 	// stallApply keeps imports from applying past the source's freeze (a slow destination).
 	stallApply bool
+	// slowApply makes the next n status polls of a frozen source's import report the
+	// freeze not applied yet (a destination a few records behind).
+	slowApply int
 	// importFails makes the next n imports report Failed on their first status.
 	importFails int
 	calls       map[string]int
@@ -373,6 +376,10 @@ func (s *fakeShard) ImportStatus(_ context.Context, id string) (*shardclient.Imp
 		im.phase = shardclient.ImportCatchingUp
 		im.copied = int64(set.Len()) * 10
 		im.applied = src.seq
+		if s.w.slowApply > 0 && src.frozen.Len() > 0 {
+			s.w.slowApply--
+			im.applied = src.seq - 1
+		}
 		if s.w.stallApply {
 			im.applied = src.seq - min(src.seq, 5) // close, but never at the freeze
 		}

@@ -101,6 +101,9 @@ func checkMoved(t *testing.T, w *fakeWorld, ms []annv1alpha1.MigrationStatus) {
 	if m.Epoch != int64(w.table.Epoch) || m.Epoch < 2 {
 		t.Fatalf("move recorded epoch %d, table is at %d", m.Epoch, w.table.Epoch)
 	}
+	if m.WritePauseMillis < 0 || m.WritePauseMillis > HandoffPauseLimit.Milliseconds() {
+		t.Fatalf("write pause %d ms", m.WritePauseMillis)
+	}
 }
 
 // checkRolledBack asserts a failed move left routing and the source as they were.
@@ -435,4 +438,19 @@ func TestMigrationHandoffWaitsForDestinationReplicas(t *testing.T) {
 	}
 	w.replicaLag[2] = 3
 	checkMoved(t, w, drive(t, w, ms, 20, nil))
+}
+
+// The write pause is the time from the freeze to the table write: here three polls of a
+// destination still applying the source's last records.
+func TestMigrationRecordsTheWritePause(t *testing.T) {
+	w, ms := newMoveWorld()
+	w.slowApply = 3
+	ms = drive(t, w, ms, 50, nil)
+	checkMoved(t, w, ms)
+	if want := 3 * handoffPoll.Milliseconds(); ms[0].WritePauseMillis != want {
+		t.Fatalf("write pause %d ms, want %d", ms[0].WritePauseMillis, want)
+	}
+	if !slices.ContainsFunc(w.events, func(e string) bool { return strings.Contains(e, "writes paused 60ms") }) {
+		t.Fatalf("no event names the pause: %v", w.events)
+	}
 }

@@ -461,6 +461,10 @@ type MigrationStatus struct {
 	// frozen (the table's epoch then, plus one).
 	// +optional
 	Epoch int64 `json:"epoch,omitempty"`
+	// WritePauseMillis is how long the slots were frozen in the handoff that moved them:
+	// from the freeze on the source to the routing table that gave them away.
+	// +optional
+	WritePauseMillis int64 `json:"writePauseMillis,omitempty"`
 	// HandoffAttempts counts the freezes that ran out of time and were undone.
 	// +optional
 	HandoffAttempts int32 `json:"handoffAttempts,omitempty"`

@@ -20,7 +20,6 @@ import (
 	"context"
 	"fmt"
 	"math/rand/v2"
-	"regexp"
 	"strconv"
 	"sync"
 	"sync/atomic"
@@ -30,7 +29,6 @@ import (
 	. "github.com/onsi/gomega"
 	appsv1 "k8s.io/api/apps/v1"
 	corev1 "k8s.io/api/core/v1"
-	eventsv1 "k8s.io/api/events/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	ctrlclient "sigs.k8s.io/controller-runtime/pkg/client"
 
@@ -133,21 +131,14 @@ func waitResharded(ctx context.Context, index string, n int) {
 	}).WithContext(ctx).WithTimeout(reshardTimeout).WithPolling(2 * time.Second).Should(Succeed())
 }
 
-var pauseRE = regexp.MustCompile(`writes paused ([0-9.]+[mµn]?s)`)
-
-// handoffPauses are the write pauses the operator reported in its SlotsHandedOff events.
-func handoffPauses(ctx context.Context) []time.Duration {
-	var evs eventsv1.EventList
-	Expect(cluster.Client.List(ctx, &evs, inNamespace(namespace))).To(Succeed())
+// handoffPauses are the write pauses of the handoffs in status.migrations.
+func handoffPauses(ctx context.Context, index string) []time.Duration {
+	idx := &annv1alpha1.AnnIndex{}
+	Expect(cluster.Client.Get(ctx, objKey(namespace, index), idx)).To(Succeed())
 	var out []time.Duration
-	for _, e := range evs.Items {
-		if e.Reason != "SlotsHandedOff" {
-			continue
-		}
-		if m := pauseRE.FindStringSubmatch(e.Note); m != nil {
-			if d, err := time.ParseDuration(m[1]); err == nil {
-				out = append(out, d)
-			}
+	for _, m := range idx.Status.Migrations {
+		if m.Phase == annv1alpha1.MigrationDone {
+			out = append(out, time.Duration(m.WritePauseMillis)*time.Millisecond)
 		}
 	}
 	return out
@@ -278,12 +269,12 @@ var _ = Describe("Slot migration", Ordered, Label("migration"), func() {
 
 		ok, failedQ, lastQ := queries.finish()
 		acked, failedW, lastW, slowest := writes.finish()
-		pauses := handoffPauses(ctx)
+		pauses := handoffPauses(ctx, name)
 		longest := time.Duration(0)
 		for _, p := range pauses {
 			longest = max(longest, p)
 		}
-		report := fmt.Sprintf("reshard 2->3 took %s, 3->2 took %s; %d handoffs, longest write pause %s (operator's events), slowest acknowledged write %s; %d queries, %d writes",
+		report := fmt.Sprintf("reshard 2->3 took %s, 3->2 took %s; %d handoffs, longest write pause %s (status.migrations), slowest acknowledged write %s; %d queries, %d writes",
 			grow.Round(time.Second), shrink.Round(time.Second), len(pauses), longest, slowest.Round(time.Millisecond), ok, len(acked))
 		AddReportEntry("migration", report)
 		GinkgoWriter.Println(report)
