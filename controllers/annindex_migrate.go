@@ -36,8 +36,10 @@ const (
 	// HandoffPauseLimit bounds the write pause of one handoff: from the freeze of the
 	// slots on the source to the routing table that gives them to the destination. Past
 	// it the slots are unfrozen and the move goes back to catching up. Writes to frozen
-	// slots wait in the routers meanwhile, so it stays well under a client's timeout.
-	HandoffPauseLimit = 5 * time.Second
+	// slots wait in the routers meanwhile, within the router's request deadline (its
+	// --timeout, 5 s by default), which must also cover the routers learning the new
+	// table and the retry: so the pause is bounded well below it.
+	HandoffPauseLimit = 2 * time.Second
 	// HandoffMaxLag is how far (in source log sequence numbers) the destination may trail
 	// the source when a handoff starts; more would make the pause long.
 	HandoffMaxLag = 512
