@@ -114,8 +114,18 @@ func (x *Index) dist(q, v []float32) float32 {
 	return l2(q, v)
 }
 
+// linked reports whether id has a layer-0 list, that is whether its insert has
+// linked every layer of it (layers are linked top-down, layer 0 last).
+func (s *searcher) linked(x *Index, id uint32) bool {
+	return atomic.LoadUint32(&s.chunkOf(x, id).words[int(id&chunkMask)*x.stride]) > 0
+}
+
 // greedy walks layer l from ep to a local minimum of the distance to q: the
-// ef=1 descent through the upper layers.
+// ef=1 descent through the upper layers. It moves only to nodes whose insert has
+// linked layer 0: a node being inserted is reachable on its upper layers (through
+// back-links) before it has its lower lists, and a walk of layer 0 started from it
+// would end at once, with that node alone (none at all when it is an upsert's
+// pending node).
 func (x *Index) greedy(s *searcher, q []float32, ep pair, l int) pair {
 	if x.quant {
 		return x.greedyQ(s, ep, l)
@@ -136,7 +146,7 @@ func (x *Index) greedy(s *searcher, q []float32, ep pair, l int) pair {
 				nextID = atomic.LoadUint32(&uw[base+i+1])
 				next = s.vecOf(x, nextID)
 			}
-			if d := distPf(x.dotMetric, q, cur, &next[0]); d < ep.d {
+			if d := distPf(x.dotMetric, q, cur, &next[0]); d < ep.d && s.linked(x, nb) {
 				ep = pair{d, nb}
 				changed = true
 			}
@@ -382,7 +392,7 @@ func (x *Index) greedyQ(s *searcher, ep pair, l int) pair {
 		n := min(int(atomic.LoadUint32(&uw[base])), x.m)
 		for i := 1; i <= n; i++ {
 			nb := atomic.LoadUint32(&uw[base+i])
-			if d := x.qdist(s, &s.pq, nb); d < ep.d {
+			if d := x.qdist(s, &s.pq, nb); d < ep.d && s.linked(x, nb) {
 				ep = pair{d, nb}
 				changed = true
 			}
