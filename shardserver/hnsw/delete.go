@@ -188,7 +188,9 @@ func (x *Index) moveEntryPoint(s *searcher) {
 // over many vacuums nodes would lose their in-links and drift out of reach. The
 // freed places go to the neighbours of the deleted nodes (hnswlib's repair
 // candidates), closest first, each admitted by the heuristic against what is
-// already kept. The list is rewritten under id's lock, as inserts change lists.
+// already kept; where those neighbours are tombstones too, the live nodes past
+// them (breadth first through tombstones, until maxM are found), so that a chain
+// of tombstones never leaves the nodes beyond it unreachable. The list is rewritten under id's lock, as inserts change lists.
 func (x *Index) repair(s *searcher, id uint32, l int) {
 	dead := func(nb uint32) bool { return s.flagsOf(x, nb)&flagDeleted != 0 }
 	w, base := x.listOf(s, id, l)
@@ -222,20 +224,37 @@ func (x *Index) repair(s *searcher, id uint32, l int) {
 	}
 	live := len(kept)
 	cands := s.out[:0]
+	// The tombstones to look through: id's own first, then, while fewer than maxM
+	// live candidates are found, the tombstones they link to, breadth first. One
+	// level is not enough: keys rewritten again and again with a vector that drifts
+	// away from the other data leave a chain of tombstones (each new node links to
+	// its predecessor, which the next rewrite deletes), and the live nodes at its
+	// far end are reachable only through the whole chain. Stopping at one level
+	// would cut them off the graph.
+	queue := s.batch[:0]
 	for i := 1; i <= n; i++ {
-		nb := w[base+i]
-		if !dead(nb) {
-			continue
+		if nb := w[base+i]; dead(nb) && !s.visit(nb) {
+			queue = append(queue, nb)
 		}
+	}
+	direct := len(queue)
+	for qi := 0; qi < len(queue) && (qi < direct || len(cands) < maxM); qi++ {
 		// A tombstone's list may still change (an insert in flight when it was
 		// deleted), so it is read as searches read lists.
-		dw, db := x.listOf(s, nb, l)
+		dw, db := x.listOf(s, queue[qi], l)
 		for j := 1; j <= min(int(atomic.LoadUint32(&dw[db])), maxM); j++ {
-			if c := atomic.LoadUint32(&dw[db+j]); !dead(c) && !s.visit(c) {
+			c := atomic.LoadUint32(&dw[db+j])
+			if s.visit(c) {
+				continue
+			}
+			if dead(c) {
+				queue = append(queue, c)
+			} else {
 				cands = append(cands, pair{x.distTo(s, &s.fn, c), c})
 			}
 		}
 	}
+	s.batch = queue
 	sortPairs(cands)
 	kept = x.heuristic(s, cands, maxM, kept)
 	storeLinks(w, base, kept)
