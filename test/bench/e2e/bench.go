@@ -17,7 +17,6 @@ import (
 	"strings"
 	"sync"
 	"sync/atomic"
-	"syscall"
 	"time"
 
 	"github.com/prometheus/common/expfmt"
@@ -26,6 +25,7 @@ import (
 	"github.com/annshard/annshard/shardserver/client"
 	"github.com/annshard/annshard/shardserver/hnsw"
 	"github.com/annshard/annshard/shardserver/proctest"
+	"github.com/annshard/annshard/test/bench/internal/benchkit"
 )
 
 const (
@@ -63,10 +63,10 @@ func run(ctx context.Context, o options, log io.Writer) ([]record, error) {
 	b := &bench{o: o, log: log, dir: dir, bin: o.bin}
 	defer b.stopAll()
 	r := rand.New(rand.NewPCG(o.seed, 7))
-	b.data = gen(r, o.n, o.dim)
-	b.queries = gen(r, o.queries, o.dim)
+	b.data = benchkit.Clustered(r, o.n, o.dim)
+	b.queries = benchkit.Clustered(r, o.queries, o.dim)
 
-	l1, l5 := loadAverage()
+	l1, l5 := benchkit.LoadAverage()
 	recs := []record{
 		{Kind: kindConfig, Vectors: o.n, Dim: o.dim, K: o.k, Ef: o.ef, Shards: numShards, Replicas: numReplicas, WALSync: o.walSync, GOMAXPROCS: runtime.GOMAXPROCS(0), ServerProcs: o.serverProcs},
 		{Kind: kindLoad, When: "start", Load1: l1, Load5: l5},
@@ -106,34 +106,12 @@ func run(ctx context.Context, o options, log io.Writer) ([]record, error) {
 	}
 	recs = append(recs, search...)
 	recs = append(recs, record{Kind: kindRatio, Of: pathRouter + "/" + pathInproc, Metric: "vectorsPerSecond", Ratio: acked / buildRate})
-	l1, l5 = loadAverage()
+	l1, l5 = benchkit.LoadAverage()
 	recs = append(recs, record{Kind: kindLoad, When: "end", Load1: l1, Load5: l5})
 	return recs, nil
 }
 
 func (b *bench) logf(format string, args ...any) { fmt.Fprintf(b.log, "# "+format+"\n", args...) }
-
-// gen returns n clustered vectors: clusters make the graph search realistic.
-func gen(r *rand.Rand, n, dim int) [][]float32 {
-	const clusters = 64
-	centers := make([][]float32, clusters)
-	for i := range centers {
-		centers[i] = make([]float32, dim)
-		for j := range centers[i] {
-			centers[i][j] = float32(r.NormFloat64())
-		}
-	}
-	out := make([][]float32, n)
-	for i := range out {
-		c := centers[r.IntN(clusters)]
-		v := make([]float32, dim)
-		for j := range v {
-			v[j] = c[j] + 0.5*float32(r.NormFloat64())
-		}
-		out[i] = v
-	}
-	return out
-}
 
 // start starts the shard processes (primary first, then its replica) and the router.
 func (b *bench) start(ctx context.Context) error {
@@ -443,7 +421,7 @@ func (b *bench) searchAll(ctx context.Context, idx *hnsw.Index) ([]record, error
 	for _, c := range b.o.concurrency {
 		for _, p := range paths {
 			t := tallies[p][c]
-			p50, p99 := percentiles(t.lats)
+			p50, p99, _ := benchkit.Percentiles(t.lats)
 			us := func(cpu float64) float64 { return cpu * 1e6 / float64(len(t.lats)) }
 			recs = append(recs, record{Kind: kindSearch, Path: p, Concurrency: c, Queries: len(t.lats), QPS: t.qps(),
 				P50Ms: p50, P99Ms: p99, QueriesPerCPUSecond: float64(len(t.lats)) / t.cpu,
@@ -493,7 +471,7 @@ func (b *bench) measure(ctx context.Context, p string, c int, bodies [][]byte, i
 		cpu = func() (float64, error) { r, s, err := split(); return r + s, err }
 	case pathInproc:
 		f = func(d time.Duration) ([]time.Duration, error) { return searchInProcess(idx, b.queries, b.o, c, d) }
-		cpu = func() (float64, error) { return selfCPU(), nil }
+		cpu = func() (float64, error) { return benchkit.SelfCPU(), nil }
 	}
 	if warm > 0 {
 		if _, err := f(warm); err != nil {
@@ -653,55 +631,16 @@ func searchInProcess(idx *hnsw.Index, queries [][]float32, o options, c int, d t
 	})
 }
 
-func percentiles(xs []time.Duration) (float64, float64) {
-	if len(xs) == 0 {
-		return 0, 0
-	}
-	slices.Sort(xs)
-	ms := func(d time.Duration) float64 { return float64(d) / float64(time.Millisecond) }
-	return ms(xs[(len(xs)-1)*50/100]), ms(xs[(len(xs)-1)*99/100])
-}
-
-func selfCPU() float64 {
-	var ru syscall.Rusage
-	_ = syscall.Getrusage(syscall.RUSAGE_SELF, &ru)
-	tv := func(t syscall.Timeval) float64 { return float64(t.Sec) + float64(t.Usec)/1e6 }
-	return tv(ru.Utime) + tv(ru.Stime)
-}
-
 // processesCPU adds up the user and system CPU seconds of the processes, from
 // /proc/<pid>/stat.
 func processesCPU(ps []*proctest.Process) (float64, error) {
 	var total float64
 	for _, p := range ps {
-		s, err := processCPU(p.Pid())
+		s, err := benchkit.ProcessCPU(p.Pid())
 		if err != nil {
 			return 0, err
 		}
 		total += s
 	}
 	return total, nil
-}
-
-// clockTicks is USER_HZ, the unit of /proc/<pid>/stat's times: 100 on every Linux
-// architecture Go runs on.
-const clockTicks = 100
-
-func processCPU(pid int) (float64, error) {
-	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
-	if err != nil {
-		return 0, fmt.Errorf("CPU time of process %d: %w", pid, err)
-	}
-	// The command name (field 2) may hold spaces: count fields after its closing ')'.
-	i := bytes.LastIndexByte(b, ')')
-	f := strings.Fields(string(b[i+1:]))
-	if i < 0 || len(f) < 13 {
-		return 0, errors.New("unexpected /proc/<pid>/stat format")
-	}
-	utime, err1 := strconv.ParseUint(f[11], 10, 64) // field 14
-	stime, err2 := strconv.ParseUint(f[12], 10, 64) // field 15
-	if err := errors.Join(err1, err2); err != nil {
-		return 0, fmt.Errorf("CPU time of process %d: %w", pid, err)
-	}
-	return float64(utime+stime) / clockTicks, nil
 }

@@ -4,9 +4,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
-	"os"
 	"strconv"
-	"strings"
 	"text/tabwriter"
 )
 
@@ -151,19 +149,4 @@ func writeTable(w io.Writer, recs []record) error {
 		}
 	}
 	return tw.Flush()
-}
-
-// loadAverage reads the 1- and 5-minute load averages (0, 0 where /proc is missing).
-func loadAverage() (float64, float64) {
-	b, err := os.ReadFile("/proc/loadavg")
-	if err != nil {
-		return 0, 0
-	}
-	f := strings.Fields(string(b))
-	if len(f) < 2 {
-		return 0, 0
-	}
-	l1, _ := strconv.ParseFloat(f[0], 64)
-	l5, _ := strconv.ParseFloat(f[1], 64)
-	return l1, l5
 }

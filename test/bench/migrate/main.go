@@ -53,6 +53,7 @@ import (
 	"github.com/annshard/annshard/shardserver/client"
 	"github.com/annshard/annshard/shardserver/proctest"
 	"github.com/annshard/annshard/shardserver/slots"
+	"github.com/annshard/annshard/test/bench/internal/benchkit"
 )
 
 type options struct {
@@ -213,7 +214,7 @@ func run(ctx context.Context, o options) error {
 			fmt.Printf(format+"\n", args...)
 		}
 	}
-	logf("migrate: %d vectors of dimension %d in slots 0-%d, load average %s", o.n, o.dim, o.slotCount-1, loadAverage())
+	logf("migrate: %d vectors of dimension %d in slots 0-%d, load average %s", o.n, o.dim, o.slotCount-1, benchkit.LoadAvg())
 
 	// 1. Baseline: the destination's own bulk upsert rate, on a fresh process.
 	base, err := start(ctx, o, bin, filepath.Join(root, "baseline"))
@@ -352,7 +353,7 @@ func run(ctx context.Context, o options) error {
 	res.LongestWriteMs = float64(l.slowest.Load()) / 1e6
 	res.WritesAcked, res.WritesMoved, res.Searches = int64(len(l.acked)), l.moved.Load(), l.searches.Load()
 	res.WritesAcked = l.writes.Load()
-	res.LoadAverage = loadAverage()
+	res.LoadAverage = benchkit.LoadAvg()
 	if o.json {
 		b, _ := json.Marshal(res)
 		fmt.Println(string(b))
@@ -516,16 +517,4 @@ func (l *load) searcher(ctx context.Context, o options, s int, epoch *atomic.Uin
 		}
 		l.searches.Add(1)
 	}
-}
-
-func loadAverage() string {
-	b, err := os.ReadFile("/proc/loadavg")
-	if err != nil {
-		return "?"
-	}
-	f := strings.Fields(string(b))
-	if len(f) < 3 {
-		return "?"
-	}
-	return strings.Join(f[:3], " ")
 }

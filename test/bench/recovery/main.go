@@ -30,7 +30,6 @@ package main
 
 import (
 	"bufio"
-	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
@@ -46,12 +45,12 @@ import (
 	"strings"
 	"sync"
 	"sync/atomic"
-	"syscall"
 	"time"
 
 	"github.com/annshard/annshard/shardserver/client"
 	"github.com/annshard/annshard/shardserver/hnsw"
 	"github.com/annshard/annshard/shardserver/proctest"
+	"github.com/annshard/annshard/test/bench/internal/benchkit"
 )
 
 type options struct {
@@ -142,7 +141,7 @@ func run(ctx context.Context, o options) error {
 		if err != nil {
 			return err
 		}
-		out.emit(result{Kind: "build", Vectors: coreN(o), VectorsPerSecond: coreRate, CPUPerVectorMs: coreCPU * 1e3, Load: loadAvg()})
+		out.emit(result{Kind: "build", Vectors: coreN(o), VectorsPerSecond: coreRate, CPUPerVectorMs: coreCPU * 1e3, Load: benchkit.LoadAvg()})
 		if _, err := srv.start(ctx); err != nil {
 			return err
 		}
@@ -162,7 +161,7 @@ func run(ctx context.Context, o options) error {
 		}
 		serverCPU := (after.CPUSeconds - before.CPUSeconds) / float64(o.n)
 		out.emit(result{Kind: "ingest", Vectors: o.n, VectorsPerSecond: rate, Ratio: rate / coreRate,
-			CPUPerVectorMs: serverCPU * 1e3, CPURatio: coreCPU / serverCPU, Load: loadAvg(),
+			CPUPerVectorMs: serverCPU * 1e3, CPURatio: coreCPU / serverCPU, Load: benchkit.LoadAvg(),
 			Note: "goal >= 0.8 of the core's build rate"})
 	} else {
 		// A reused shard was last stopped gracefully, holding the fill vectors (the
@@ -173,7 +172,7 @@ func run(ctx context.Context, o options) error {
 			return err
 		}
 		defer srv.kill()
-		out.emit(result{Kind: "graceful", ReadySeconds: ttr.Seconds(), Load: loadAvg(), Note: "start of the reused shard"})
+		out.emit(result{Kind: "graceful", ReadySeconds: ttr.Seconds(), Load: benchkit.LoadAvg(), Note: "start of the reused shard"})
 	}
 
 	// The steady state before the kills: the last snapshot and the memory.
@@ -239,7 +238,7 @@ func coreBuildRate(gen vectors, o options) (rate, cpuPerVector float64, err erro
 	var next atomic.Int64
 	var failed atomic.Value
 	var wg sync.WaitGroup
-	cpu0 := processCPU()
+	cpu0 := benchkit.SelfCPU()
 	start := time.Now()
 	for range runtime.GOMAXPROCS(0) {
 		wg.Go(func() {
@@ -255,7 +254,7 @@ func coreBuildRate(gen vectors, o options) (rate, cpuPerVector float64, err erro
 	if err, _ := failed.Load().(error); err != nil {
 		return 0, 0, err
 	}
-	return float64(n) / time.Since(start).Seconds(), (processCPU() - cpu0) / float64(n), nil
+	return float64(n) / time.Since(start).Seconds(), (benchkit.SelfCPU() - cpu0) / float64(n), nil
 }
 
 // server is the one shard process, restarted on the same address and data directory.
@@ -296,34 +295,8 @@ func (s *server) start(ctx context.Context) (time.Duration, error) {
 		time.Sleep(5 * time.Millisecond)
 	}
 	ttr := time.Since(begin)
-	s.readyCPU = cpuSeconds(p.Pid())
+	s.readyCPU, _ = benchkit.ProcessCPU(p.Pid()) // 0 where /proc has none
 	return ttr, nil
-}
-
-// processCPU is the CPU time this process has used.
-func processCPU() float64 {
-	var ru syscall.Rusage
-	if err := syscall.Getrusage(syscall.RUSAGE_SELF, &ru); err != nil {
-		return 0
-	}
-	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano()).Seconds()
-}
-
-// cpuSeconds is the CPU time pid has used, from /proc (0 where there is none).
-func cpuSeconds(pid int) float64 {
-	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
-	if err != nil {
-		return 0
-	}
-	// Fields after the command's closing parenthesis: state is the first, utime and
-	// stime the 12th and 13th, in clock ticks (USER_HZ, 100 on Linux).
-	f := strings.Fields(string(b[bytes.LastIndexByte(b, ')')+1:]))
-	if len(f) < 13 {
-		return 0
-	}
-	u, _ := strconv.ParseFloat(f[11], 64)
-	st, _ := strconv.ParseFloat(f[12], 64)
-	return (u + st) / 100
 }
 
 func (s *server) kill() {
@@ -482,7 +455,7 @@ func killRound(ctx context.Context, srv *server, gen vectors, tr *truth, o optio
 		return result{}, fmt.Errorf("%d vectors after the restart, want %d", rep.Vectors, o.n)
 	}
 	res := result{Kind: "round", Round: round + 1, IngestSeconds: delay.Seconds(), AckedWrites: acked.Load(),
-		ReadySeconds: ttr.Seconds(), ReadyCPUSeconds: srv.readyCPU, KillToReadySeconds: sinceKill.Seconds(), Checked: checked, Load: loadAvg()}
+		ReadySeconds: ttr.Seconds(), ReadyCPUSeconds: srv.readyCPU, KillToReadySeconds: sinceKill.Seconds(), Checked: checked, Load: benchkit.LoadAvg()}
 	if snap != nil {
 		res.SnapshotBytes, res.SnapshotSeconds = snap.Bytes, snap.Seconds
 	}
@@ -587,7 +560,7 @@ func gracefulRound(ctx context.Context, srv *server, o options) (result, error) 
 	if err != nil {
 		return result{}, err
 	}
-	res := result{Kind: "graceful", StopSeconds: stopped.Seconds(), ReadySeconds: ttr.Seconds(), ReadyCPUSeconds: srv.readyCPU, Load: loadAvg()}
+	res := result{Kind: "graceful", StopSeconds: stopped.Seconds(), ReadySeconds: ttr.Seconds(), ReadyCPUSeconds: srv.readyCPU, Load: benchkit.LoadAvg()}
 	rep, err := srv.client().Load(ctx)
 	if err != nil {
 		return result{}, err
@@ -618,7 +591,7 @@ func summarize(rounds []result, ttrs []float64) result {
 		sum.AckedWrites += r.AckedWrites
 		sum.Checked += r.Checked
 	}
-	sum.Load = loadAvg()
+	sum.Load = benchkit.LoadAvg()
 	return sum
 }
 
@@ -696,17 +669,4 @@ func (p printer) emit(r result) {
 		fmt.Printf("  largest snapshot written %.0f MiB in %.2f s; %d writes acked, %d ids checked, none lost   load %s\n",
 			mib(r.SnapshotBytes), r.SnapshotSeconds, r.AckedWrites, r.Checked, r.Load)
 	}
-}
-
-// loadAvg is the 1, 5 and 15 minute load average, as uptime prints it.
-func loadAvg() string {
-	b, err := os.ReadFile("/proc/loadavg")
-	if err != nil {
-		return "?"
-	}
-	f := strings.Fields(string(b))
-	if len(f) < 3 {
-		return "?"
-	}
-	return strings.Join(f[:3], " ")
 }

@@ -28,12 +28,12 @@ import (
 	"strconv"
 	"sync"
 	"sync/atomic"
-	"syscall"
 	"time"
 
 	"github.com/annshard/annshard/shardserver/client"
 	"github.com/annshard/annshard/shardserver/hnsw"
 	"github.com/annshard/annshard/shardserver/proctest"
+	"github.com/annshard/annshard/test/bench/internal/benchkit"
 )
 
 type options struct {
@@ -96,32 +96,10 @@ func (o options) print(r result) {
 	}
 }
 
-// gen returns n clustered vectors: clusters make the graph search realistic.
-func gen(r *rand.Rand, n, dim int) [][]float32 {
-	const clusters = 64
-	centers := make([][]float32, clusters)
-	for i := range centers {
-		centers[i] = make([]float32, dim)
-		for j := range centers[i] {
-			centers[i][j] = float32(r.NormFloat64())
-		}
-	}
-	out := make([][]float32, n)
-	for i := range out {
-		c := centers[r.IntN(clusters)]
-		v := make([]float32, dim)
-		for j := range v {
-			v[j] = c[j] + 0.5*float32(r.NormFloat64())
-		}
-		out[i] = v
-	}
-	return out
-}
-
 func run(ctx context.Context, o options) error {
 	r := rand.New(rand.NewPCG(o.seed, 7))
-	data := gen(r, o.n, o.dim)
-	queries := gen(r, o.queries, o.dim)
+	data := benchkit.Clustered(r, o.n, o.dim)
+	queries := benchkit.Clustered(r, o.queries, o.dim)
 	bin := o.bin
 	if bin == "" {
 		dir, err := os.MkdirTemp("", "shardbench")
@@ -203,11 +181,11 @@ func run(ctx context.Context, o options) error {
 		}); err != nil {
 			return err
 		}
-		cpu0 := selfCPU()
+		cpu0 := benchkit.SelfCPU()
 		if err := searchInProcess(idx, queries, o, slice, &inproc); err != nil {
 			return err
 		}
-		inproc.cpu += selfCPU() - cpu0
+		inproc.cpu += benchkit.SelfCPU() - cpu0
 	}
 	for _, m := range []struct {
 		name string
@@ -228,13 +206,6 @@ func run(ctx context.Context, o options) error {
 	o.print(result{Name: "ratio per CPU-second", Ratio: http16.perCPU() / inproc.perCPU(),
 		Note: fmt.Sprintf("server %.0f, in-process %.0f queries per CPU-second", http16.perCPU(), inproc.perCPU())})
 	return nil
-}
-
-func selfCPU() float64 {
-	var ru syscall.Rusage
-	_ = syscall.Getrusage(syscall.RUSAGE_SELF, &ru)
-	tv := func(t syscall.Timeval) float64 { return float64(t.Sec) + float64(t.Usec)/1e6 }
-	return tv(ru.Utime) + tv(ru.Stime)
 }
 
 // measure runs f and adds the server's CPU seconds meanwhile (from its load report) to t.
@@ -378,13 +349,13 @@ func searchHTTP(ctx context.Context, url string, bodies [][]byte, c int, d time.
 	return nil
 }
 
+// percentiles is benchkit.Percentiles, NaN for no latencies (printed as such).
 func percentiles(xs []time.Duration) (float64, float64) {
-	if len(xs) == 0 {
+	p50, p99, ok := benchkit.Percentiles(xs)
+	if !ok {
 		return math.NaN(), math.NaN()
 	}
-	slices.Sort(xs)
-	ms := func(d time.Duration) float64 { return float64(d) / float64(time.Millisecond) }
-	return ms(xs[(len(xs)-1)*50/100]), ms(xs[(len(xs)-1)*99/100])
+	return p50, p99
 }
 
 func addParallel(idx *hnsw.Index, data [][]float32) error {
