@@ -7,6 +7,7 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/spf13/cobra"
@@ -141,20 +142,28 @@ func buildStatus(ctx context.Context, s *session, name string, now time.Time) (*
 	return rep, nil
 }
 
-// loadReports fetches /v1/load of every pod that can be reached.
+// loadReports fetches /v1/load of every pod that can be reached, in parallel (like
+// top's scrapeAll), so that status takes one round trip, not one per pod.
 func loadReports(ctx context.Context, s *session, pods []corev1.Pod) (map[string]*client.LoadReport, map[string]error) {
 	conns, errs := s.podClients(ctx, pods)
 	loads := map[string]*client.LoadReport{}
+	var mu sync.Mutex
+	var wg sync.WaitGroup
 	for name, c := range conns {
-		ctx, cancel := context.WithTimeout(ctx, 5*time.Second)
-		l, err := c.api.Load(ctx)
-		cancel()
-		if err != nil {
-			errs[name] = err
-			continue
-		}
-		loads[name] = l
+		wg.Go(func() {
+			ctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+			defer cancel()
+			l, err := c.api.Load(ctx)
+			mu.Lock()
+			defer mu.Unlock()
+			if err != nil {
+				errs[name] = err
+				return
+			}
+			loads[name] = l
+		})
 	}
+	wg.Wait()
 	return loads, errs
 }
 
