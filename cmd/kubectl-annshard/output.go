@@ -6,7 +6,6 @@ import (
 	"io"
 	"os"
 	"strings"
-	"time"
 
 	"github.com/liggitt/tabwriter"
 	"github.com/spf13/cobra"
@@ -135,19 +134,4 @@ func fmtBytes(b float64) string {
 		exp++
 	}
 	return fmt.Sprintf("%.1f%ci", b/div, "KMGTPE"[exp])
-}
-
-// fmtAge is kubectl's short age: 45s, 3m, 2h, 4d.
-func fmtAge(d time.Duration) string {
-	switch {
-	case d < 0:
-		return "0s"
-	case d < 2*time.Minute:
-		return fmt.Sprintf("%ds", int(d.Seconds()))
-	case d < 2*time.Hour:
-		return fmt.Sprintf("%dm", int(d.Minutes()))
-	case d < 48*time.Hour:
-		return fmt.Sprintf("%dh", int(d.Hours()))
-	}
-	return fmt.Sprintf("%dd", int(d.Hours()/24))
 }

@@ -13,6 +13,7 @@ import (
 	"github.com/spf13/cobra"
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/util/duration"
 
 	annv1alpha1 "github.com/annshard/annshard/api/v1alpha1"
 	"github.com/annshard/annshard/shardserver/client"
@@ -281,7 +282,7 @@ func (r *statusReport) print(w io.Writer, st style) error {
 	} else {
 		t := newTable(w, "CONDITION", "STATUS", "REASON", "AGE", "MESSAGE")
 		for _, c := range r.Conditions {
-			t.row(c.Type, st.paint(conditionColour(c), c.Status), c.Reason, fmtAge(r.now.Sub(c.LastTransitionTime)), c.Message)
+			t.row(c.Type, st.paint(conditionColour(c), c.Status), c.Reason, duration.HumanDuration(r.now.Sub(c.LastTransitionTime)), c.Message)
 		}
 		if err := t.flush(); err != nil {
 			return err
