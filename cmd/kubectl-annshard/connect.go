@@ -154,6 +154,17 @@ func proxyable(ip string) bool {
 	return a != nil && a.IsGlobalUnicast()
 }
 
+// unproxyable returns the first pod of pods whose IP the API server will not proxy to,
+// or nil: with --via auto, such a pod means the pods are reached at their IPs directly.
+func unproxyable(pods []corev1.Pod) *corev1.Pod {
+	for i := range pods {
+		if ip := pods[i].Status.PodIP; ip != "" && !proxyable(ip) {
+			return &pods[i]
+		}
+	}
+	return nil
+}
+
 // tokenTransport adds the write token in client.TokenHeader to every request: the API
 // server consumes the Authorization header, so the router also accepts this one.
 type tokenTransport struct {
@@ -265,12 +276,10 @@ func (s *session) routers(ctx context.Context, index, token string) (*routerPool
 		p, err := tryDirect()
 		return p, withCode(exitUnreachable, err)
 	}
-	for _, p := range ready {
-		if !proxyable(p.Status.PodIP) {
-			s.logf(1, "router pod %s has IP %s, which the API server does not proxy to (not global unicast): trying the pod IPs directly", p.Name, p.Status.PodIP)
-			pool, err := tryDirect()
-			return pool, withCode(exitUnreachable, err)
-		}
+	if p := unproxyable(ready); p != nil {
+		s.logf(1, "router pod %s has IP %s, which the API server does not proxy to (not global unicast): trying the pod IPs directly", p.Name, p.Status.PodIP)
+		pool, err := tryDirect()
+		return pool, withCode(exitUnreachable, err)
 	}
 	pool, perr := tryProxy()
 	if perr == nil {
@@ -291,15 +300,11 @@ func (s *session) podClients(ctx context.Context, pods []corev1.Pod) (map[string
 	errs := map[string]error{}
 	mode := s.via
 	if mode == viaAuto {
-		mode = viaProxy
-		for _, p := range pods {
-			if p.Status.PodIP != "" && !proxyable(p.Status.PodIP) {
-				mode = viaDirect
-				s.logf(1, "pod %s has IP %s, which the API server does not proxy to: reaching pods at their IPs directly", p.Name, p.Status.PodIP)
-				break
-			}
-		}
-		if mode == viaProxy {
+		if p := unproxyable(pods); p != nil {
+			mode = viaDirect
+			s.logf(1, "pod %s has IP %s, which the API server does not proxy to: reaching pods at their IPs directly", p.Name, p.Status.PodIP)
+		} else {
+			mode = viaProxy
 			s.logf(1, "reaching pods through the API server's pod proxy")
 		}
 	}
