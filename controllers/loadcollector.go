@@ -84,8 +84,9 @@ type podLoad struct {
 // index's shard load changes it sends the index on Events, so the reconciler writes the
 // figures into status.shards.
 //
-// Concurrency: Start runs the scrape loop in one goroutine; ShardLoad and SlotRates may
-// be called from any goroutine (the reconciler's workers); a mutex guards the windows.
+// Concurrency: Start runs the scrape loop in one goroutine; ShardLoad, SlotLoad and
+// ReplicaLag may be called from any goroutine (the reconciler's workers); a mutex
+// guards the windows.
 type LoadCollector struct {
 	// Reader lists pods; the manager's cache.
 	Reader client.Reader
@@ -341,36 +342,6 @@ func finite(f float64) float64 {
 		return 0
 	}
 	return f
-}
-
-// SlotRates returns the query rate per slot of an index over the window, summed over its
-// pods: the growth of each pod's per-slot counter from its oldest to its newest fresh
-// report, per second. A counter that went down (the pod restarted) counts from zero.
-// It is meant for a migration planner picking hot slots; nothing calls it yet but tests.
-func (c *LoadCollector) SlotRates(index types.NamespacedName, now time.Time) map[int]float64 {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	out := map[int]float64{}
-	for _, pl := range c.pods {
-		if pl.index != index || len(pl.samples) < 2 {
-			continue
-		}
-		first, last := pl.samples[0], pl.samples[len(pl.samples)-1]
-		secs := last.at.Sub(first.at).Seconds()
-		if secs <= 0 || now.Sub(last.at) > staleIntervals*c.interval() {
-			continue
-		}
-		for slot, n := range last.report.SlotQueries {
-			was := first.report.SlotQueries[slot]
-			if n < was {
-				was = 0
-			}
-			if d := n - was; d > 0 {
-				out[slot] += float64(d) / secs
-			}
-		}
-	}
-	return out
 }
 
 // SlotLoad returns the slot-attributable load of an index per scrape interval, oldest

@@ -196,11 +196,14 @@ func TestScrapeOnce(t *testing.T) {
 	if n := len(events); n != 1 {
 		t.Fatalf("%d events after a change, want 1", n)
 	}
-	// Over 3 s: the primary's slot 7 grew by 200; the replica restarted, so its 10 and
-	// 30 count from zero, except slot 9, which grew from 10 to 30.
-	rates := c.SlotRates(idx, t0.Add(3*time.Second))
-	if want7, want9 := (200.0+10)/3, 20.0/3; math.Abs(rates[7]-want7) > 1e-9 || math.Abs(rates[9]-want9) > 1e-9 {
-		t.Fatalf("SlotRates = %v, want 7: %.3f, 9: %.3f", rates, want7, want9)
+	// Over the last 2 s: the primary's slot 7 grew by 200; the replica restarted, so its
+	// slot 7 (50 -> 10) counts from zero, and its slot 9 grew from 10 to 30.
+	intervals := c.SlotLoad(idx, t0.Add(3*time.Second))
+	if len(intervals) != 2 {
+		t.Fatalf("%d intervals, want 2", len(intervals))
+	}
+	if q, want7, want9 := intervals[1].Queries, (200.0+10)/2, 20.0/2; math.Abs(q[7]-want7) > 1e-9 || math.Abs(q[9]-want9) > 1e-9 {
+		t.Fatalf("slot query rates = %v, want 7: %.3f, 9: %.3f", q, want7, want9)
 	}
 
 	// Reports go stale when pods stop answering, and vanish with the pods.
