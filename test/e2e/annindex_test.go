@@ -46,8 +46,7 @@ var _ = Describe("AnnIndex", Ordered, func() {
 	}, NodeTimeout(availableTimeout+time.Minute))
 
 	It("reports every shard and the router ready, with honest conditions and printer columns", Label("smoke"), func(ctx SpecContext) {
-		idx := &annv1alpha1.AnnIndex{}
-		Expect(cluster.Client.Get(ctx, objKey(namespace, name), idx)).To(Succeed())
+		idx := getIndex(ctx, name)
 		Expect(idx.Status.ReadyShards).To(BeEquivalentTo(2))
 		Expect(idx.Status.Shards).To(HaveLen(2))
 		owned := slotCounts(routingTable(ctx, name))
@@ -191,8 +190,7 @@ var _ = Describe("AnnIndex", Ordered, func() {
 		routersBefore := podUIDs(ctx, name, "router")
 		load := startQueryLoad(ctx, routers, data.Queries, 4)
 
-		idx := &annv1alpha1.AnnIndex{}
-		Expect(cluster.Client.Get(ctx, objKey(namespace, name), idx)).To(Succeed())
+		idx := getIndex(ctx, name)
 		patch := ctrlclient.MergeFrom(idx.DeepCopy())
 		idx.Spec.HNSW.EfSearch = 96
 		idx.Spec.Router.LoadBalancing = "RoundRobin"

@@ -21,7 +21,6 @@ import (
 	"github.com/prometheus/common/expfmt"
 	"github.com/prometheus/common/model"
 	corev1 "k8s.io/api/core/v1"
-	ctrlclient "sigs.k8s.io/controller-runtime/pkg/client"
 
 	annv1alpha1 "github.com/annshard/annshard/api/v1alpha1"
 	"github.com/annshard/annshard/test/dashboards"
@@ -297,11 +296,7 @@ var _ = Describe("kubectl annshard", Ordered, Label("cli"), func() {
 			Expect(pods).NotTo(BeEmpty())
 			scrape(&pods[0], framework.Port)
 		}
-		var ops corev1.PodList
-		Expect(cluster.Client.List(ctx, &ops, inNamespace(releaseNamespace),
-			ctrlclient.MatchingLabels{"app.kubernetes.io/component": "operator"})).To(Succeed())
-		Expect(ops.Items).NotTo(BeEmpty())
-		scrape(&ops.Items[0], 8080)
+		scrape(&operatorPods(ctx)[0], 8080)
 		Expect(dashboards.Missing(targets, exported)).To(BeEmpty(), "panels use metrics no component exports")
 	})
 })

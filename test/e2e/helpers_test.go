@@ -94,6 +94,22 @@ func (l *queryLoad) finish() (int64, int64, error) {
 	return l.ok.Load(), l.failed.Load(), l.lastErr
 }
 
+// getIndex reads the AnnIndex named index from the test namespace.
+func getIndex(ctx context.Context, index string) *annv1alpha1.AnnIndex {
+	idx := &annv1alpha1.AnnIndex{}
+	Expect(cluster.Client.Get(ctx, objKey(namespace, index), idx)).To(Succeed())
+	return idx
+}
+
+// operatorPods lists the operator's pods; it fails the spec if there is none.
+func operatorPods(ctx context.Context) []corev1.Pod {
+	var pods corev1.PodList
+	Expect(cluster.Client.List(ctx, &pods, inNamespace(releaseNamespace),
+		ctrlclient.MatchingLabels{"app.kubernetes.io/component": "operator"})).To(Succeed())
+	Expect(pods.Items).NotTo(BeEmpty(), "no operator pod in %s", releaseNamespace)
+	return pods.Items
+}
+
 // podUIDs maps pod name to UID for the pods of one component.
 func podUIDs(ctx context.Context, index, component string) map[string]types.UID {
 	pods, err := cluster.Pods(ctx, namespace, index, component, -1, false)

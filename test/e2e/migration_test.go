@@ -28,7 +28,6 @@ import (
 	. "github.com/onsi/ginkgo/v2"
 	. "github.com/onsi/gomega"
 	appsv1 "k8s.io/api/apps/v1"
-	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	ctrlclient "sigs.k8s.io/controller-runtime/pkg/client"
 
@@ -94,16 +93,14 @@ func (l *writeLoad) finish() (map[string][]float32, int64, error, time.Duration)
 }
 
 func setShards(ctx context.Context, index string, n int32) {
-	idx := &annv1alpha1.AnnIndex{}
-	Expect(cluster.Client.Get(ctx, objKey(namespace, index), idx)).To(Succeed())
+	idx := getIndex(ctx, index)
 	patch := ctrlclient.MergeFrom(idx.DeepCopy())
 	idx.Spec.Shards = n
 	Expect(cluster.Client.Patch(ctx, idx, patch)).To(Succeed())
 }
 
 func activeMoves(ctx context.Context, index string) []annv1alpha1.MigrationStatus {
-	idx := &annv1alpha1.AnnIndex{}
-	Expect(cluster.Client.Get(ctx, objKey(namespace, index), idx)).To(Succeed())
+	idx := getIndex(ctx, index)
 	var out []annv1alpha1.MigrationStatus
 	for _, m := range idx.Status.Migrations {
 		if m.Phase != annv1alpha1.MigrationDone && m.Phase != annv1alpha1.MigrationFailed {
@@ -133,8 +130,7 @@ func waitResharded(ctx context.Context, index string, n int) {
 
 // handoffPauses are the write pauses of the handoffs in status.migrations.
 func handoffPauses(ctx context.Context, index string) []time.Duration {
-	idx := &annv1alpha1.AnnIndex{}
-	Expect(cluster.Client.Get(ctx, objKey(namespace, index), idx)).To(Succeed())
+	idx := getIndex(ctx, index)
 	var out []time.Duration
 	for _, m := range idx.Status.Migrations {
 		if m.Phase == annv1alpha1.MigrationDone {
@@ -146,12 +142,9 @@ func handoffPauses(ctx context.Context, index string) []time.Duration {
 
 // deleteOperatorPod deletes the (leading) operator pod; its Deployment starts another.
 func deleteOperatorPod(ctx context.Context) {
-	var pods corev1.PodList
-	Expect(cluster.Client.List(ctx, &pods, inNamespace(releaseNamespace),
-		ctrlclient.MatchingLabels{"app.kubernetes.io/component": "operator"})).To(Succeed())
-	Expect(pods.Items).NotTo(BeEmpty(), "no operator pod in %s", releaseNamespace)
-	for i := range pods.Items {
-		Expect(cluster.Client.Delete(ctx, &pods.Items[i])).To(Succeed())
+	pods := operatorPods(ctx)
+	for i := range pods {
+		Expect(cluster.Client.Delete(ctx, &pods[i])).To(Succeed())
 	}
 }
 
@@ -300,8 +293,7 @@ var _ = Describe("Slot migration", Ordered, Label("migration"), func() {
 	It("moves slots off a shard that a skewed load keeps hot, and the skew falls", func(ctx SpecContext) {
 		tab := routingTable(ctx, name)
 		// Slots that just moved are in their cooldown: the planner leaves them be.
-		idx := &annv1alpha1.AnnIndex{}
-		Expect(cluster.Client.Get(ctx, objKey(namespace, name), idx)).To(Succeed())
+		idx := getIndex(ctx, name)
 		var moved slots.Set
 		for _, m := range idx.Status.Migrations {
 			set, err := slots.ParseSet(m.Slots)
