@@ -61,8 +61,7 @@ type ShardDialer func(ctx context.Context, idx *annv1alpha1.AnnIndex, k int32) (
 // not ready, or has no address yet.
 var errPrimaryNotReady = errors.New("primary not ready")
 
-// dialShardPrimary reaches ordinal 0 of shard k by its pod IP (never DNS: a restarted
-// primary gets a new IP, which the cache shows at once) with the index's token.
+// dialShardPrimary reaches ordinal 0 of shard k at podURL with the index's token.
 func (r *AnnIndexReconciler) dialShardPrimary(ctx context.Context, idx *annv1alpha1.AnnIndex, k int32) (shardPrimary, error) {
 	if r.Shards != nil {
 		return r.Shards(ctx, idx, k)
@@ -83,6 +82,6 @@ func (r *AnnIndexReconciler) dialShardPrimary(ctx context.Context, idx *annv1alp
 	if hc == nil {
 		hc = &http.Client{Timeout: shardCallTimeout}
 	}
-	return shardclient.New("http://"+hostPort(p.Status.PodIP, podHTTPPort(p)),
+	return shardclient.New(podURL(p),
 		shardclient.WithToken(token), shardclient.WithHTTPClient(hc)), nil
 }

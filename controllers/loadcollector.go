@@ -18,7 +18,6 @@ package controllers
 
 import (
 	"context"
-	"fmt"
 	"maps"
 	"math"
 	"net/http"
@@ -164,17 +163,10 @@ func scrapeTargets(pods []corev1.Pod) []loadTarget {
 			index:   types.NamespacedName{Namespace: p.Namespace, Name: p.Labels[labelInstance]},
 			shard:   int32(k),
 			ordinal: ord,
-			url:     "http://" + hostPort(p.Status.PodIP, podHTTPPort(p)),
+			url:     podURL(p),
 		})
 	}
 	return out
-}
-
-func hostPort(ip string, port int32) string {
-	if strings.Contains(ip, ":") {
-		return fmt.Sprintf("[%s]:%d", ip, port)
-	}
-	return fmt.Sprintf("%s:%d", ip, port)
 }
 
 // ScrapeOnce asks every ready shard pod for its load, records the answers, forgets pods

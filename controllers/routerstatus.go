@@ -19,8 +19,10 @@ package controllers
 import (
 	"context"
 	"fmt"
+	"net"
 	"net/http"
 	"slices"
+	"strconv"
 	"strings"
 	"sync"
 	"time"
@@ -80,7 +82,7 @@ func (r *AnnIndexReconciler) pollRouters(ctx context.Context, idx *annv1alpha1.A
 		wg.Go(func() {
 			rctx, cancel := context.WithTimeout(ctx, routerStatusTimeout)
 			defer cancel()
-			st, err := shardclient.New("http://"+hostPort(p.Status.PodIP, podHTTPPort(p)),
+			st, err := shardclient.New(podURL(p),
 				shardclient.WithToken(token), shardclient.WithHTTPClient(hc)).RouterStatus(rctx)
 			mu.Lock()
 			defer mu.Unlock()
@@ -168,6 +170,12 @@ func (r *AnnIndexReconciler) indexToken(ctx context.Context, idx *annv1alpha1.An
 		return "", fmt.Errorf("token Secret %s has no %q", tokenSecretName(idx), tokenKey)
 	}
 	return tok, nil
+}
+
+// podURL is the base URL of a pod's HTTP API: its IP (never DNS: a restarted pod gets a
+// new IP, which the cache shows at once) and podHTTPPort; IPv6 addresses in brackets.
+func podURL(p *corev1.Pod) string {
+	return "http://" + net.JoinHostPort(p.Status.PodIP, strconv.Itoa(int(podHTTPPort(p))))
 }
 
 // podHTTPPort is the pod's container port named "http", else httpPort.
