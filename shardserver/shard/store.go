@@ -764,9 +764,10 @@ func (s *Store) SearchHiding(q []float32, k, ef int, partition string, hidden *s
 			return []client.Hit{}, nil
 		}
 		idx, meta, tl := st.idx, st.meta, st.tail
+		// keep passes the live keys of the partition (any, without one) in visible slots.
 		keep := func(key uint64) bool {
 			kp, slot, live := meta.get(key)
-			return live && kp == p && (hidden == nil || !hidden.Has(int(slot)))
+			return live && (partition == "" || kp == p) && (hidden == nil || !hidden.Has(int(slot)))
 		}
 		var fromTail []hnsw.Result
 		if tl.Len() > 0 {
@@ -774,24 +775,11 @@ func (s *Store) SearchHiding(q []float32, k, ef int, partition string, hidden *s
 			if err != nil {
 				return nil, fmt.Errorf("searching: %w", err)
 			}
-			live := keep
-			if partition == "" {
-				live = func(key uint64) bool {
-					_, slot, ok := meta.get(key)
-					return ok && (hidden == nil || !hidden.Has(int(slot)))
-				}
-			}
-			fromTail = tl.scan(pq, k, live, s.dist)
+			fromTail = tl.scan(pq, k, keep, s.dist)
 		}
 		opts := hnsw.SearchOptions{Ef: ef}
 		if partition != "" || hidden != nil {
 			opts.Filter = keep
-			if partition == "" {
-				opts.Filter = func(key uint64) bool {
-					_, slot, live := meta.get(key)
-					return live && !hidden.Has(int(slot))
-				}
-			}
 		}
 		if current := tl.staleFilter(); current != nil {
 			if filter := opts.Filter; filter == nil {
