@@ -83,16 +83,6 @@ func newState(cfg hnsw.Config) (*state, error) {
 	return &state{idx: idx, tail: newTail(), ids: map[string]uint64{}, parts: []string{""}, partIdx: map[string]uint32{"": 0}, meta: newKeyMeta()}, nil
 }
 
-// indexMeta fills st.meta from st.entries (a state just read from a snapshot).
-func (st *state) indexMeta() {
-	st.meta = newKeyMeta()
-	for key, e := range st.entries {
-		if e.live {
-			st.meta.set(uint64(key), e.part, e.slot)
-		}
-	}
-}
-
 // StoreConfig configures a Store.
 type StoreConfig struct {
 	Index   hnsw.Config
@@ -1197,7 +1187,6 @@ func readState(r io.Reader, cfg hnsw.Config) (*state, error) {
 		return nil, err
 	}
 	st.idx = idx
-	st.indexMeta()
 	inGraph := 0
 	for i := range puts {
 		if key := puts[i].key; !st.entries[key].live {
@@ -1217,10 +1206,11 @@ func readState(r io.Reader, cfg hnsw.Config) (*state, error) {
 	return st, nil
 }
 
-// parseIDMap fills st's id maps from the id map section of a snapshot.
+// parseIDMap fills st's id maps and key metadata from the id map section of a snapshot.
 func (st *state) parseIDMap(b []byte, nextKey, live uint64) error {
 	st.ids = make(map[string]uint64, live)
 	st.entries = make([]entry, nextKey)
+	st.meta = newKeyMeta()
 	d := &decoder{b: b}
 	for range live {
 		var key uint64
@@ -1234,8 +1224,10 @@ func (st *state) parseIDMap(b []byte, nextKey, live uint64) error {
 		if key >= nextKey || st.entries[key].live {
 			return fmt.Errorf("%w: bad key %d in id map", hnsw.ErrCorrupt, key)
 		}
-		st.entries[key] = entry{id: id, part: st.intern(part), slot: uint16(slots.Of(slots.KeyOf(id, part))), live: true}
+		e := entry{id: id, part: st.intern(part), slot: uint16(slots.Of(slots.KeyOf(id, part))), live: true}
+		st.entries[key] = e
 		st.ids[id] = key
+		st.meta.set(key, e.part, e.slot)
 	}
 	if len(d.b) != 0 {
 		return fmt.Errorf("%w: %d bytes after the id map", hnsw.ErrCorrupt, len(d.b))
