@@ -1,7 +1,6 @@
 package main
 
 import (
-	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
@@ -195,7 +194,7 @@ func (b *bench) servers() []*proctest.Process {
 // returns the acknowledged rate and the rate until every replica holds the data. It
 // checks that the primaries hold exactly n vectors: no write lost, none doubled.
 func (b *bench) upsertThroughRouter(ctx context.Context) (acked, replicated float64, err error) {
-	c := client.New(b.router.URL(), client.WithToken(token), client.WithHTTPClient(newHTTPClient(b.o.writers)))
+	c := client.New(b.router.URL(), client.WithToken(token), client.WithHTTPClient(benchkit.HTTPClient(b.o.writers)))
 	var next atomic.Int64
 	var wg sync.WaitGroup
 	var failed atomic.Value
@@ -459,7 +458,9 @@ func (b *bench) measure(ctx context.Context, p string, c int, bodies [][]byte, i
 		if p == pathShard {
 			url = b.shards[0][0].URL()
 		}
-		f = func(d time.Duration) ([]time.Duration, error) { return searchHTTP(ctx, url+"/v1/search", bodies, c, d) }
+		f = func(d time.Duration) ([]time.Duration, error) {
+			return benchkit.SearchHTTP(ctx, url+"/v1/search", bodies, c, d)
+		}
 		split = func() (float64, float64, error) {
 			r, err := processesCPU(b.servers()[:1])
 			if err != nil {
@@ -555,73 +556,9 @@ func (b *bench) batchSizes(ctx context.Context) (histogram, error) {
 	return histogram{count: float64(h.GetSampleCount()), sum: h.GetSampleSum()}, nil
 }
 
-func newHTTPClient(conns int) *http.Client {
-	tr := http.DefaultTransport.(*http.Transport).Clone()
-	tr.MaxIdleConns = max(conns, 100)
-	tr.MaxIdleConnsPerHost = conns
-	return &http.Client{Transport: tr}
-}
-
-// closedLoop runs c clients back to back for d: client g calls one(i) for i = g, g+c,
-// g+2c, ... and the latency of each call is returned. The first error stops every
-// client and is returned.
-func closedLoop(c int, d time.Duration, client func() func(i int) error) ([]time.Duration, error) {
-	lats := make([][]time.Duration, c)
-	var failed atomic.Value
-	stopAt := time.Now().Add(d)
-	var wg sync.WaitGroup
-	for g := range c {
-		one := client()
-		wg.Go(func() {
-			for i := g; time.Now().Before(stopAt) && failed.Load() == nil; i += c {
-				t0 := time.Now()
-				if err := one(i); err != nil {
-					failed.Store(err)
-					return
-				}
-				lats[g] = append(lats[g], time.Since(t0))
-			}
-		})
-	}
-	wg.Wait()
-	if err, _ := failed.Load().(error); err != nil {
-		return nil, err
-	}
-	return slices.Concat(lats...), nil
-}
-
-// searchHTTP sends the pre-encoded searches from c clients back to back for d. Any
-// failed search fails the run.
-func searchHTTP(ctx context.Context, url string, bodies [][]byte, c int, d time.Duration) ([]time.Duration, error) {
-	hc := newHTTPClient(c)
-	defer hc.CloseIdleConnections()
-	return closedLoop(c, d, func() func(int) error {
-		return func(i int) error {
-			req, err := http.NewRequestWithContext(ctx, http.MethodPost, url, bytes.NewReader(bodies[i%len(bodies)]))
-			if err != nil {
-				return err
-			}
-			req.Header.Set("Content-Type", "application/json")
-			resp, err := hc.Do(req)
-			if err != nil {
-				return err
-			}
-			body, err := io.ReadAll(resp.Body)
-			resp.Body.Close()
-			if err != nil {
-				return err
-			}
-			if resp.StatusCode != http.StatusOK {
-				return fmt.Errorf("search: HTTP %d: %s", resp.StatusCode, bytes.TrimSpace(body))
-			}
-			return nil
-		}
-	})
-}
-
 // searchInProcess runs the queries on c goroutines back to back for d.
 func searchInProcess(idx *hnsw.Index, queries [][]float32, o options, c int, d time.Duration) ([]time.Duration, error) {
-	return closedLoop(c, d, func() func(int) error {
+	return benchkit.ClosedLoop(c, d, func() func(int) error {
 		buf := make([]hnsw.Result, 0, o.k)
 		return func(i int) error {
 			var err error

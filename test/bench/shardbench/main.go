@@ -11,20 +11,16 @@
 package main
 
 import (
-	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
 	"flag"
 	"fmt"
-	"io"
 	"math"
 	"math/rand/v2"
-	"net/http"
 	"os"
 	"path/filepath"
 	"runtime"
-	"slices"
 	"strconv"
 	"sync"
 	"sync/atomic"
@@ -310,42 +306,16 @@ func upsertAll(ctx context.Context, c *client.Client, data [][]float32, o option
 	return float64(len(data)) / time.Since(start).Seconds(), nil
 }
 
-// searchHTTP sends searches from c goroutines for d and adds them to t.
+// searchHTTP sends searches from c clients back to back for d and adds them to t. Any
+// failed search fails the run.
 func searchHTTP(ctx context.Context, url string, bodies [][]byte, c int, d time.Duration, t *tally) error {
-	hc := &http.Client{Transport: &http.Transport{MaxIdleConnsPerHost: c, MaxConnsPerHost: c}}
-	defer hc.CloseIdleConnections()
-	lats := make([][]time.Duration, c)
-	var failed atomic.Value
-	stopAt := time.Now().Add(d)
-	var wg sync.WaitGroup
 	start := time.Now()
-	for g := range c {
-		wg.Go(func() {
-			for i := g; time.Now().Before(stopAt); i += c {
-				t0 := time.Now()
-				req, _ := http.NewRequestWithContext(ctx, http.MethodPost, url, bytes.NewReader(bodies[i%len(bodies)]))
-				req.Header.Set("Content-Type", "application/json")
-				resp, err := hc.Do(req)
-				if err != nil {
-					failed.Store(err)
-					return
-				}
-				_, _ = io.Copy(io.Discard, resp.Body)
-				resp.Body.Close()
-				if resp.StatusCode != http.StatusOK {
-					failed.Store(fmt.Errorf("search: HTTP %d", resp.StatusCode))
-					return
-				}
-				lats[g] = append(lats[g], time.Since(t0))
-			}
-		})
-	}
-	wg.Wait()
+	lats, err := benchkit.SearchHTTP(ctx, url, bodies, c, d)
 	t.elapsed += time.Since(start)
-	if err, _ := failed.Load().(error); err != nil {
+	if err != nil {
 		return err
 	}
-	t.lats = append(t.lats, slices.Concat(lats...)...)
+	t.lats = append(t.lats, lats...)
 	return nil
 }
 

@@ -1,18 +1,23 @@
 // Package benchkit holds the pieces the benchmarks under test/bench share: the
-// clustered data generator, latency percentiles, CPU-time readers and the load
-// average. Each bench keeps its own flags and output; only these helpers are common,
+// clustered data generator, the closed loop of searches over HTTP, latency
+// percentiles, CPU-time readers and the load average. Each bench keeps its own flags and output; only these helpers are common,
 // so that two benches that report the same figure compute it the same way.
 package benchkit
 
 import (
 	"bytes"
+	"context"
 	"errors"
 	"fmt"
+	"io"
 	"math/rand/v2"
+	"net/http"
 	"os"
 	"slices"
 	"strconv"
 	"strings"
+	"sync"
+	"sync/atomic"
 	"syscall"
 	"time"
 )
@@ -38,6 +43,72 @@ func Clustered(r *rand.Rand, n, dim int) [][]float32 {
 		out[i] = v
 	}
 	return out
+}
+
+// HTTPClient is a client keeping up to conns idle connections to each host, so that
+// conns clients searching back to back reuse their connections.
+func HTTPClient(conns int) *http.Client {
+	tr := http.DefaultTransport.(*http.Transport).Clone()
+	tr.MaxIdleConns = max(conns, 100)
+	tr.MaxIdleConnsPerHost = conns
+	return &http.Client{Transport: tr}
+}
+
+// ClosedLoop runs c clients back to back for d: client g calls one(i) for i = g, g+c,
+// g+2c, ... and the latency of each call is returned. The first error stops every
+// client and is returned.
+func ClosedLoop(c int, d time.Duration, client func() func(i int) error) ([]time.Duration, error) {
+	lats := make([][]time.Duration, c)
+	var failed atomic.Value
+	stopAt := time.Now().Add(d)
+	var wg sync.WaitGroup
+	for g := range c {
+		one := client()
+		wg.Go(func() {
+			for i := g; time.Now().Before(stopAt) && failed.Load() == nil; i += c {
+				t0 := time.Now()
+				if err := one(i); err != nil {
+					failed.Store(err)
+					return
+				}
+				lats[g] = append(lats[g], time.Since(t0))
+			}
+		})
+	}
+	wg.Wait()
+	if err, _ := failed.Load().(error); err != nil {
+		return nil, err
+	}
+	return slices.Concat(lats...), nil
+}
+
+// SearchHTTP POSTs the pre-encoded searches from c clients back to back for d. Any
+// failed search fails the run.
+func SearchHTTP(ctx context.Context, url string, bodies [][]byte, c int, d time.Duration) ([]time.Duration, error) {
+	hc := HTTPClient(c)
+	defer hc.CloseIdleConnections()
+	return ClosedLoop(c, d, func() func(int) error {
+		return func(i int) error {
+			req, err := http.NewRequestWithContext(ctx, http.MethodPost, url, bytes.NewReader(bodies[i%len(bodies)]))
+			if err != nil {
+				return err
+			}
+			req.Header.Set("Content-Type", "application/json")
+			resp, err := hc.Do(req)
+			if err != nil {
+				return err
+			}
+			body, err := io.ReadAll(resp.Body)
+			resp.Body.Close()
+			if err != nil {
+				return err
+			}
+			if resp.StatusCode != http.StatusOK {
+				return fmt.Errorf("search: HTTP %d: %s", resp.StatusCode, bytes.TrimSpace(body))
+			}
+			return nil
+		}
+	})
 }
 
 // Percentiles sorts xs in place and returns its 50th and 99th percentiles in

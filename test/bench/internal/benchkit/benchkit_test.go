@@ -1,9 +1,16 @@
 package benchkit
 
 import (
+	"context"
+	"errors"
+	"io"
 	"math/rand/v2"
+	"net/http"
+	"net/http/httptest"
 	"os"
 	"strings"
+	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 )
@@ -84,5 +91,67 @@ func TestLoadAvg(t *testing.T) {
 	}
 	if l1, l5 := LoadAverage(); l1 < 0 || l5 < 0 {
 		t.Errorf("LoadAverage %v %v", l1, l5)
+	}
+}
+
+func TestClosedLoopCallsEveryIndexOnceAndStopsOnError(t *testing.T) {
+	var mu sync.Mutex
+	seen := map[int]int{}
+	lats, err := ClosedLoop(3, 30*time.Millisecond, func() func(int) error {
+		return func(i int) error {
+			mu.Lock()
+			seen[i]++
+			mu.Unlock()
+			time.Sleep(time.Millisecond)
+			return nil
+		}
+	})
+	if err != nil || len(lats) == 0 || len(lats) != len(seen) {
+		t.Fatalf("%d latencies, %d indexes, %v", len(lats), len(seen), err)
+	}
+	// Client g takes g, g+3, g+6, ...: no index is called twice.
+	for i, n := range seen {
+		if n != 1 {
+			t.Errorf("index %d called %d times", i, n)
+		}
+	}
+	boom := errors.New("boom")
+	if _, err := ClosedLoop(2, time.Minute, func() func(int) error {
+		return func(i int) error {
+			if i == 5 {
+				return boom
+			}
+			return nil
+		}
+	}); !errors.Is(err, boom) {
+		t.Fatalf("error %v, want boom (and no minute-long run)", err)
+	}
+}
+
+func TestSearchHTTP(t *testing.T) {
+	var calls atomic.Int64
+	fail := atomic.Bool{}
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		body, _ := io.ReadAll(r.Body)
+		if r.Method != http.MethodPost || r.Header.Get("Content-Type") != "application/json" || len(body) == 0 {
+			http.Error(w, "bad request", http.StatusBadRequest)
+			return
+		}
+		calls.Add(1)
+		if fail.Load() {
+			http.Error(w, "no such index", http.StatusNotFound)
+			return
+		}
+		_, _ = w.Write([]byte(`{"results":[]}`))
+	}))
+	defer srv.Close()
+	bodies := [][]byte{[]byte(`{"q":1}`), []byte(`{"q":2}`)}
+	lats, err := SearchHTTP(context.Background(), srv.URL, bodies, 2, 30*time.Millisecond)
+	if err != nil || len(lats) == 0 || int64(len(lats)) != calls.Load() {
+		t.Fatalf("%d latencies, %d calls, %v", len(lats), calls.Load(), err)
+	}
+	fail.Store(true)
+	if _, err := SearchHTTP(context.Background(), srv.URL, bodies, 2, time.Minute); err == nil || !strings.Contains(err.Error(), "HTTP 404: no such index") {
+		t.Fatalf("error %v, want the HTTP status and body", err)
 	}
 }
