@@ -177,14 +177,11 @@ func (j *jsonl) Next(rec *Record) error {
 		return &RowError{Row: row, Reason: err.Error()}
 	}
 	j.vec = vec
-	if j.dim == 0 {
-		j.dim = len(vec)
-	}
-	if len(vec) != j.dim {
-		return &RowError{Row: row, Reason: dimReason(len(vec), j.dim, j.fixedDim)}
+	if err := checkRow(row, vec, &j.dim, j.fixedDim); err != nil {
+		return err
 	}
 	rec.Vector = vec
-	return checkFinite(row, vec)
+	return nil
 }
 
 // jsonReason turns a JSON syntax error into a reason that names the likely cause.

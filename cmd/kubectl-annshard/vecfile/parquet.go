@@ -190,14 +190,11 @@ func (p *parquetFile) Next(rec *Record) error {
 			p.out = append(p.out, float32(v.Int64()))
 		}
 	}
-	if p.dim == 0 {
-		p.dim = len(p.out)
-	}
-	if len(p.out) != p.dim {
-		return &RowError{Row: row, Reason: dimReason(len(p.out), p.dim, p.fixedDim)}
+	if err := checkRow(row, p.out, &p.dim, p.fixedDim); err != nil {
+		return err
 	}
 	rec.Vector = p.out
-	return checkFinite(row, p.out)
+	return nil
 }
 
 // scalarRow reads one row of an id or partition column as text. A column that ends

@@ -154,6 +154,19 @@ func Open(path string, opt Options) (Reader, error) {
 	return r, nil
 }
 
+// checkRow applies the row checks of the self-describing formats (JSON Lines, Parquet) to
+// vector v of row: the dimension (*dim, learnt from the first row when 0; fixedDim says it
+// came from Options.Dim) and finite components.
+func checkRow(row int64, v []float32, dim *int, fixedDim bool) error {
+	if *dim == 0 {
+		*dim = len(v)
+	}
+	if len(v) != *dim {
+		return &RowError{Row: row, Reason: dimReason(len(v), *dim, fixedDim)}
+	}
+	return checkFinite(row, v)
+}
+
 // checkFinite returns a RowError for the first NaN or infinite component of v.
 func checkFinite(row int64, v []float32) error {
 	for i, x := range v {
