@@ -252,18 +252,27 @@ func (s *session) routers(ctx context.Context, index, token string) (*routerPool
 		if len(ready) == 0 {
 			return nil, fmt.Errorf("directly: no ready router pod of %s", index)
 		}
-		var clients []*client.Client
-		var errs []error
+		// Probed in parallel (like podClients), so a dead pod costs one probe timeout, not one each.
+		all := make([]*client.Client, len(ready))
+		probeErrs := make([]error, len(ready))
+		var wg sync.WaitGroup
 		for i := range ready {
-			c := s.apiClient(fmt.Sprintf("http://%s", net.JoinHostPort(ready[i].Status.PodIP, fmt.Sprint(podPort))), false, token)
-			if err := probe(ctx, c); err != nil {
-				errs = append(errs, fmt.Errorf("pod %s at %s: %w", ready[i].Name, ready[i].Status.PodIP, err))
-				continue
+			all[i] = s.apiClient(fmt.Sprintf("http://%s", net.JoinHostPort(ready[i].Status.PodIP, fmt.Sprint(podPort))), false, token)
+			wg.Go(func() {
+				if err := probe(ctx, all[i]); err != nil {
+					probeErrs[i] = fmt.Errorf("pod %s at %s: %w", ready[i].Name, ready[i].Status.PodIP, err)
+				}
+			})
+		}
+		wg.Wait()
+		var clients []*client.Client
+		for i, c := range all {
+			if probeErrs[i] == nil {
+				clients = append(clients, c)
 			}
-			clients = append(clients, c)
 		}
 		if len(clients) == 0 {
-			return nil, fmt.Errorf("directly to the router pod IPs: %w", errors.Join(errs...))
+			return nil, fmt.Errorf("directly to the router pod IPs: %w", errors.Join(probeErrs...)) // Join skips the nils
 		}
 		s.logf(1, "reaching the routers at their pod IPs directly (%d of %d ready router pods answer)", len(clients), len(ready))
 		return &routerPool{desc: fmt.Sprintf("%d router pod(s) directly", len(clients)), clients: clients}, nil
