@@ -290,14 +290,9 @@ func (st *slotState) set(owned, frozen slots.Set, epoch uint64) error {
 // adopt takes this shard's slots from a routing table newer than what it knows (an
 // older or equal epoch is ignored: the shard may have learnt it by set or freeze);
 // frozen slots it still owns stay frozen. The check and the change are one step under
-// the locks, so a freeze in between cannot be lost.
+// the locks, so a freeze in between cannot be lost. (adoptTable, the caller, skips an
+// old table before it takes any lock.)
 func (st *slotState) adopt(owned slots.Set, epoch uint64) error {
-	st.mu.Lock()
-	newer := epoch > st.epoch
-	st.mu.Unlock()
-	if !newer {
-		return nil
-	}
 	return st.change(func() error {
 		if epoch <= st.epoch {
 			return nil
