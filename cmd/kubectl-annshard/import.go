@@ -1,7 +1,6 @@
 package main
 
 import (
-	"bufio"
 	"bytes"
 	"context"
 	"errors"
@@ -506,12 +505,11 @@ func countRows(files []*importFile) error {
 		if err != nil {
 			return err
 		}
-		br := bufio.NewReaderSize(fh, 1<<20)
 		var n int64
 		var last byte = '\n'
 		buf := make([]byte, 1<<20)
 		for {
-			k, err := br.Read(buf)
+			k, err := fh.Read(buf)
 			n += int64(bytes.Count(buf[:k], []byte{'\n'}))
 			if k > 0 {
 				last = buf[k-1]

@@ -216,6 +216,32 @@ func TestImportRefusesBadRowsBeforeWriting(t *testing.T) {
 	}
 }
 
+// Without the precheck, a JSON Lines file's rows are counted by its lines (countRows),
+// blank ones and an unterminated last one included, so the next file's ids follow on.
+func TestImportWithoutPrecheckNumbersIDsAfterJSONLines(t *testing.T) {
+	dir := t.TempDir()
+	jl := filepath.Join(dir, "a.jsonl")
+	if err := os.WriteFile(jl, []byte("[1,2]\n\n[3,4]"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	b := fvecsFile(t, dir, "b.fvecs", seqVecs(2, 2, 0))
+	router, pool := newFakeRouter(t)
+	o := testImportOptions(dir)
+	o.precheck, o.idPrefix = false, "v"
+	if out, err := doImport(t, o, pool, testIndex(2, annv1alpha1.MetricL2), jl, b); err != nil {
+		t.Fatalf("%v\n%s", err, out)
+	}
+	// a.jsonl: lines 0 and 2 -> v0, v2 (3 rows); b.fvecs: rows 0, 1 -> v3, v4.
+	for _, id := range []string{"v0", "v2", "v3", "v4"} {
+		if router.stored[id] == nil {
+			t.Fatalf("id %s missing; have %v", id, keys(router.stored))
+		}
+	}
+	if len(router.stored) != 4 {
+		t.Fatalf("stored %v", keys(router.stored))
+	}
+}
+
 func TestImportWithoutPrecheckStopsAtTheLimit(t *testing.T) {
 	dir := t.TempDir()
 	vecs := seqVecs(50, 2, 0)
