@@ -200,10 +200,7 @@ func checkPathID(id, partition string) error {
 
 // deleteIDs validates ownership of the ids' slots and deletes them as one record.
 func (s *Server) deleteIDs(r *http.Request, ids []string, partition string) (uint64, int, error) {
-	items := make([]deleteItem, len(ids))
-	for i, id := range ids {
-		items[i] = deleteItem{id: id, slot: s.store.SlotOf(id, partition)}
-	}
+	items := s.store.deleteItems(ids, partition)
 	s.slots.gate.RLock()
 	defer s.slots.gate.RUnlock()
 	err := s.slots.check(func(yield func(int) bool) {

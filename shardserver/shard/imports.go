@@ -576,10 +576,7 @@ func (s *Server) applyTail(ctx context.Context, j *importJob, batch []client.Slo
 			if err := flush(); err != nil {
 				return err
 			}
-			items := make([]deleteItem, len(r.Deletes))
-			for i, id := range r.Deletes {
-				items[i] = deleteItem{id: id, slot: s.store.SlotOf(id, r.DeletePartition)}
-			}
+			items := s.store.deleteItems(r.Deletes, r.DeletePartition)
 			if _, _, err := s.store.Write(ctx, record{op: opDelete, partition: r.DeletePartition, deletes: items}); err != nil {
 				return err
 			}

@@ -724,6 +724,22 @@ func (s *Store) storedSlots(items []upsertItem, yield func(int) bool) {
 func (s *Store) SlotOf(id, partition string) int {
 	s.mu.RLock()
 	defer s.mu.RUnlock()
+	return s.slotOfLocked(id, partition)
+}
+
+// deleteItems names the slot of each id to delete (SlotOf), under one read lock.
+func (s *Store) deleteItems(ids []string, partition string) []deleteItem {
+	items := make([]deleteItem, len(ids))
+	s.mu.RLock()
+	defer s.mu.RUnlock()
+	for i, id := range ids {
+		items[i] = deleteItem{id: id, slot: s.slotOfLocked(id, partition)}
+	}
+	return items
+}
+
+// slotOfLocked is SlotOf for callers that hold mu.
+func (s *Store) slotOfLocked(id, partition string) int {
 	if key, ok := s.st.ids[id]; ok {
 		e := s.st.entries[key]
 		if partition == "" || s.st.parts[e.part] == partition {
