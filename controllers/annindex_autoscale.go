@@ -662,7 +662,7 @@ func (r *AnnIndexReconciler) scaleStep(ctx context.Context, s *scope, k int32) (
 	var victim *corev1.Pod
 	for i := range s.shardPods[k] {
 		p := &s.shardPods[k][i]
-		ord, ok := podOrdinal(s.index, k, p.Name)
+		ord, ok := podOrdinal(shardName(s.index, k), p.Name)
 		if !ok {
 			continue
 		}
@@ -700,10 +700,12 @@ func (r *AnnIndexReconciler) scaleStep(ctx context.Context, s *scope, k int32) (
 	return current - 1, ctrl.Result{}, nil
 }
 
-// podOrdinal is the ordinal of a pod of shard k's StatefulSet, from its name.
-func podOrdinal(idx *annv1alpha1.AnnIndex, k int32, name string) (int32, bool) {
-	ord, err := strconv.Atoi(strings.TrimPrefix(name, shardName(idx, k)+"-"))
-	if err != nil || !strings.HasPrefix(name, shardName(idx, k)+"-") || ord < 0 {
+// podOrdinal is the ordinal of a pod of the StatefulSet named set, from the pod's name
+// ("<set>-<ordinal>"); false for a pod of another set.
+func podOrdinal(set, name string) (int32, bool) {
+	rest, ok := strings.CutPrefix(name, set+"-")
+	ord, err := strconv.ParseInt(rest, 10, 32)
+	if !ok || err != nil || ord < 0 {
 		return 0, false
 	}
 	return int32(ord), true

@@ -99,7 +99,7 @@ var _ = Describe("Autoscaler", func() {
 			var pods corev1.PodList
 			Expect(k8sClient.List(context.Background(), &pods, client.InNamespace(ns), client.MatchingLabels(shardLabels(idx, 0)))).To(Succeed())
 			for _, p := range pods.Items {
-				ord, _ := podOrdinal(idx, 0, p.Name)
+				ord, _ := podOrdinal(shardName(idx, 0), p.Name)
 				eps = append(eps, shardclient.RouterEndpoint{Pod: p.Name, Ordinal: int(ord),
 					Draining: p.Annotations[shardclient.DrainAnnotation] == "true"})
 			}

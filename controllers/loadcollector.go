@@ -23,7 +23,6 @@ import (
 	"net/http"
 	"slices"
 	"strconv"
-	"strings"
 	"sync"
 	"time"
 
@@ -153,16 +152,15 @@ func scrapeTargets(pods []corev1.Pod) []loadTarget {
 		if err != nil || p.Labels[labelInstance] == "" || p.Status.PodIP == "" || p.DeletionTimestamp != nil || !kube.PodReady(p) {
 			continue
 		}
-		stsName := shardSetName(p.Labels[labelInstance], int32(k))
-		ord, err := strconv.Atoi(strings.TrimPrefix(p.Name, stsName+"-"))
-		if err != nil || !strings.HasPrefix(p.Name, stsName+"-") {
+		ord, ok := podOrdinal(shardSetName(p.Labels[labelInstance], int32(k)), p.Name)
+		if !ok {
 			continue
 		}
 		out = append(out, loadTarget{
 			pod:     types.NamespacedName{Namespace: p.Namespace, Name: p.Name},
 			index:   types.NamespacedName{Namespace: p.Namespace, Name: p.Labels[labelInstance]},
 			shard:   int32(k),
-			ordinal: ord,
+			ordinal: int(ord),
 			url:     podURL(p),
 		})
 	}
