@@ -324,23 +324,30 @@ func (s *Store) stopDrain() {
 }
 
 // insertAll inserts w's entries into its state's graph from up to workers goroutines,
+// the caller's being one of them (a small write, one worker, starts no goroutine),
 // until done or ctx ends. An insert the index refuses (the vector was checked when it
 // was applied, so it is a bug) ends it with the error; see insertFailed.
 func (s *Store) insertAll(ctx context.Context, w insertWork, workers int) error {
+	workers = min(workers, len(w.ents))
+	if workers == 0 {
+		return nil
+	}
 	var next atomic.Int64
 	var wg sync.WaitGroup
 	errs := make([]error, workers)
-	for i := range min(workers, len(w.ents)) {
-		wg.Go(func() {
-			for ctx.Err() == nil && errs[i] == nil {
-				j := int(next.Add(1)) - 1
-				if j >= len(w.ents) {
-					return
-				}
-				errs[i] = s.insert(w.st, w.ents[j])
+	work := func(i int) {
+		for ctx.Err() == nil && errs[i] == nil {
+			j := int(next.Add(1)) - 1
+			if j >= len(w.ents) {
+				return
 			}
-		})
+			errs[i] = s.insert(w.st, w.ents[j])
+		}
 	}
+	for i := 1; i < workers; i++ {
+		wg.Go(func() { work(i) })
+	}
+	work(0)
 	wg.Wait()
 	return errors.Join(errs...)
 }
