@@ -470,16 +470,29 @@ func (x *Index) walkQ(s *searcher, ef, l int, mode int, filter func(uint64) bool
 // float32 distances of the vectors in the vector file, and sorts them again. The
 // vectors are read in place (mapped) where the platform allows.
 func (x *Index) rerankExact(s *searcher, q []float32) error {
-	if cap(s.fv) < x.dim {
-		s.fv = make([]float32, x.dim)
-	}
 	for i, p := range s.out {
-		v, err := x.vf.vector(p.id, s.fv)
+		d, err := x.exactDist(s, q, p.id)
 		if err != nil {
 			return err
 		}
-		s.out[i].d = x.dist(q, v)
+		s.out[i].d = d
 	}
 	sortPairs(s.out)
 	return nil
+}
+
+// exactDist is the float32 distance from q to node id: from the vector file under
+// Int8 (read into s.fv where the file is not mapped), from the node otherwise.
+func (x *Index) exactDist(s *searcher, q []float32, id uint32) (float32, error) {
+	if !x.quant {
+		return x.dist(q, s.vecOf(x, id)), nil
+	}
+	if cap(s.fv) < x.dim {
+		s.fv = make([]float32, x.dim)
+	}
+	v, err := x.vf.vector(id, s.fv)
+	if err != nil {
+		return 0, err
+	}
+	return x.dist(q, v), nil
 }

@@ -155,16 +155,10 @@ func (x *Index) scanSubset(dst []Result, q []float32, k int, sub Subset) ([]Resu
 	var ioErr error
 	flush := func() {
 		for _, id := range ids {
-			var d float32
-			if x.quant {
-				v, err := x.vf.vector(id, s.fv)
-				if err != nil {
-					ioErr = err
-					return
-				}
-				d = x.dist(q, v)
-			} else {
-				d = x.dist(q, s.vecOf(x, id))
+			d, err := x.exactDist(s, q, id)
+			if err != nil {
+				ioErr = err
+				return
 			}
 			if len(s.res) < k || d < s.res[0].d {
 				s.res.push(pair{d, id})
