@@ -155,12 +155,10 @@ func (x *Index) moveEntryPoint(s *searcher) {
 			if x.flagsIn(s.tbl, id)&(flagDeleted|flagFree) != 0 {
 				continue
 			}
-			// Prefer nodes whose insert is done: layers are linked top-down, so
-			// one with a layer-0 list has all of its lists. A node still being
+			// Prefer nodes whose insert is done (see linked): a node still being
 			// inserted would give searches from it nowhere to go.
 			lv := x.levelIn(s.tbl, id)
-			w, base := x.listOf(s, id, 0)
-			done := atomic.LoadUint32(&w[base]) > 0
+			done := s.linked(x, id)
 			if (done && !linked) || (done == linked && lv > bestLevel) {
 				best, bestLevel, linked = id, lv, done
 			}
