@@ -266,15 +266,11 @@ func (img *Image) WriteTo(w io.Writer) (int64, error) {
 			}
 			i += 1 + cnt
 		}
-		if x.quant {
-			v, err := x.vf.vector(id, vec)
-			if err != nil {
-				return e.n, fmt.Errorf("write index: %w", err)
-			}
-			e.buf = appendFloats(e.buf, v)
-		} else {
-			e.buf = appendFloats(e.buf, s.vecOf(x, id))
+		v, err := x.vectorOf(s, id, vec)
+		if err != nil {
+			return e.n, fmt.Errorf("write index: %w", err)
 		}
+		e.buf = appendFloats(e.buf, v)
 		if len(e.buf) >= encodeBlock {
 			e.flush()
 		}

@@ -481,18 +481,25 @@ func (x *Index) rerankExact(s *searcher, q []float32) error {
 	return nil
 }
 
-// exactDist is the float32 distance from q to node id: from the vector file under
-// Int8 (read into s.fv where the file is not mapped), from the node otherwise.
+// exactDist is the float32 distance from q to node id (see vectorOf; s.fv is the
+// buffer).
 func (x *Index) exactDist(s *searcher, q []float32, id uint32) (float32, error) {
-	if !x.quant {
-		return x.dist(q, s.vecOf(x, id)), nil
-	}
-	if cap(s.fv) < x.dim {
+	if x.quant && cap(s.fv) < x.dim {
 		s.fv = make([]float32, x.dim)
 	}
-	v, err := x.vf.vector(id, s.fv)
+	v, err := x.vectorOf(s, id, s.fv)
 	if err != nil {
 		return 0, err
 	}
 	return x.dist(q, v), nil
+}
+
+// vectorOf returns node id's float32 vector: from the vector file under Int8 (read
+// into buf, of capacity dim at least, where the file is not mapped), else the node's
+// own, in place.
+func (x *Index) vectorOf(s *searcher, id uint32, buf []float32) ([]float32, error) {
+	if x.quant {
+		return x.vf.vector(id, buf)
+	}
+	return s.vecOf(x, id), nil
 }
