@@ -206,22 +206,18 @@ func (r *AnnIndexReconciler) readRoutingTable(ctx context.Context, idx *annv1alp
 }
 
 // writeRoutingTable replaces the table in the routing ConfigMap if the ConfigMap is still
-// at version: the update carries it, so the API server refuses a write over a change
-// made since (errTableConflict).
+// at version: the merge patch carries it (optimistic lock), so the API server refuses a
+// write over a change made since (errTableConflict). It is one request, with no read
+// before it: the handoff writes the table while the source's writes are paused.
 func (r *AnnIndexReconciler) writeRoutingTable(ctx context.Context, idx *annv1alpha1.AnnIndex, t slots.Table, version string) error {
-	_, cm, err := r.readRoutingTable(ctx, idx)
-	if err != nil {
-		return err
-	}
-	if cm.ResourceVersion != version {
-		return errTableConflict
-	}
 	b, err := json.Marshal(t)
 	if err != nil {
 		return fmt.Errorf("encoding routing table: %w", err)
 	}
-	cm.Data[slots.ConfigMapKey] = string(b)
-	if err := r.Update(ctx, cm); err != nil {
+	base := &corev1.ConfigMap{ObjectMeta: metav1.ObjectMeta{Namespace: idx.Namespace, Name: routingName(idx), ResourceVersion: version}}
+	cm := base.DeepCopy()
+	cm.Data = map[string]string{slots.ConfigMapKey: string(b)}
+	if err := r.Patch(ctx, cm, client.MergeFromWithOptions(base, client.MergeFromWithOptimisticLock{})); err != nil {
 		if apierrors.IsConflict(err) {
 			return errTableConflict
 		}

@@ -27,6 +27,7 @@ import (
 	appsv1 "k8s.io/api/apps/v1"
 	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	annv1alpha1 "github.com/annshard/annshard/api/v1alpha1"
@@ -188,5 +189,32 @@ var _ = Describe("AnnIndex resharding", func() {
 		}
 		Eventually(func() string { return conditionOf(ctx, idx, annv1alpha1.ConditionMigrating) }, timeout, interval).
 			Should(HavePrefix("False/NoMigration"))
+	})
+
+	It("writes the routing table only over the version it was read at, keeping the rest of the ConfigMap", func() {
+		ctx := context.Background()
+		idx := newIndex(newNamespace(ctx), "tablewrite", 2)
+		Expect(k8sClient.Create(ctx, idx)).To(Succeed())
+		awaitObjects(ctx, []client.Object{&corev1.ConfigMap{ObjectMeta: metav1.ObjectMeta{Namespace: idx.Namespace, Name: routingName(idx)}}})
+		r := &AnnIndexReconciler{Client: k8sClient, Scheme: testScheme}
+		tab, read, err := r.readRoutingTable(ctx, idx)
+		Expect(err).NotTo(HaveOccurred())
+
+		next := tab
+		next.Move(slots.Range(0, 9), 1)
+		Expect(r.writeRoutingTable(ctx, idx, next, read.ResourceVersion)).To(Succeed())
+		got, written, err := r.readRoutingTable(ctx, idx)
+		Expect(err).NotTo(HaveOccurred())
+		Expect(got).To(Equal(next))
+		Expect(written.Labels).To(Equal(read.Labels))
+		Expect(written.OwnerReferences).To(Equal(read.OwnerReferences))
+
+		By("refusing a write over the version read before the last one")
+		stale := tab
+		stale.Move(slots.Range(10, 19), 1)
+		Expect(r.writeRoutingTable(ctx, idx, stale, read.ResourceVersion)).To(MatchError(errTableConflict))
+		got, _, err = r.readRoutingTable(ctx, idx)
+		Expect(err).NotTo(HaveOccurred())
+		Expect(got).To(Equal(next))
 	})
 })
