@@ -191,28 +191,9 @@ func (x *Index) searchLayer(s *searcher, q []float32, ep pair, ef, l int, mode i
 		if c.d > lb && len(s.res) >= ef {
 			break
 		}
-		var w []uint32
-		var base, n int
-		if l == 0 {
-			w = s.chunkOf(x, c.id).words
-			base = int(c.id&chunkMask) * stride
-			n = min(int(atomic.LoadUint32(&w[base])), x.m0)
-		} else {
-			var off uint32
-			off, w = s.upperOf(x, c.id)
-			base = int(off&(upperChunkWords-1)) + (l-1)*x.upStr
-			n = min(int(atomic.LoadUint32(&w[base])), x.m)
-		}
 		// Gather the unvisited neighbours first, so each one's vector can be
 		// prefetched while the previous one is scored.
-		batch := s.batch[:0]
-		for i := 1; i <= n; i++ {
-			if nb := atomic.LoadUint32(&w[base+i]); !s.visit(nb) {
-				batch = append(batch, nb)
-			}
-		}
-		s.batch = batch
-		s.scored += len(batch)
+		batch := x.unvisited(s, c.id, l)
 		if len(batch) == 0 {
 			continue
 		}
@@ -244,6 +225,32 @@ func (x *Index) searchLayer(s *searcher, q []float32, ep pair, ef, l int, mode i
 			}
 		}
 	}
+}
+
+// unvisited marks the neighbours of id on layer l visited and returns, in s.batch,
+// those not visited before: the expansion step of both walks (float32 and Int8).
+func (x *Index) unvisited(s *searcher, id uint32, l int) []uint32 {
+	var w []uint32
+	var base, n int
+	if l == 0 {
+		w = s.chunkOf(x, id).words
+		base = int(id&chunkMask) * x.stride
+		n = min(int(atomic.LoadUint32(&w[base])), x.m0)
+	} else {
+		var off uint32
+		off, w = s.upperOf(x, id)
+		base = int(off&(upperChunkWords-1)) + (l-1)*x.upStr
+		n = min(int(atomic.LoadUint32(&w[base])), x.m)
+	}
+	batch := s.batch[:0]
+	for i := 1; i <= n; i++ {
+		if nb := atomic.LoadUint32(&w[base+i]); !s.visit(nb) {
+			batch = append(batch, nb)
+		}
+	}
+	s.batch = batch
+	s.scored += len(batch)
+	return batch
 }
 
 func (x *Index) collectable(s *searcher, id uint32, mode int, filter func(uint64) bool) bool {
@@ -413,26 +420,7 @@ func (x *Index) walkQ(s *searcher, ef, l int, mode int, filter func(uint64) bool
 		if c.d > lb && len(s.res) >= ef {
 			break
 		}
-		var w []uint32
-		var base, n int
-		if l == 0 {
-			w = s.chunkOf(x, c.id).words
-			base = int(c.id&chunkMask) * stride
-			n = min(int(atomic.LoadUint32(&w[base])), x.m0)
-		} else {
-			var off uint32
-			off, w = s.upperOf(x, c.id)
-			base = int(off&(upperChunkWords-1)) + (l-1)*x.upStr
-			n = min(int(atomic.LoadUint32(&w[base])), x.m)
-		}
-		batch := s.batch[:0]
-		for i := 1; i <= n; i++ {
-			if nb := atomic.LoadUint32(&w[base+i]); !s.visit(nb) {
-				batch = append(batch, nb)
-			}
-		}
-		s.batch = batch
-		s.scored += len(batch)
+		batch := x.unvisited(s, c.id, l)
 		if usePrefetch {
 			// The codes of a node are a few lines: fetch those of the whole batch
 			// ahead, as they are scored one after another.
