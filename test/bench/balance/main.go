@@ -1,7 +1,9 @@
 // Command balance benchmarks the router's replica-selection policies against real
 // `shardserver serve` processes on loopback: 3 shards x 3 replicas (a primary and two
 // replicas streaming from it), with a delaying proxy in front of every replica so that
-// one replica per shard can be made slow:
+// one replica per shard can be made slow. A router reaches through a proxy only the
+// replicas its scenario can slow (all of them in shifting; -proxy-all: always all), and
+// the others directly, as over a healthy network:
 //
 //	healthy   no delay anywhere
 //	slow5x    one replica per shard serves searches 5x slower
@@ -12,7 +14,8 @@
 // For each scenario and policy a fresh `shardserver route` process gets a fixed offered
 // load (open loop: requests leave on schedule whatever the latency, and latency counts
 // from the scheduled time, so a stall is not hidden) and the benchmark prints throughput
-// and p50/p99/p99.9. Runs are interleaved in -rounds shuffled rounds and every figure is
+// and p50/p99/p99.9, and slow%: the share of the replica searches (one per shard per
+// query) that went to a replica while it was slow. Runs are interleaved in -rounds shuffled rounds and every figure is
 // the median over rounds: on a shared machine a stall caused by other work lands in one
 // round of one cell and would otherwise decide that cell's tail.
 // It also compares closed-loop throughput with the router's micro-batching off and on,
@@ -26,7 +29,8 @@
 //
 // Usage: go run ./test/bench/balance [-json] [-duration 6s] [-qps 200]
 // With -json it prints one object per line:
-// {"scenario","policy","qps","p50ms","p99ms","p999ms"} and {"routerOverheadP99ms"}.
+// {"scenario","policy","qps","p50ms","p99ms","p999ms","slowShare","errors"} (slowShare: the
+// share of replica searches that went to a slowed replica) and {"routerOverheadP99ms"}.
 package main
 
 import (
@@ -36,6 +40,7 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"math"
 	"math/rand/v2"
 	"net"
 	"net/http"
@@ -69,6 +74,7 @@ type options struct {
 	minBase            time.Duration
 	linkKBps           int
 	overheadN          int
+	proxyAll           bool
 	batchConc          int
 	batchDur           time.Duration
 	batchWait          time.Duration
@@ -93,12 +99,13 @@ func main() {
 	flag.DurationVar(&o.shift, "shift", 2*time.Second, "how often the slow replica moves in the shifting scenario")
 	flag.DurationVar(&o.minBase, "min-base", 5*time.Millisecond, "floor of the service-time unit the slowdowns multiply (a search on a large shard; also keeps the slow replica above the scheduling noise of a busy machine)")
 	flag.IntVar(&o.linkKBps, "link-kbps", 200, "bandwidth of the slow link in KB/s (slowlink scenario)")
-	flag.IntVar(&o.overheadN, "overhead-n", 2000, "queries per side of the router-overhead measurement")
+	flag.IntVar(&o.overheadN, "overhead-n", 2000, "queries per side of the router-overhead measurement (0 skips it)")
 	flag.IntVar(&o.batchConc, "batch-clients", 32, "concurrent clients of the micro-batching comparison (0 skips it)")
 	flag.DurationVar(&o.batchDur, "batch-duration", 2*time.Second, "length of each micro-batching run")
 	flag.DurationVar(&o.batchWait, "batch-wait", 200*time.Microsecond, "the router's --batch-wait in the micro-batching run")
 	flag.StringVar(&o.bin, "bin", "", "shardserver binary (default: go build one)")
 	flag.BoolVar(&o.json, "json", false, "print one JSON object per line")
+	flag.BoolVar(&o.proxyAll, "proxy-all", false, "route to every replica through its proxy, also to those the scenario never slows (the harness before the proxies were limited to slowed replicas)")
 	flag.StringVar(&o.policies, "policies", "", "comma-separated policies (default: all)")
 	flag.StringVar(&o.scenarios, "scenarios", "", "comma-separated scenarios (default: all)")
 	flag.Uint64Var(&o.seed, "seed", 1, "data and query seed")
@@ -192,16 +199,16 @@ func run(ctx context.Context, o options) error {
 		rng.Shuffle(len(order), func(i, j int) { order[i], order[j] = order[j], order[i] })
 		b.logf("round %d of %d: %d runs of %v", round+1, rounds, len(order), slice)
 		for _, c := range order {
-			l, e, err := b.runOne(ctx, c.sc, c.p, unit, slice)
+			st, err := b.runOne(ctx, c.sc, c.p, unit, slice)
 			if err != nil {
 				return fmt.Errorf("%s/%s: %w", c.sc, c.p, err)
 			}
-			perRound[c] = append(perRound[c], summarize(l, e, slice))
+			perRound[c] = append(perRound[c], st)
 		}
 	}
 	results := map[string]map[balance.Policy]stats{}
 	if !o.json {
-		fmt.Fprintf(b.out, "%-9s %-19s %8s %8s %8s %8s\n", "scenario", "policy", "qps", "p50ms", "p99ms", "p99.9ms")
+		fmt.Fprintf(b.out, "%-9s %-19s %8s %8s %8s %8s %7s\n", "scenario", "policy", "qps", "p50ms", "p99ms", "p99.9ms", "slow%")
 	}
 	for _, c := range cells {
 		st := medianOf(perRound[c])
@@ -210,9 +217,9 @@ func run(ctx context.Context, o options) error {
 		}
 		results[c.sc][c.p] = st
 		if o.json {
-			b.emit(map[string]any{"scenario": c.sc, "policy": string(c.p), "qps": round(st.qps), "p50ms": round(st.p50), "p99ms": round(st.p99), "p999ms": round(st.p999), "errors": st.errors})
+			b.emit(map[string]any{"scenario": c.sc, "policy": string(c.p), "qps": round(st.qps), "p50ms": round(st.p50), "p99ms": round(st.p99), "p999ms": round(st.p999), "slowShare": math.Round(st.slowShare*1e5) / 1e5, "errors": st.errors})
 		} else {
-			fmt.Fprintf(b.out, "%-9s %-19s %8.1f %8.2f %8.2f %8.2f", c.sc, c.p, st.qps, st.p50, st.p99, st.p999)
+			fmt.Fprintf(b.out, "%-9s %-19s %8.1f %8.2f %8.2f %8.2f %7.2f", c.sc, c.p, st.qps, st.p50, st.p99, st.p999, 100*st.slowShare)
 			if st.errors > 0 {
 				fmt.Fprintf(b.out, "  (%d errors)", st.errors)
 			}
@@ -249,6 +256,12 @@ func run(ctx context.Context, o options) error {
 				fmt.Fprintf(b.out, "micro-batching %-3s  closed loop, %d clients: %8.1f qps  p50 %.2fms  p99 %.2fms\n", m.name, o.batchConc, st.qps, st.p50, st.p99)
 			}
 		}
+	}
+	if o.overheadN <= 0 {
+		if !o.json {
+			b.goals(results)
+		}
+		return nil
 	}
 	oh, err := b.routerOverhead(ctx)
 	if err != nil {
@@ -340,17 +353,40 @@ func (b *bench) stopAll() {
 	}
 }
 
-// shardSpec is the --shards flag of a router over the proxies.
-func (b *bench) shardSpec() string {
+// shardSpec is the --shards flag of a router for scenario sc: a replica the scenario can
+// slow is reached through its proxy, the others directly (with -proxy-all, every replica
+// through its proxy). The proxy is a hop inside this process, not part of a healthy
+// network: it adds ~0.5ms at p50 and several ms at p99 on a shared 2-core machine to
+// every search that crosses it, alike for every policy, which would hide the
+// differences between policies that the scenarios are there to show.
+func (b *bench) shardSpec(sc string) string {
 	var parts []string
 	for k := range numShards {
 		var urls []string
 		for r := range numReplicas {
-			urls = append(urls, b.proxies[k][r].url())
+			if b.o.proxyAll || slowable(sc, k, r) {
+				urls = append(urls, b.proxies[k][r].url())
+			} else {
+				urls = append(urls, b.direct[k][r])
+			}
 		}
 		parts = append(parts, fmt.Sprintf("%d=%s", k, strings.Join(urls, ",")))
 	}
 	return strings.Join(parts, ";")
+}
+
+// slowReplica is the replica of shard k that the slow5x, slow10x and slowlink scenarios slow.
+func slowReplica(k int) int { return (k + 1) % numReplicas }
+
+// slowable reports whether scenario sc ever slows replica r of shard k.
+func slowable(sc string, k, r int) bool {
+	switch sc {
+	case "shifting":
+		return true
+	case "slow5x", "slow10x", "slowlink":
+		return r == slowReplica(k)
+	}
+	return false
 }
 
 // startProc starts `shardserver <role>` with its log in logPath and waits for /healthz.
@@ -366,7 +402,7 @@ func (b *bench) startRouter(ctx context.Context, policy balance.Policy, spec str
 
 // load writes the data through a router (split by owner) and waits for every replica.
 func (b *bench) load(ctx context.Context) error {
-	rt, err := b.startRouter(ctx, balance.RoundRobin, b.shardSpec())
+	rt, err := b.startRouter(ctx, balance.RoundRobin, b.shardSpec("healthy"))
 	if err != nil {
 		return err
 	}
@@ -455,7 +491,7 @@ func (b *bench) scenario(name string, unit time.Duration) (func(), error) {
 			f = 10
 		}
 		for k := range numShards {
-			b.proxies[k][(k+1)%numReplicas].delay.Store(int64(slowBy(f)))
+			b.proxies[k][slowReplica(k)].delay.Store(int64(slowBy(f)))
 		}
 	case "shifting":
 		// The slow replica follows the wall clock, so it keeps moving across the short
@@ -487,7 +523,7 @@ func (b *bench) scenario(name string, unit time.Duration) (func(), error) {
 		return func() { close(stop); <-done; reset() }, nil
 	case "slowlink":
 		for k := range numShards {
-			b.proxies[k][(k+1)%numReplicas].link.Store(newLink(b.o.linkKBps * 1000))
+			b.proxies[k][slowReplica(k)].link.Store(newLink(b.o.linkKBps * 1000))
 		}
 	default:
 		return nil, fmt.Errorf("unknown scenario %q", name)
@@ -497,25 +533,45 @@ func (b *bench) scenario(name string, unit time.Duration) (func(), error) {
 
 type stats struct {
 	qps, p50, p99, p999 float64
-	errors              int
+	// slowShare is the share of the replica searches (one per shard per query) that
+	// went to a replica while the scenario slowed it.
+	slowShare float64
+	errors    int
 }
 
 // runOne measures one scenario and policy for d with a fresh router, after a warm-up.
-func (b *bench) runOne(ctx context.Context, sc string, p balance.Policy, unit, d time.Duration) ([]time.Duration, int, error) {
-	rt, err := b.startRouter(ctx, p, b.shardSpec())
+func (b *bench) runOne(ctx context.Context, sc string, p balance.Policy, unit, d time.Duration) (stats, error) {
+	rt, err := b.startRouter(ctx, p, b.shardSpec(sc))
 	if err != nil {
-		return nil, 0, err
+		return stats{}, err
 	}
 	defer stopProc(rt)
 	undo, err := b.scenario(sc, unit)
 	if err != nil {
-		return nil, 0, err
+		return stats{}, err
 	}
 	defer undo()
 	c := client.New(rt.URL(), client.WithHTTPClient(newHTTPClient()))
 	_, _ = openLoop(ctx, c, b.queries, b.o.k, b.o.qps, b.o.warmup)
+	slow0 := b.slowedSearches()
 	lats, errs := openLoop(ctx, c, b.queries, b.o.k, b.o.qps, d)
-	return lats, errs, ctx.Err()
+	st := summarize(lats, errs, d)
+	// Hedging is off, so every query searches one replica of every shard.
+	if n := len(lats) + errs; n > 0 {
+		st.slowShare = float64(b.slowedSearches()-slow0) / float64(n*numShards)
+	}
+	return st, ctx.Err()
+}
+
+// slowedSearches sums the proxies' counts of searches they slowed.
+func (b *bench) slowedSearches() int64 {
+	var n int64
+	for k := range b.proxies {
+		for _, px := range b.proxies[k] {
+			n += px.slowed.Load()
+		}
+	}
+	return n
 }
 
 // medianOf combines the rounds of one cell: each figure is the median over rounds, so a
@@ -534,10 +590,11 @@ func medianOf(rounds []stats) stats {
 		return (v[len(v)/2-1] + v[len(v)/2]) / 2
 	}
 	out := stats{
-		qps:  med(func(s stats) float64 { return s.qps }),
-		p50:  med(func(s stats) float64 { return s.p50 }),
-		p99:  med(func(s stats) float64 { return s.p99 }),
-		p999: med(func(s stats) float64 { return s.p999 }),
+		qps:       med(func(s stats) float64 { return s.qps }),
+		p50:       med(func(s stats) float64 { return s.p50 }),
+		p99:       med(func(s stats) float64 { return s.p99 }),
+		p999:      med(func(s stats) float64 { return s.p999 }),
+		slowShare: med(func(s stats) float64 { return s.slowShare }),
 	}
 	for _, r := range rounds {
 		out.errors += r.errors
@@ -604,7 +661,7 @@ func openLoop(ctx context.Context, c *client.Client, queries []string, k, qps in
 // after a warm-up, through a router (healthy replicas) started with extra flags. The
 // caller alternates the modes over rounds.
 func (b *bench) closedLoop(ctx context.Context, conc int, d time.Duration, extra ...string) (stats, error) {
-	rt, err := b.startRouter(ctx, balance.Adaptive, b.shardSpec(), extra...)
+	rt, err := b.startRouter(ctx, balance.Adaptive, b.shardSpec("healthy"), extra...)
 	if err != nil {
 		return stats{}, err
 	}
@@ -699,6 +756,8 @@ type proxy struct {
 	target string
 	delay  atomic.Int64 // ns added before forwarding a search
 	link   atomic.Pointer[link]
+	// slowed counts the searches that were delayed or sent through a slow link.
+	slowed atomic.Int64
 	hc     *http.Client
 	srv    *http.Server
 	ln     net.Listener
@@ -728,7 +787,11 @@ func (p *proxy) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	search := strings.HasPrefix(r.URL.Path, "/v1/search")
 	l := p.link.Load()
 	if search {
-		if d := time.Duration(p.delay.Load()); d > 0 && !sleepCtx(r.Context(), d) {
+		d := time.Duration(p.delay.Load())
+		if d > 0 || l != nil {
+			p.slowed.Add(1)
+		}
+		if d > 0 && !sleepCtx(r.Context(), d) {
 			return
 		}
 		if l != nil && !l.transfer(r.Context(), len(body)+len(r.URL.Path)+200) {
