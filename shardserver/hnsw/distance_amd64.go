@@ -9,6 +9,8 @@ var (
 	useAVX512 = cpu.X86.HasAVX512F && cpu.X86.HasAVX512VL && useAVX2
 	// The 512-bit Int8 kernel widens bytes to words in zmm registers: AVX512BW.
 	useAVX512BW = useAVX512 && cpu.X86.HasAVX512BW
+	// The Int8 kernel with VPDPBUSD (u8 x s8 dot products of four): AVX512_VNNI.
+	useVNNI = useAVX512BW && cpu.X86.HasAVX512VNNI
 )
 
 // Assembly kernels in distance_amd64.s. They read len(a) elements of both slices;
@@ -48,3 +50,9 @@ func dotU8I16AVX2(c []byte, u []int16) int64
 
 //go:noescape
 func dotU8I16AVX512(c []byte, u []int16) int64
+
+// dotU8I8VNNI is the sum of c[i]*u[i] over len(c) elements (a multiple of 32), with q
+// = splitQuery(u): len(q)/2 a multiple of 64 and at least len(c).
+//
+//go:noescape
+func dotU8I8VNNI(c []byte, q []int8) int64

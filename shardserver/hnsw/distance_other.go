@@ -8,6 +8,7 @@ const (
 	useAVX2     = false
 	useAVX512   = false
 	useAVX512BW = false
+	useVNNI     = false
 )
 
 func l2AVX2(a, b []float32) float32    { return l2Scalar(a, b) }
@@ -24,3 +25,5 @@ func dotPfAVX2(a, b []float32, next *float32) float32 { return dotScalar(a, b) }
 
 func dotU8I16AVX2(c []byte, u []int16) int64   { return dotU8I16Scalar(c, u) }
 func dotU8I16AVX512(c []byte, u []int16) int64 { return dotU8I16Scalar(c, u) }
+
+func dotU8I8VNNI(c []byte, q []int8) int64 { panic("unreachable: no VNNI kernel here") }

@@ -167,6 +167,7 @@ func (p *quantParams) encode(v []float32, c []byte) (norm, xo float32, clipped b
 // qquery is a vector prepared for Int8 distances (see uMax).
 type qquery struct {
 	u     []int16 // codeLen entries; the padding is zero
+	b     []int8  // u split into bytes for the VNNI kernel (see splitQuery), when it runs
 	alpha float32
 	qo    float32 // sum q[d]*offset[d]
 	qq    float32 // |q|^2, for L2
@@ -189,6 +190,7 @@ func (x *Index) prepare(qq *qquery, p *quantParams, v []float32) {
 	qq.alpha, qq.qo, qq.qq = 1, qo, norm
 	if mx == 0 {
 		clear(u)
+		qq.split()
 		return
 	}
 	qq.alpha = mx / uMax
@@ -202,6 +204,40 @@ func (x *Index) prepare(qq *qquery, p *quantParams, v []float32) {
 		}
 		u[d] = int16(r)
 	}
+	qq.split()
+}
+
+// split fills qq.b from qq.u where the VNNI kernel runs.
+func (qq *qquery) split() {
+	if useVNNI {
+		qq.b = splitQuery(qq.u, qq.b)
+	}
+}
+
+// splitQuery writes u as bytes for dotU8I8VNNI, into b (reused when large enough): u[i]
+// = 128*h[i] + l[i] with h[i] = u[i]>>7 in -64..63 and l[i] = u[i]&127 in 0..127,
+// h in b[:n] and l in b[n:], n = len(u) rounded up to 64 and the padding zero.
+func splitQuery(u []int16, b []int8) []int8 {
+	n := roundUp(len(u), 64)
+	if cap(b) < 2*n {
+		b = make([]int8, 2*n)
+	}
+	b = b[:2*n]
+	h, l := b[:len(u):len(u)], b[n:n+len(u):n+len(u)]
+	for i, v := range u {
+		h[i] = int8(v >> 7)
+		l[i] = int8(v & 127)
+	}
+	return b
+}
+
+// dot is the sum of c[i]*u[i], the integer part of the prepared query's dot product
+// with codes c (codeLen of them), by the fastest kernel of the CPU.
+func (qq *qquery) dot(c []byte) int64 {
+	if useVNNI {
+		return dotU8I8VNNI(c, qq.b)
+	}
+	return dotU8I16(c, qq.u)
 }
 
 // prepareNode fills qq from stored node id, its decoded vector: one table lookup per
@@ -221,6 +257,7 @@ func (x *Index) prepareNode(s *searcher, qq *qquery, id uint32) {
 	for d, code := range c {
 		u[d] = tbl[d<<8|int(code)]
 	}
+	qq.split()
 	qq.alpha = alpha
 	qq.qq = math.Float32frombits(ch.words[base+x.normOff])
 	qq.qo = math.Float32frombits(ch.words[base+x.normOff+1])
@@ -237,7 +274,7 @@ func (x *Index) qdist(s *searcher, qq *qquery, id uint32) float32 {
 	c := s.chunkOf(x, id)
 	base := int(id&chunkMask) * x.stride
 	b := (base + x.vecOff) * 4
-	dot := qq.qo + qq.alpha*float32(dotU8I16(c.codes[b:b+x.codeLen:b+x.codeLen], qq.u))
+	dot := qq.qo + qq.alpha*float32(qq.dot(c.codes[b:b+x.codeLen:b+x.codeLen]))
 	if x.dotMetric {
 		return 1 - dot
 	}

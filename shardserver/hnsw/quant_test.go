@@ -14,8 +14,10 @@ import (
 
 // TestDotU8I16Kernels proves the SIMD Int8 kernels equal the portable one, exactly,
 // including at the bounds (codes 255, |u| = uMax, MaxDim) where an int32 overflow
-// would show. The AVX-512 kernel is checked only on a CPU that has AVX-512BW (CPUID,
-// as the dispatch selects it); the test says which kernels it compared.
+// would show. The AVX-512 kernels are checked only on a CPU that has AVX-512BW
+// (and VNNI), by CPUID as the dispatch selects them; the test says which kernels it
+// compared. The VNNI kernel reads the query split into bytes, and as many codes as
+// there are dimensions.
 func TestDotU8I16Kernels(t *testing.T) {
 	kernels := map[string]func([]byte, []int16) int64{}
 	if useAVX2 {
@@ -23,6 +25,13 @@ func TestDotU8I16Kernels(t *testing.T) {
 	}
 	if useAVX512BW {
 		kernels["avx512bw"] = dotU8I16AVX512
+	}
+	if useVNNI {
+		var q []int8
+		kernels["vnni"] = func(c []byte, u []int16) int64 {
+			q = splitQuery(u, q)
+			return dotU8I8VNNI(c[:len(u)], q)
+		}
 	}
 	if len(kernels) == 0 {
 		t.Skip("no SIMD Int8 kernel on this CPU: only the portable one runs")
@@ -69,6 +78,36 @@ func TestDotU8I16Kernels(t *testing.T) {
 			u[i] = -uMax
 		}
 		check(c, u)
+		for i := range u { // the split's edges: h and l at their bounds, mixed signs
+			u[i] = [...]int16{-uMax, uMax, -1, 0, 127, -128, 128, -129}[rng.IntN(8)]
+			c[i] = [...]byte{0, 1, 254, 255}[rng.IntN(4)]
+		}
+		check(c, u)
+	}
+}
+
+// TestSplitQuery checks the byte form of a prepared query: u = 128*h + l for every
+// value the preparation can produce, with the padding zero.
+func TestSplitQuery(t *testing.T) {
+	u := make([]int16, 0, 2*uMax+1)
+	for v := -uMax; v <= uMax; v++ {
+		u = append(u, int16(v))
+	}
+	b := splitQuery(u, []int8{1, 2, 3})
+	n := len(b) / 2
+	if n%64 != 0 || n < len(u) {
+		t.Fatalf("split of %d values: halves of %d bytes", len(u), n)
+	}
+	for i, v := range u {
+		h, l := b[i], b[n+i]
+		if h < -64 || h > 63 || l < 0 || 128*int(h)+int(l) != int(v) {
+			t.Fatalf("u=%d: h=%d l=%d", v, h, l)
+		}
+	}
+	for i := len(u); i < n; i++ {
+		if b[i] != 0 || b[n+i] != 0 {
+			t.Fatalf("padding byte %d: h=%d l=%d, want 0", i, b[i], b[n+i])
+		}
 	}
 }
 
@@ -440,11 +479,13 @@ func BenchmarkDotU8I16(b *testing.B) {
 	for i := range c {
 		c[i], u[i] = byte(i), int16(i-400)
 	}
+	q := splitQuery(u, nil)
 	kernels := []struct {
 		name string
 		f    func([]byte, []int16) int64
 		ok   bool
-	}{{"scalar", dotU8I16Scalar, true}, {"avx2", dotU8I16AVX2, useAVX2}, {"avx512bw", dotU8I16AVX512, useAVX512BW}}
+	}{{"scalar", dotU8I16Scalar, true}, {"avx2", dotU8I16AVX2, useAVX2}, {"avx512bw", dotU8I16AVX512, useAVX512BW},
+		{"vnni", func(c []byte, u []int16) int64 { return dotU8I8VNNI(c, q) }, useVNNI}}
 	for _, k := range kernels {
 		if !k.ok {
 			continue

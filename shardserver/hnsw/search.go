@@ -433,7 +433,7 @@ func (x *Index) walkQ(s *searcher, ef, l int, mode int, filter func(uint64) bool
 			nc := s.chunkOf(x, nb)
 			nbase := int(nb&chunkMask) * stride
 			cb := (nbase + vecOff) * 4
-			dot := s.pq.qo + s.pq.alpha*float32(dotU8I16(nc.codes[cb:cb+codeLen:cb+codeLen], s.pq.u))
+			dot := s.pq.qo + s.pq.alpha*float32(s.pq.dot(nc.codes[cb:cb+codeLen:cb+codeLen]))
 			var d float32
 			if x.dotMetric {
 				d = 1 - dot
