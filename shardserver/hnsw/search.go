@@ -456,9 +456,16 @@ func (x *Index) walkQ(s *searcher, ef, l int, mode int, filter func(uint64) bool
 
 // rerankExact replaces the Int8 distances of s.out, the walk's candidates, by exact
 // float32 distances of the vectors in the vector file, and sorts them again. The
-// vectors are read in place (mapped) where the platform allows.
+// vectors are read in place (mapped) where the platform allows, each fetched into the
+// caches while the one before it is measured.
 func (x *Index) rerankExact(s *searcher, q []float32) error {
+	if len(s.out) > 0 {
+		x.vf.prefetch(s.out[0].id)
+	}
 	for i, p := range s.out {
+		if i+1 < len(s.out) {
+			x.vf.prefetch(s.out[i+1].id)
+		}
 		d, err := x.exactDist(s, q, p.id)
 		if err != nil {
 			return err

@@ -60,6 +60,17 @@ func (vf *vecFile) vector(id uint32, _ []float32) ([]float32, error) {
 	return seg[b : b+vf.dim : b+vf.dim], nil
 }
 
+// prefetch asks the CPU to fetch slot id's vector into its caches, ahead of a
+// vector call that reads it; a slot not mapped yet is left alone.
+func (vf *vecFile) prefetch(id uint32) {
+	t := vf.segs.tbl.Load()
+	if t == nil || int(id>>chunkBits) >= len(*t) {
+		return
+	}
+	b := int(id&chunkMask) * vf.dim
+	prefetchLines(&(*t)[id>>chunkBits][b], (vf.dim*4+63)/64)
+}
+
 func (vf *vecFile) write(id uint32, v []float32) error {
 	seg, err := vf.segment(id)
 	if err != nil {

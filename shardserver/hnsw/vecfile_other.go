@@ -27,6 +27,9 @@ func (vf *vecFile) vector(id uint32, buf []float32) ([]float32, error) {
 	return buf, nil
 }
 
+// prefetch does nothing: vector copies the vector from the file.
+func (vf *vecFile) prefetch(uint32) {}
+
 func (vf *vecFile) write(id uint32, v []float32) error {
 	b := floatBytes(v)
 	if !littleEndian {
