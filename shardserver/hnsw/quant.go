@@ -173,21 +173,24 @@ type qquery struct {
 	qq    float32 // |q|^2, for L2
 }
 
-// prepare fills qq for the float vector v.
+// prepare fills qq for the float vector v. qo and qq shift every distance of the
+// query alike, so they come from the float kernels (their rounding differs from a
+// plain loop's, not the ranking); the per-dimension loops have no data-dependent
+// branch, as the signs of a query's values do not follow a pattern.
 func (x *Index) prepare(qq *qquery, p *quantParams, v []float32) {
 	if cap(qq.u) < x.codeLen {
 		qq.u = make([]int16, x.codeLen)
 	}
 	u := qq.u[:x.codeLen]
 	qq.u = u
-	var mx, qo, norm float32
+	scale := p.scale[:len(v)]
+	var mx float32
 	for d, f := range v {
-		t := f * p.scale[d]
-		mx = max(mx, t, -t)
-		qo += f * p.off[d]
-		norm += f * f
+		if t := absf(f * scale[d]); t > mx {
+			mx = t
+		}
 	}
-	qq.alpha, qq.qo, qq.qq = 1, qo, norm
+	qq.alpha, qq.qo, qq.qq = 1, dot(v, p.off), dot(v, v)
 	if mx == 0 {
 		clear(u)
 		qq.split()
@@ -196,16 +199,13 @@ func (x *Index) prepare(qq *qquery, p *quantParams, v []float32) {
 	qq.alpha = mx / uMax
 	inv := uMax / mx
 	for d, f := range v {
-		r := f * p.scale[d] * inv // |r| <= uMax: rounded half away from zero
-		if r >= 0 {
-			r += 0.5
-		} else {
-			r -= 0.5
-		}
-		u[d] = int16(r)
+		r := f * scale[d] * inv // |r| <= uMax: rounded half away from zero
+		u[d] = int16(r + math.Float32frombits(math.Float32bits(r)&(1<<31)|math.Float32bits(0.5)))
 	}
 	qq.split()
 }
+
+func absf(f float32) float32 { return math.Float32frombits(math.Float32bits(f) &^ (1 << 31)) }
 
 // split fills qq.b from qq.u where the VNNI kernel runs.
 func (qq *qquery) split() {
