@@ -397,6 +397,13 @@ func (x *Index) greedyQ(s *searcher, ep pair, l int) pair {
 		off, uw := s.upperOf(x, ep.id)
 		base := int(off&(upperChunkWords-1)) + (l-1)*x.upStr
 		n := min(int(atomic.LoadUint32(&uw[base])), x.m)
+		if usePrefetch {
+			pfOff, lines := x.qlines()
+			for i := 1; i <= n; i++ {
+				nb := atomic.LoadUint32(&uw[base+i])
+				prefetchLines((*float32)(unsafe.Pointer(&s.chunkOf(x, nb).words[int(nb&chunkMask)*x.stride+pfOff])), lines)
+			}
+		}
 		for i := 1; i <= n; i++ {
 			nb := atomic.LoadUint32(&uw[base+i])
 			if d := x.qdist(s, &s.pq, nb); d < ep.d && s.linked(x, nb) {
@@ -408,13 +415,21 @@ func (x *Index) greedyQ(s *searcher, ep pair, l int) pair {
 	return ep
 }
 
+// qlines says which lines of a node the Int8 walks read when they score it: from
+// the word at pfOff (flags, then the sums beside the codes) through the last code.
+func (x *Index) qlines() (pfOff, lines int) {
+	first := x.flagOff * 4 / 64
+	last := ((x.vecOff*4 + x.codeLen) - 1) / 64
+	return x.flagOff, last - first + 1
+}
+
 // walkQ is the loop of searchLayer on Int8 codes, from the prepared query s.pq; the
 // caller has seeded s.cand, s.res and lb. It is a copy of the float32 loop, not one loop
 // with a branch per neighbour: that loop is the hottest code of the package, and its
 // float32 form must not pay for this one.
 func (x *Index) walkQ(s *searcher, ef, l int, mode int, filter func(uint64) bool, lb float32) {
 	stride, vecOff, codeLen := x.stride, x.vecOff, x.codeLen
-	lines := codeLen / 64
+	pfOff, lines := x.qlines()
 	for len(s.cand) > 0 {
 		c := s.cand.pop()
 		if c.d > lb && len(s.res) >= ef {
@@ -422,11 +437,10 @@ func (x *Index) walkQ(s *searcher, ef, l int, mode int, filter func(uint64) bool
 		}
 		batch := x.unvisited(s, c.id, l)
 		if usePrefetch {
-			// The codes of a node are a few lines: fetch those of the whole batch
-			// ahead, as they are scored one after another.
+			// The words and codes a node is scored on are a few lines: fetch those of
+			// the whole batch ahead, as they are scored one after another.
 			for _, nb := range batch {
-				nc := s.chunkOf(x, nb)
-				prefetchLines((*float32)(unsafe.Pointer(&nc.codes[(int(nb&chunkMask)*stride+vecOff)*4])), lines)
+				prefetchLines((*float32)(unsafe.Pointer(&s.chunkOf(x, nb).words[int(nb&chunkMask)*stride+pfOff])), lines)
 			}
 		}
 		for _, nb := range batch {
