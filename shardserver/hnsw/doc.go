@@ -30,7 +30,8 @@
 // int16 plus per-node sums, so only the stored side is rounded to 8 bits. The float32
 // vectors are kept in an unlinked file (Config.VectorDir; mapped on Linux, pread
 // elsewhere) that the page cache holds, not the Go heap: Get, WriteTo and, with
-// Config.Rerank, the exact re-ranking of each search's ef candidates read them there,
+// Config.Rerank, the exact re-ranking of each search's candidates (those a bound on
+// the quantization error leaves in the running for the k nearest) read them there,
 // so Get and snapshots are always exact and re-ranked results carry float32
 // distances. A snapshot holds float32 vectors under either setting, so ReadWith loads
 // it under the other one too. A retrain holds off searches and writes for the moment

@@ -97,7 +97,9 @@ type Config struct {
 	Quantization Quantization
 	// Rerank, under Int8, re-ranks the ef candidates of every search by their exact
 	// float32 distances, read from the vector file: results and distances are then
-	// those of the float32 vectors, at the cost of one pread per candidate.
+	// those of the float32 vectors, at the cost of one read per candidate. It stops at
+	// the first candidate (by Int8 distance) that a bound on the quantization error
+	// proves cannot be among the k nearest, so it reads about k of them on most data.
 	Rerank bool
 	// VectorDir is where an Int8 index keeps its float32 vectors, in an unlinked
 	// temporary file; "" means os.TempDir().
@@ -165,7 +167,8 @@ type SearchOptions struct {
 //	[vecOff ..]         the vector, 64-byte aligned, dim float32s
 //
 // so the links a search reads and the vector it scores sit in one block. Under Int8
-// the two words after upper hold sums over the decoded vector (normOff), and
+// the two words after upper hold sums over the decoded vector (normOff), the next
+// one the distance of the vector to its decoded one (for the re-ranking's floor), and
 // the vector region holds codeLen bytes of codes instead.
 const (
 	chunkBits = 10
@@ -203,7 +206,7 @@ type Index struct {
 
 	// Int8 quantization (see quant.go); quant is false and the rest unused otherwise.
 	quant     bool
-	normOff   int // words of the decoded vector's squared norm and sum x[d]*offset[d]
+	normOff   int // words of the decoded vector's squared norm and sum x[d]*offset[d], then |x - decoded x|
 	codeLen   int // code bytes per node: dim rounded up to 32
 	rerank    atomic.Bool
 	qp        atomic.Pointer[quantParams]
@@ -287,7 +290,7 @@ func New(cfg Config) (*Index, error) {
 	if cfg.Quantization == Int8 {
 		x.quant = true
 		x.normOff = x.upperOff + 1
-		x.vecOff = roundUp(x.normOff+2, 16)
+		x.vecOff = roundUp(x.normOff+3, 16)
 		x.codeLen = roundUp(x.dim, 32)
 		x.stride = roundUp(x.vecOff+x.codeLen/4, 16)
 		x.rerank.Store(cfg.Rerank)
@@ -454,9 +457,10 @@ func (x *Index) allocSlot(key uint64, vec []float32, level int, flags uint32) ui
 	if x.quant {
 		// Under structMu (shared), so no retrain changes the parameters meanwhile.
 		b := (base + x.vecOff) * 4
-		norm, xo, _ := x.qp.Load().encode(vec, c.codes[b:b+x.codeLen])
+		norm, xo, dev := x.qp.Load().encode(vec, c.codes[b:b+x.codeLen])
 		w[x.normOff] = math.Float32bits(norm)
 		w[x.normOff+1] = math.Float32bits(xo)
+		w[x.normOff+2] = math.Float32bits(dev)
 	} else {
 		copy(c.vecs[base+x.vecOff:base+x.vecOff+x.dim], vec)
 	}

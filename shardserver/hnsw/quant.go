@@ -85,6 +85,25 @@ type quantParams struct {
 	tableOnce sync.Once
 	nodeU     []int16
 	nodeAlpha float32
+
+	// Bounds for the re-ranking (see floorOf), computed on first use: xmax =
+	// |decoded x| at most; offLen = |offset|.
+	boundOnce    sync.Once
+	xmax, offLen float64
+}
+
+// bounds returns xmax and offLen.
+func (p *quantParams) bounds() (xmax, offLen float64) {
+	p.boundOnce.Do(func() {
+		var x2, o2 float64
+		for d, s := range p.scale {
+			lo, hi := float64(p.off[d]), float64(p.off[d])+255*float64(s)
+			x2 += max(lo*lo, hi*hi)
+			o2 += lo * lo
+		}
+		p.xmax, p.offLen = math.Sqrt(x2), math.Sqrt(o2)
+	})
+	return p.xmax, p.offLen
 }
 
 // learnParams maps [lo[d], hi[d]] onto the 256 codes.
@@ -139,29 +158,27 @@ func drifted(p *quantParams, lo, hi []float32) bool {
 }
 
 // encode writes v's codes into c (len >= dim; the padding is left as is, zero) and
-// returns, for the decoded vector x, |x|^2 and sum x[d]*offset[d], and whether a value
-// fell outside the range of p.
-func (p *quantParams) encode(v []float32, c []byte) (norm, xo float32, clipped bool) {
+// returns, for the decoded vector x, |x|^2 and sum x[d]*offset[d], and |v - x| rounded
+// up: at most half a step per dimension, more where a value fell outside the range
+// of p and was clipped.
+func (p *quantParams) encode(v []float32, c []byte) (norm, xo, dev float32) {
 	c = c[:len(v)]
 	off, scale := p.off[:len(v)], p.scale[:len(v)]
+	var dev2 float64
 	for d, f := range v {
 		var code float32
 		if s := scale[d]; s > 0 {
 			code = float32(math.Round(float64((f - off[d]) / s)))
-		} else if f != off[d] {
-			clipped = true
 		}
-		if code < 0 {
-			code, clipped = 0, true
-		} else if code > 255 {
-			code, clipped = 255, true
-		}
+		code = min(max(code, 0), 255)
 		c[d] = byte(code)
 		x := off[d] + scale[d]*code
 		norm += x * x
 		xo += x * off[d]
+		e := float64(f) - float64(x)
+		dev2 += e * e
 	}
-	return norm, xo, clipped
+	return norm, xo, float32(math.Sqrt(dev2) * (1 + 1e-6))
 }
 
 // qquery is a vector prepared for Int8 distances (see uMax).
@@ -435,9 +452,10 @@ func (x *Index) reencode(p *quantParams) error {
 		c := s.chunkOf(x, id)
 		base := int(id&chunkMask) * x.stride
 		b := (base + x.vecOff) * 4
-		norm, xo, _ := p.encode(v, c.codes[b:b+x.codeLen])
+		norm, xo, dev := p.encode(v, c.codes[b:b+x.codeLen])
 		c.words[base+x.normOff] = math.Float32bits(norm)
 		c.words[base+x.normOff+1] = math.Float32bits(xo)
+		c.words[base+x.normOff+2] = math.Float32bits(dev)
 	}
 	x.qp.Store(p)
 	return nil

@@ -499,3 +499,176 @@ func BenchmarkDotU8I16(b *testing.B) {
 		})
 	}
 }
+
+// TestRerankFloor: the lower bound the re-ranking stops on is below every node's exact
+// distance (it may skip only nodes that cannot be among the k nearest), and it is not
+// vacuous: for most nodes it is within 5 % of the spread of the distances.
+func TestRerankFloor(t *testing.T) {
+	for _, m := range []Metric{L2, InnerProduct, Cosine} {
+		t.Run(m.String(), func(t *testing.T) {
+			n, nq := 2000, 20
+			if raceEnabled {
+				n, nq = 300, 5
+			}
+			data := clusteredLatent(5, n, 96, 10, 16, 0.3)
+			x := build(t, int8Config(96, m, true), data)
+			defer x.Close()
+			s := x.getSearcher()
+			defer x.putSearcher(s)
+			close, total := 0, 0
+			for _, q := range clusteredLatent(6, nq, 96, 10, 16, 0.3) {
+				pq, err := x.Prepare(q)
+				if err != nil {
+					t.Fatal(err)
+				}
+				x.prepare(&s.pq, x.qp.Load(), pq)
+				f := x.floorOf(s)
+				lo, hi := float32(math.Inf(1)), float32(math.Inf(-1))
+				var gaps []float32
+				for id := range x.nslots.Load() {
+					exact, err := x.exactDist(s, pq, id)
+					if err != nil {
+						t.Fatal(err)
+					}
+					d := x.qdist(s, &s.pq, id)
+					b := f.below(d, x.devOf(s, id))
+					if b > exact {
+						t.Fatalf("node %d: floor %v above the exact distance %v (Int8 %v)", id, b, exact, d)
+					}
+					lo, hi = min(lo, exact), max(hi, exact)
+					gaps = append(gaps, exact-b)
+				}
+				for _, g := range gaps {
+					if g < 0.05*(hi-lo) {
+						close++
+					}
+					total++
+				}
+			}
+			if close < total/2 {
+				t.Fatalf("the floor is within 5 %% of the spread for only %d of %d nodes", close, total)
+			}
+		})
+	}
+}
+
+// TestRerankPruned: a re-ranking that stops at the floor gives the k first that one
+// of every candidate gives, keys and distances, for several k and candidate counts.
+// The candidates are the nodes nearest by Int8 distance, as a walk collects them.
+func TestRerankPruned(t *testing.T) {
+	n, nq := 3000, 30
+	if raceEnabled {
+		n, nq = 400, 5
+	}
+	data := clusteredLatent(7, n, 64, 20, 12, 0.3)
+	queries := clusteredLatent(8, nq, 64, 20, 12, 0.3)
+	for _, m := range []Metric{L2, InnerProduct, Cosine} {
+		x := build(t, int8Config(64, m, true), data)
+		s := x.getSearcher()
+		pruned := 0
+		for _, q := range queries {
+			pq, err := x.Prepare(q)
+			if err != nil {
+				t.Fatal(err)
+			}
+			x.prepare(&s.pq, x.qp.Load(), pq)
+			var all []pair
+			for id := range x.nslots.Load() {
+				all = append(all, pair{x.qdist(s, &s.pq, id), id})
+			}
+			sortPairs(all)
+			for _, k := range []int{1, 5, 10} {
+				for _, ef := range []int{10, 16, 64} {
+					s.out = append(s.out[:0], all[:ef]...)
+					if err := x.rerankExact(s, pq, 0); err != nil {
+						t.Fatal(err)
+					}
+					want := slices.Clone(s.out[:k])
+					s.out = append(s.out[:0], all[:ef]...)
+					if err := x.rerankExact(s, pq, k); err != nil {
+						t.Fatal(err)
+					}
+					if len(s.out) < k || !slices.Equal(s.out[:k], want) {
+						t.Fatalf("%v k=%d ef=%d: pruned %v, all %v", m, k, ef, s.out, want)
+					}
+					pruned += ef - len(s.out)
+				}
+			}
+		}
+		x.putSearcher(s)
+		x.Close()
+		if pruned == 0 {
+			t.Fatalf("%v: the floor never stopped a re-ranking", m)
+		}
+	}
+}
+
+// TestInt8Dev: the distance of a stored vector to its decoded one, kept beside its
+// codes for the floor of the re-ranking, is that distance (rounded up), half a step per
+// dimension at most in range, more for a clipped vector, and a retrain updates it.
+func TestInt8Dev(t *testing.T) {
+	const dim = 4
+	x, err := New(int8Config(dim, L2, true))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer x.Close()
+	rng := rand.New(rand.NewPCG(9, 10))
+	var data [][]float32
+	add := func(n int, scale float32) {
+		for range n {
+			v := make([]float32, dim)
+			for i := range v {
+				v[i] = scale * float32(rng.Float64())
+			}
+			if err := x.Add(uint64(len(data)), v); err != nil {
+				t.Fatal(err)
+			}
+			data = append(data, v)
+		}
+	}
+	s := x.getSearcher()
+	defer x.putSearcher(s)
+	// check: every node's dev against its vector and decoded vector; returns the most.
+	check := func(what string) float64 {
+		t.Helper()
+		s.refresh(x)
+		p := x.qp.Load()
+		var most float64
+		for key, v := range data {
+			id := x.keys[uint64(key)]
+			var d2 float64
+			for d, c := range x.codesOf(s, id)[:dim] {
+				e := float64(v[d]) - float64(p.off[d]+p.scale[d]*float32(c))
+				d2 += e * e
+			}
+			want := math.Sqrt(d2)
+			if got := float64(x.devOf(s, id)); got < want || got > want*(1+1e-5)+1e-30 {
+				t.Fatalf("%s: key %d: dev %v, want %v", what, key, got, want)
+			}
+			most = max(most, want)
+		}
+		return most
+	}
+	add(retrainFirst, 1) // the first retrain: every vector in range
+	halfStep := math.Sqrt(dim) * 0.5 * float64(slices.Max(x.qp.Load().scale))
+	if most := check("after the first retrain"); most > halfStep*(1+1e-5) {
+		t.Fatalf("in range, a dev of %v, beyond half a step in every dimension (%v)", most, halfStep)
+	}
+	add(1, 5)
+	if most := check("after a clipped vector"); most < 1 {
+		t.Fatalf("dev %v for a vector clipped by more than 1 in some dimension", most)
+	}
+	add(128-retrainFirst-1, 1) // the next retrain learns the wider range
+	check("after the second retrain")
+}
+
+func TestInsertSmallest(t *testing.T) {
+	var ds []float32
+	for _, d := range []float32{5, 3, 9, 1, 4, 4, 0, 8} {
+		ds = insertSmallest(ds, d, 4)
+	}
+	if want := []float32{0, 1, 3, 4}; !slices.Equal(ds, want) {
+		t.Fatalf("got %v, want %v", ds, want)
+	}
+}

@@ -30,6 +30,7 @@ type searcher struct {
 	pq     qquery   // the walk's query, prepared for Int8
 	fc, fn fromNode // distances from a candidate (heuristic) and from a node (links)
 	fv     []float32
+	kth    []float32 // the k smallest exact distances while re-ranking
 }
 
 func (x *Index) getSearcher() *searcher {
@@ -331,15 +332,20 @@ func (x *Index) SearchInto(dst []Result, q []float32, k int, o SearchOptions) ([
 		x.noteWalk(s, ef) // the planner's measure of an unfiltered walk
 	}
 	s.out = s.res.drainAscending(s.out)
-	if x.quant && x.rerank.Load() {
-		if err := x.rerankExact(s, q); err != nil {
-			return dst, fmt.Errorf("search: %w", err)
-		}
-	}
 
 	// An upsert briefly shows a key under both its old and its new node; drop the
 	// second copy when one may have overlapped this search.
 	dedupe := inflight > 0 || x.upsertIn.Load() > 0 || x.upsertN.Load() != seq
+	if x.quant && x.rerank.Load() {
+		// With a copy to drop, k candidates may not make k results: re-rank them all.
+		rk := k
+		if dedupe {
+			rk = 0
+		}
+		if err := x.rerankExact(s, q, rk); err != nil {
+			return dst, fmt.Errorf("search: %w", err)
+		}
+	}
 	for _, p := range s.out {
 		if len(dst) == k {
 			break
@@ -471,12 +477,25 @@ func (x *Index) walkQ(s *searcher, ef, l int, mode int, filter func(uint64) bool
 // rerankExact replaces the Int8 distances of s.out, the walk's candidates, by exact
 // float32 distances of the vectors in the vector file, and sorts them again. The
 // vectors are read in place (mapped) where the platform allows, each fetched into the
-// caches while the one before it is measured.
-func (x *Index) rerankExact(s *searcher, q []float32) error {
+// caches while the one before it is measured. With k > 0 it measures candidates in the
+// order of their Int8 distances only until the next one cannot be among the k nearest
+// (see floorOf), and drops the rest: the k first are those a re-ranking of all of them
+// gives.
+func (x *Index) rerankExact(s *searcher, q []float32, k int) error {
+	prune := k > 0 && len(s.out) > k
+	var f floor
+	if prune {
+		f = x.floorOf(s)
+		s.kth = s.kth[:0]
+	}
 	if len(s.out) > 0 {
 		x.vf.prefetch(s.out[0].id)
 	}
 	for i, p := range s.out {
+		if prune && len(s.kth) == k && f.below(p.d, x.devOf(s, p.id)) > s.kth[k-1] {
+			s.out = s.out[:i]
+			break
+		}
 		if i+1 < len(s.out) {
 			x.vf.prefetch(s.out[i+1].id)
 		}
@@ -485,9 +504,77 @@ func (x *Index) rerankExact(s *searcher, q []float32) error {
 			return err
 		}
 		s.out[i].d = d
+		if prune {
+			s.kth = insertSmallest(s.kth, d, k)
+		}
 	}
 	sortPairs(s.out)
 	return nil
+}
+
+// insertSmallest adds d to ds, the at most k smallest distances so far in ascending
+// order, keeping the k smallest.
+func insertSmallest(ds []float32, d float32, k int) []float32 {
+	i := len(ds)
+	for i > 0 && ds[i-1] > d {
+		i--
+	}
+	if i == k {
+		return ds
+	}
+	if len(ds) < k {
+		ds = append(ds, 0)
+	}
+	copy(ds[i+1:], ds[i:])
+	ds[i] = d
+	return ds
+}
+
+// floor bounds a node's exact distance from below, given its Int8 distance d to the
+// prepared query and dev, the distance of its vector to its decoded one (kept beside
+// the codes). The other errors are the query's rounding to u (half a step alpha per
+// dimension, times codes of at most 255: dotErr), and float32 rounding of the sums
+// (eps, twice dim units of the last place, of the magnitudes summed).
+type floor struct {
+	l2           bool
+	xmax, offLen float64 // see quantParams.bounds
+	qq, qn       float64 // |q|^2, |q|
+	dotErr, eps  float64
+}
+
+// floorOf returns the floor of s.pq.
+func (x *Index) floorOf(s *searcher) floor {
+	f := floor{l2: !x.dotMetric, qq: float64(s.pq.qq), eps: float64(x.dim) * 0x1p-23}
+	f.xmax, f.offLen = x.qp.Load().bounds()
+	f.qn = math.Sqrt(f.qq)
+	f.dotErr = 0.51 * 255 * float64(x.dim) * float64(s.pq.alpha)
+	return f
+}
+
+// below returns a lower bound of the exact distance of a node whose Int8 distance is d
+// and whose vector is within dev of its decoded one.
+func (f floor) below(d, dev float32) float32 {
+	dd := max(float64(d), 0)
+	if f.l2 {
+		// |q - x| >= |q - decoded x| - dev, and |q - decoded x|^2 >= d less the error
+		// of the dot product (twice, in the L2 form) and of the sums, which add up
+		// |q|^2, |decoded x|^2 and their dot products.
+		xn := f.qn + math.Sqrt(dd+2*f.dotErr)
+		slack := f.eps * (f.qq + xn*xn + 2*f.qn*xn + 2*f.qn*f.offLen)
+		r := math.Sqrt(max(dd-2*f.dotErr-slack, 0)) - float64(dev)
+		if r <= 0 {
+			return 0
+		}
+		return float32(r * r * (1 - 1e-6))
+	}
+	// 1 - q.x >= 1 - q.(decoded x) - |q| dev.
+	slack := f.eps * (f.qn*f.xmax + 2*f.qn*f.offLen + 1)
+	return float32(float64(d) - f.dotErr - f.qn*float64(dev) - slack)
+}
+
+// devOf returns node id's |x - decoded x|.
+func (x *Index) devOf(s *searcher, id uint32) float32 {
+	return math.Float32frombits(s.chunkOf(x, id).words[int(id&chunkMask)*x.stride+x.normOff+2])
 }
 
 // exactDist is the float32 distance from q to node id (see vectorOf; s.fv is the
