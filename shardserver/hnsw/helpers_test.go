@@ -195,3 +195,13 @@ func checkInvariants(t testing.TB, x *Index, vacuumed bool) {
 		t.Fatalf("entry point %#x with %d used slots", e, live+dead)
 	}
 }
+
+// get is x.Get for a test: an error fails it.
+func get(t testing.TB, x *Index, key uint64) ([]float32, bool) {
+	t.Helper()
+	v, ok, err := x.Get(key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return v, ok
+}

@@ -14,7 +14,11 @@ import (
 func contentsOf(x *Index) map[uint64][]float32 {
 	out := map[uint64][]float32{}
 	x.Keys(func(k uint64) bool {
-		if v, ok := x.Get(k); ok {
+		v, ok, err := x.Get(k)
+		if err != nil {
+			panic(err)
+		}
+		if ok {
 			out[k] = v
 		}
 		return true

@@ -335,25 +335,30 @@ func (x *Index) Contains(key uint64) bool {
 	return ok
 }
 
-// Get returns a copy of key's vector (normalised, under Cosine).
-func (x *Index) Get(key uint64) ([]float32, bool) {
+// Get returns a copy of key's vector (normalised, under Cosine), and whether key is
+// stored. Under Int8 the vector is read from the vector file: a failure of that file
+// (an I/O error of local scratch space, now or before: the index refuses to go on
+// after one) is returned as an error, never taken for an absent key.
+func (x *Index) Get(key uint64) ([]float32, bool, error) {
 	x.keysMu.RLock()
 	defer x.keysMu.RUnlock()
 	id, ok := x.keys[key]
 	if !ok {
-		return nil, false
+		return nil, false, nil
 	}
 	if x.quant {
 		v := make([]float32, x.dim)
-		if x.vf.read(id, v) != nil {
-			// The vector file failed (an I/O error of local scratch space): the
-			// error is kept, and every later Add and Search returns it.
-			return nil, false
+		err := x.vf.err()
+		if err == nil {
+			err = x.vf.read(id, v)
 		}
-		return v, true
+		if err != nil {
+			return nil, false, fmt.Errorf("get: %w", err)
+		}
+		return v, true, nil
 	}
 	tbl := *x.chunks.Load()
-	return append([]float32(nil), x.vecIn(tbl, id)...), true
+	return append([]float32(nil), x.vecIn(tbl, id)...), true, nil
 }
 
 // SetRerank turns the exact re-ranking of an Int8 index on or off (see

@@ -91,7 +91,7 @@ func TestCosineNormalises(t *testing.T) {
 	if err := x.Add(7, []float32{3, 4}); err != nil {
 		t.Fatal(err)
 	}
-	v, ok := x.Get(7)
+	v, ok := get(t, x, 7)
 	if !ok || math.Abs(float64(v[0])-0.6) > 1e-6 || math.Abs(float64(v[1])-0.8) > 1e-6 {
 		t.Fatalf("Get = %v, %v; want [0.6 0.8]", v, ok)
 	}
@@ -114,7 +114,7 @@ func TestCosineTinyVectors(t *testing.T) {
 	}
 	want := map[uint64][]float32{1: {0.70710677, 0.70710677, 0}, 2: {0, 1, 0}}
 	for key, w := range want {
-		v, _ := x.Get(key)
+		v, _ := get(t, x, key)
 		for i := range v {
 			if math.Abs(float64(v[i]-w[i])) > 1e-6 {
 				t.Fatalf("key %d stored as %v, want %v", key, v, w)
@@ -163,12 +163,12 @@ func TestDeleteUpsert(t *testing.T) {
 		t.Fatalf("Keys gave %d, want %d", len(keys), len(model))
 	}
 	for k, v := range model {
-		got, ok := x.Get(k)
+		got, ok := get(t, x, k)
 		if !ok || !slices.Equal(got, v) || !x.Contains(k) {
 			t.Fatalf("Get(%d) = %v, %v; want %v", k, got, ok, v)
 		}
 	}
-	if _, ok := x.Get(100000); ok || x.Contains(100000) {
+	if _, ok := get(t, x, 100000); ok || x.Contains(100000) {
 		t.Fatal("absent key found")
 	}
 	// Every stored vector finds itself, and no search returns a deleted key or a
@@ -392,7 +392,7 @@ func TestConcurrentMixed(t *testing.T) {
 					}
 					seen[res.Key] = true
 				}
-				_, _ = x.Get(uint64(rng.IntN(n)))
+				_, _, _ = x.Get(uint64(rng.IntN(n)))
 			}
 		}()
 	}
@@ -432,7 +432,7 @@ func TestConcurrentMixed(t *testing.T) {
 	count := 0
 	x.Keys(func(k uint64) bool {
 		count++
-		v, ok := x.Get(k)
+		v, ok := get(t, x, k)
 		if !ok {
 			t.Fatalf("key %d listed but not found", k)
 		}

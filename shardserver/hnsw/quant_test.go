@@ -177,12 +177,37 @@ func TestInt8GetExact(t *testing.T) {
 		x := build(t, int8Config(40, m, true), data)
 		for i, v := range data {
 			want, _ := x.Prepare(v)
-			got, ok := x.Get(uint64(i))
+			got, ok := get(t, x, uint64(i))
 			if !ok || !slices.Equal(got, want) {
 				t.Fatalf("%s: Get(%d) = %v, %v; want %v", m, i, got, ok, want)
 			}
 		}
 		x.Close()
+	}
+}
+
+// TestInt8GetError: a vector file that fails makes Get return the error at once, from
+// the failed read on, while an absent key is still just absent.
+func TestInt8GetError(t *testing.T) {
+	data := clustered(11, 100, 8, 4)
+	x := build(t, int8Config(8, L2, true), data)
+	defer x.Close()
+	if _, ok, err := x.Get(3); !ok || err != nil {
+		t.Fatalf("Get before the failure: %v, %v", ok, err)
+	}
+	if err := x.vf.close(); err != nil { // unmapped and closed: the next read fails
+		t.Fatal(err)
+	}
+	for i := range 2 {
+		if v, ok, err := x.Get(3); err == nil || ok || v != nil {
+			t.Fatalf("Get %d after the file failed: %v, %v, %v; want an error", i, v, ok, err)
+		}
+	}
+	if _, ok, err := x.Get(1000); ok || err != nil {
+		t.Fatalf("Get of an absent key: %v, %v; want not found", ok, err)
+	}
+	if _, err := x.Search(data[0], 1, SearchOptions{}); err == nil {
+		t.Fatal("Search after the file failed: no error")
 	}
 }
 
@@ -297,8 +322,8 @@ func TestInt8SnapshotRoundTrip(t *testing.T) {
 		t.Fatal(err)
 	}
 	for _, k := range []uint64{100, uint64(n - 1)} {
-		v1, _ := x.Get(k)
-		v2, _ := f.Get(k)
+		v1, _ := get(t, x, k)
+		v2, _ := get(t, f, k)
 		if !slices.Equal(v1, v2) {
 			t.Fatalf("key %d: float32 vector changed through an Int8 file", k)
 		}

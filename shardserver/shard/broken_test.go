@@ -140,10 +140,10 @@ func TestIndexDeleteFailureRestartRepairs(t *testing.T) {
 	if st.Broken() != nil || st.Applied() != 2 || st.Len() != 1 {
 		t.Fatalf("after restart: broken %v, applied %d, %d vectors; want healthy at 2 with 1", st.Broken(), st.Applied(), st.Len())
 	}
-	if _, ok := st.Get("a", ""); ok {
+	if _, ok := get(t, st, "a", st.hidden.Load()); ok {
 		t.Fatal("the deleted id is back")
 	}
-	if _, ok := st.Get("b", ""); !ok {
+	if _, ok := get(t, st, "b", st.hidden.Load()); !ok {
 		t.Fatal("b is gone")
 	}
 }

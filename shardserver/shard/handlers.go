@@ -182,7 +182,11 @@ func (s *Server) handleGet(w http.ResponseWriter, r *http.Request) {
 	}
 	// The applied seq is read before the lookup, so the answer reflects at least it.
 	w.Header().Set(client.SeqHeader, strconv.FormatUint(s.store.Applied(), 10))
-	v, ok := s.store.GetHiding(id, partition, s.hiddenFor(r))
+	v, ok, err := s.store.GetHiding(id, partition, s.hiddenFor(r))
+	if err != nil {
+		writeError(w, err)
+		return
+	}
 	if !ok {
 		writeError(w, &client.APIError{Code: client.CodeNotFound, Message: "no vector with id " + id})
 		return

@@ -474,8 +474,8 @@ func TestImportCopiesAfreshWhenTheWALIsGone(t *testing.T) {
 		time.Sleep(10 * time.Millisecond)
 	}
 	for _, id := range in {
-		want, wok := src.store.Get(id, "")
-		got, gok := dst.store.GetHiding(id, "", nil)
+		want, wok := get(t, src.store, id, src.store.hidden.Load())
+		got, gok := get(t, dst.store, id, nil)
 		if wok != gok || (wok && want.Vector[0] != got.Vector[0]) {
 			t.Fatalf("%s: source %v %v, destination %v %v", id, wok, want.Vector, gok, got.Vector)
 		}

@@ -48,7 +48,7 @@ func TestInt8Store(t *testing.T) {
 	// Exact distances: the best hit of a stored vector is itself, at distance 0, and
 	// every distance is the float32 one.
 	for id, v := range map[string][]float32{"k5": nil, "k77": nil, "k150": nil} {
-		got, ok := s.Get(id, "")
+		got, ok := get(t, s, id, s.hidden.Load())
 		if !ok {
 			t.Fatalf("%s missing", id)
 		}
@@ -58,7 +58,7 @@ func TestInt8Store(t *testing.T) {
 			t.Fatalf("search for %s's own vector: %+v, %v", id, hits, err)
 		}
 		for _, h := range hits {
-			hv, _ := s.Get(h.ID, "")
+			hv, _ := get(t, s, h.ID, s.hidden.Load())
 			if d := s.dist(v, hv.Vector); d != h.Distance {
 				t.Fatalf("hit %s at %v, its float32 distance is %v", h.ID, h.Distance, d)
 			}
@@ -185,5 +185,35 @@ func TestInt8Replication(t *testing.T) {
 	}
 	if !slices.Equal(ids(got), ids(want)) {
 		t.Fatalf("replica answers %v, primary %v", ids(got), ids(want))
+	}
+}
+
+// TestInt8GetReadError: when the index cannot read a vector back from its vector file,
+// Get and a slot export return the error at once instead of taking the id for absent
+// (a moved slot would lose it).
+func TestInt8GetReadError(t *testing.T) {
+	s, err := OpenStore(int8StoreConfig(t.TempDir()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	upsertN(t, s, rand.New(rand.NewPCG(13, 14)), 0, 20)
+	s.waitDrained(t)
+	if _, ok := get(t, s, "k3", nil); !ok {
+		t.Fatal("k3 missing before the failure")
+	}
+	if err := s.st.idx.Close(); err != nil { // the vector file is gone: reads fail
+		t.Fatal(err)
+	}
+	if v, ok, err := s.Get("k3", ""); err == nil || ok {
+		t.Fatalf("Get after the vector file failed: %+v, %v, %v; want an error", v, ok, err)
+	}
+	if _, ok, err := s.Get("absent", ""); ok || err != nil {
+		t.Fatalf("Get of an absent id: %v, %v; want not found", ok, err)
+	}
+	all := slots.Range(0, slots.Count-1)
+	err = s.exportSlots(&all, 8, func([]upsertItem) error { return nil })
+	if err == nil {
+		t.Fatal("slot export after the vector file failed: no error")
 	}
 }

@@ -46,7 +46,7 @@ func checkFindsAll(t *testing.T, s *Store, want map[string]string) {
 		t.Fatalf("store holds %d ids, want %d (same: %v)", len(got), len(want), reflect.DeepEqual(got, want))
 	}
 	for id := range want {
-		v, ok := s.Get(id, "")
+		v, ok := get(t, s, id, s.hidden.Load())
 		if !ok {
 			t.Fatalf("get %s: not found", id)
 		}
@@ -213,7 +213,7 @@ func storeRecall(t *testing.T, s *Store, queries [][]float32) float64 {
 	}
 	var all []item
 	for id := range s.st.ids {
-		v, _ := s.Get(id, "")
+		v, _ := get(t, s, id, s.hidden.Load())
 		all = append(all, item{id, v.Vector})
 	}
 	dist := hnsw.DistanceFunc(hnsw.L2)

@@ -84,7 +84,7 @@ func TestSlotsMoveLifecycle(t *testing.T) {
 				if err != nil || !moving.Has(slots.Of(v.ID)) {
 					t.Fatalf("exported %+v: %v", v, err)
 				}
-				if want, _ := s.store.Get(v.ID, ""); vec[0] != want.Vector[0] {
+				if want, _ := get(t, s.store, v.ID, s.store.hidden.Load()); vec[0] != want.Vector[0] {
 					t.Fatalf("exported vector of %s differs", v.ID)
 				}
 				got = append(got, v.ID)
@@ -193,7 +193,7 @@ func TestSlotsMoveLifecycle(t *testing.T) {
 			t.Fatalf("%d vectors after drop, want %d", s.store.Len(), before-19)
 		}
 		for _, id := range in {
-			if _, ok := s.store.Get(id, ""); ok {
+			if _, ok := get(t, s.store, id, s.store.hidden.Load()); ok {
 				t.Fatalf("%s survived the drop", id)
 			}
 		}

@@ -680,40 +680,45 @@ func (s *Store) SetVisible(owned slots.Set) {
 }
 
 // Get returns the vector stored under id; with a partition, only if it is in it. A
-// vector of a hidden slot (SetVisible) is not found.
-func (s *Store) Get(id, partition string) (client.Vector, bool) {
+// vector of a hidden slot (SetVisible) is not found. The error is the index's failure
+// to read a stored vector (an Int8 index's vector file), never an absent id.
+func (s *Store) Get(id, partition string) (client.Vector, bool, error) {
 	return s.GetHiding(id, partition, s.hidden.Load())
 }
 
 // GetHiding is Get with the given hidden slots (nil: none) instead of SetVisible's.
-func (s *Store) GetHiding(id, partition string, hidden *slots.Set) (client.Vector, bool) {
+func (s *Store) GetHiding(id, partition string, hidden *slots.Set) (client.Vector, bool, error) {
 	s.mu.RLock()
 	defer s.mu.RUnlock()
 	key, ok := s.st.ids[id]
 	if !ok {
-		return client.Vector{}, false
+		return client.Vector{}, false, nil
 	}
 	e := s.st.entries[key]
 	if hidden != nil && hidden.Has(int(e.slot)) {
-		return client.Vector{}, false
+		return client.Vector{}, false, nil
 	}
 	if partition != "" && s.st.parts[e.part] != partition {
-		return client.Vector{}, false
+		return client.Vector{}, false, nil
 	}
-	vec, ok := s.st.vector(key)
-	if !ok {
-		return client.Vector{}, false
+	vec, ok, err := s.st.vector(key)
+	if !ok || err != nil {
+		return client.Vector{}, false, err
 	}
-	return client.Vector{ID: id, Vector: vec, Partition: s.st.parts[e.part]}, true
+	return client.Vector{ID: id, Vector: vec, Partition: s.st.parts[e.part]}, true, nil
 }
 
 // vector returns a copy of key's vector as the index stores it: the tail's when it
 // has one (the graph may hold an older one, or none yet), else the graph's.
-func (st *state) vector(key uint64) ([]float32, bool) {
+func (st *state) vector(key uint64) ([]float32, bool, error) {
 	if vec, ok := st.tail.get(key); ok {
-		return slices.Clone(vec), true
+		return slices.Clone(vec), true, nil
 	}
-	return st.idx.Get(key)
+	v, ok, err := st.idx.Get(key)
+	if err != nil {
+		return nil, false, fmt.Errorf("reading vector: %w", err)
+	}
+	return v, ok, nil
 }
 
 // storedSlots calls yield with the slot of every id in items that is stored now.
@@ -893,9 +898,12 @@ func (s *Store) exportSlots(set *slots.Set, batch int, fn func([]upsertItem) err
 	for _, key := range keys {
 		s.mu.RLock()
 		e := s.st.entries[key]
-		vec, ok := s.st.vector(key)
+		vec, ok, err := s.st.vector(key)
 		part := s.st.parts[e.part]
 		s.mu.RUnlock()
+		if err != nil {
+			return err
+		}
 		if !ok || !e.live {
 			continue
 		}

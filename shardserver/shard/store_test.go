@@ -14,6 +14,7 @@ import (
 	"testing"
 	"testing/iotest"
 
+	"github.com/annshard/annshard/shardserver/client"
 	"github.com/annshard/annshard/shardserver/hnsw"
 	"github.com/annshard/annshard/shardserver/slots"
 	"github.com/annshard/annshard/shardserver/wal"
@@ -22,6 +23,16 @@ import (
 func testStoreConfig(dir string) StoreConfig {
 	return StoreConfig{DataDir: dir, Index: hnsw.Config{Dim: testDim, Metric: hnsw.L2, M: 8, EfConstruction: 32, Seed: 1},
 		WAL: wal.Options{Sync: wal.SyncInterval, SegmentBytes: 4 << 10}}
+}
+
+// get is Store.GetHiding for a test: an error fails it.
+func get(t testing.TB, s *Store, id string, hidden *slots.Set) (client.Vector, bool) {
+	t.Helper()
+	v, ok, err := s.GetHiding(id, "", hidden)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return v, ok
 }
 
 // contents is the store's observable state: id -> partition and vector.
@@ -34,7 +45,10 @@ func contents(s *Store) map[string]string {
 	}
 	s.mu.RUnlock()
 	for _, id := range ids {
-		v, ok := s.Get(id, "")
+		v, ok, err := s.Get(id, "")
+		if err != nil {
+			panic(err)
+		}
 		if ok {
 			out[id] = fmt.Sprint(v.Partition, v.Vector)
 		}

@@ -39,7 +39,7 @@ func TestBadInputChangesNothing(t *testing.T) {
 			}
 		})
 	}
-	if v, ok := s.store.Get("keep", ""); !ok || v.Vector[0] != 0.5 {
+	if v, ok := get(t, s.store, "keep", s.store.hidden.Load()); !ok || v.Vector[0] != 0.5 {
 		t.Fatal("the seed vector is gone")
 	}
 }
