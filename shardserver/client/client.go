@@ -123,8 +123,19 @@ func (c *Client) BatchSearch(ctx context.Context, req *BatchSearchRequest) (*Bat
 
 // Load fetches the server's load report.
 func (c *Client) Load(ctx context.Context) (*LoadReport, error) {
+	return c.load(ctx, "/v1/load")
+}
+
+// LoadSummary fetches the load report without the per-slot counters (SlotQueries and
+// SlotWrites stay nil): what a router polls. A server older than the slots parameter
+// sends them anyway.
+func (c *Client) LoadSummary(ctx context.Context) (*LoadReport, error) {
+	return c.load(ctx, "/v1/load?slots=false")
+}
+
+func (c *Client) load(ctx context.Context, path string) (*LoadReport, error) {
 	var out LoadReport
-	if err := c.Do(ctx, http.MethodGet, "/v1/load", nil, &out); err != nil {
+	if err := c.Do(ctx, http.MethodGet, path, nil, &out); err != nil {
 		return nil, err
 	}
 	return &out, nil

@@ -313,7 +313,7 @@ func (r *Router) pollLoad(ctx context.Context) {
 			wg.Go(func() {
 				pctx, cancel := context.WithTimeout(ctx, max(r.cfg.LoadInterval, time.Second))
 				defer cancel()
-				lr, err := rep.c.Load(pctx)
+				lr, err := rep.c.LoadSummary(pctx)
 				if err != nil {
 					if ctx.Err() == nil {
 						rep.down.Store(true)
@@ -382,7 +382,7 @@ func (r *Router) fetchSchema(ctx context.Context) *client.Schema {
 			continue
 		}
 		for _, rep := range s.replicas {
-			if lr, err := rep.c.Load(ctx); err == nil && lr.Schema != nil {
+			if lr, err := rep.c.LoadSummary(ctx); err == nil && lr.Schema != nil {
 				r.schema.Store(lr.Schema)
 				return lr.Schema
 			}

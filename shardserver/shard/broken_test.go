@@ -78,7 +78,7 @@ func TestIndexAddFailureStopsTheShard(t *testing.T) {
 			t.Errorf("%s %s on a broken shard: %d %s", c.method, c.path, code, body)
 		}
 	}
-	if rep := s.loadReport(time.Now()); rep.Ready {
+	if rep := s.loadReport(time.Now(), true); rep.Ready {
 		t.Error("the load report says ready")
 	}
 	_, metrics := call("GET", "/metrics", ``)

@@ -45,9 +45,21 @@ func (s *Server) routes() {
 	handle("POST /v1/vectors:delete", "delete_batch", none(write(s.handleDeleteBatch)))
 	handle("POST /v1/search", "search", none(read(s.handleSearch)))
 	handle("POST /v1/search:batch", "search_batch", none(read(s.handleBatchSearch)))
-	handle("GET /v1/load", "load", func(w http.ResponseWriter, r *http.Request) {
-		writeJSON(w, http.StatusOK, s.loadReport(time.Now()))
-	})
+	// ?slots=false leaves out the per-slot counters: the routers poll every replica each
+	// second and use none of them (on a shard holding all 4096 slots they are most of a
+	// ~60 KB report); the operator's collector asks for them.
+	handle("GET /v1/load", "load", params("slots")(func(w http.ResponseWriter, r *http.Request) {
+		withSlots := true
+		if v := r.URL.Query().Get("slots"); v != "" {
+			b, err := strconv.ParseBool(v)
+			if err != nil {
+				writeError(w, invalid("slots: %q is not true or false", v))
+				return
+			}
+			withSlots = b
+		}
+		writeJSON(w, http.StatusOK, s.loadReport(time.Now(), withSlots))
+	}))
 	// Liveness fails too once the store is broken: a restart is what repairs it (the
 	// state is rebuilt from the log), or, when the log itself holds a record the index
 	// refuses, a crash loop whose log names the record, never a shard that serves a

@@ -87,8 +87,8 @@ func cpuSeconds() float64 {
 	return tv(ru.Utime) + tv(ru.Stime)
 }
 
-// loadReport assembles GET /v1/load.
-func (s *Server) loadReport(now time.Time) client.LoadReport {
+// loadReport assembles GET /v1/load, with the per-slot counters when withSlots.
+func (s *Server) loadReport(now time.Time, withSlots bool) client.LoadReport {
 	q1, q10 := s.load.rates(now)
 	p50, p99 := s.load.percentiles()
 	rep := client.LoadReport{
@@ -103,8 +103,6 @@ func (s *Server) loadReport(now time.Time) client.LoadReport {
 		Role:        client.RolePrimary,
 		Ready:       s.ready(),
 		Epoch:       s.slots.currentEpoch(),
-		SlotQueries: map[int]uint64{},
-		SlotWrites:  map[int]uint64{},
 		Schema:      &s.schema.Schema,
 	}
 	rep.Unindexed = s.store.Unindexed()
@@ -114,6 +112,10 @@ func (s *Server) loadReport(now time.Time) client.LoadReport {
 		rep.Role = client.RoleReplica
 		rep.ReplicationLagRecords = s.repl.lag()
 	}
+	if !withSlots {
+		return rep
+	}
+	rep.SlotQueries, rep.SlotWrites = map[int]uint64{}, map[int]uint64{}
 	for i := range slots.Count {
 		if n := s.load.slotQueries[i].Load(); n > 0 {
 			rep.SlotQueries[i] = n

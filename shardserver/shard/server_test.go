@@ -140,6 +140,25 @@ func TestAPIRoundTrip(t *testing.T) {
 			len(rep.SlotWrites) == 0 || len(rep.SlotQueries) == 0 || rep.MemoryBytes <= 0 {
 			t.Fatalf("Load = %+v, %v", rep, err)
 		}
+		// A router's poll leaves the per-slot counters out and keeps the rest.
+		sum, err := c.LoadSummary(ctx)
+		if err != nil || sum.SlotWrites != nil || sum.SlotQueries != nil || sum.Vectors != rep.Vectors ||
+			sum.WALSeq != rep.WALSeq || sum.Schema == nil || !sum.Ready {
+			t.Fatalf("LoadSummary = %+v, %v", sum, err)
+		}
+		for _, q := range []string{"slots=true", "slots=1"} {
+			code, body := do(t, http.MethodGet, hs.URL+"/v1/load?"+q, "", nil)
+			var full client.LoadReport
+			if err := json.Unmarshal(body, &full); code != http.StatusOK || err != nil || len(full.SlotWrites) == 0 {
+				t.Fatalf("/v1/load?%s = %d %s", q, code, body)
+			}
+		}
+		for _, q := range []string{"slots=maybe", "slot=false", "slots=false&slots=true"} {
+			if code, body := do(t, http.MethodGet, hs.URL+"/v1/load?"+q, "", nil); code != http.StatusBadRequest ||
+				errCode(t, body).Code != client.CodeInvalidArgument {
+				t.Fatalf("/v1/load?%s = %d %s", q, code, body)
+			}
+		}
 	})
 	t.Run("probes and metrics", func(t *testing.T) {
 		for _, path := range []string{"/healthz", "/readyz"} {
