@@ -154,7 +154,7 @@ func loadReports(ctx context.Context, s *session, pods []corev1.Pod) (map[string
 		wg.Go(func() {
 			ctx, cancel := context.WithTimeout(ctx, 5*time.Second)
 			defer cancel()
-			l, err := c.api.Load(ctx)
+			l, err := c.api.LoadSummary(ctx) // status shows no per-slot counters
 			mu.Lock()
 			defer mu.Unlock()
 			if err != nil {
