@@ -477,10 +477,9 @@ func (x *Index) walkQ(s *searcher, ef, l int, mode int, filter func(uint64) bool
 // rerankExact replaces the Int8 distances of s.out, the walk's candidates, by exact
 // float32 distances of the vectors in the vector file, and sorts them again. The
 // vectors are read in place (mapped) where the platform allows, each fetched into the
-// caches while the one before it is measured. With k > 0 it measures candidates in the
-// order of their Int8 distances only until the next one cannot be among the k nearest
-// (see floorOf), and drops the rest: the k first are those a re-ranking of all of them
-// gives.
+// caches while the one before it is measured. With k > 0 it skips, unmeasured, every
+// candidate whose floor (see floorOf) shows it cannot be among the k nearest measured
+// before it, and drops it: the k first are those a re-ranking of all of them gives.
 func (x *Index) rerankExact(s *searcher, q []float32, k int) error {
 	prune := k > 0 && len(s.out) > k
 	var f floor
@@ -491,10 +490,14 @@ func (x *Index) rerankExact(s *searcher, q []float32, k int) error {
 	if len(s.out) > 0 {
 		x.vf.prefetch(s.out[0].id)
 	}
+	// A candidate whose floor is above the k-th exact distance so far is dropped
+	// unmeasured: that distance only shrinks. The scan goes on past it: a later
+	// candidate, further by Int8 distance, may be much further from its decoded vector
+	// (a clipped one) and so have a lower floor.
+	kept := s.out[:0]
 	for i, p := range s.out {
 		if prune && len(s.kth) == k && f.below(p.d, x.devOf(s, p.id)) > s.kth[k-1] {
-			s.out = s.out[:i]
-			break
+			continue
 		}
 		if i+1 < len(s.out) {
 			x.vf.prefetch(s.out[i+1].id)
@@ -503,11 +506,13 @@ func (x *Index) rerankExact(s *searcher, q []float32, k int) error {
 		if err != nil {
 			return err
 		}
-		s.out[i].d = d
+		p.d = d
+		kept = append(kept, p)
 		if prune {
 			s.kth = insertSmallest(s.kth, d, k)
 		}
 	}
+	s.out = kept
 	sortPairs(s.out)
 	return nil
 }
