@@ -436,6 +436,7 @@ func (x *Index) qlines() (pfOff, lines int) {
 func (x *Index) walkQ(s *searcher, ef, l int, mode int, filter func(uint64) bool, lb float32) {
 	stride, vecOff, codeLen := x.stride, x.vecOff, x.codeLen
 	pfOff, lines := x.qlines()
+	linkLines := ((1+x.m0)*4 + 63) / 64 // count and layer-0 links
 	for len(s.cand) > 0 {
 		c := s.cand.pop()
 		if c.d > lb && len(s.res) >= ef {
@@ -447,6 +448,11 @@ func (x *Index) walkQ(s *searcher, ef, l int, mode int, filter func(uint64) bool
 			// the whole batch ahead, as they are scored one after another.
 			for _, nb := range batch {
 				prefetchLines((*float32)(unsafe.Pointer(&s.chunkOf(x, nb).words[int(nb&chunkMask)*stride+pfOff])), lines)
+			}
+			// And the links of the candidate likely expanded next.
+			if len(s.cand) > 0 && l == 0 {
+				nx := s.cand[0].id
+				prefetchLines((*float32)(unsafe.Pointer(&s.chunkOf(x, nx).words[int(nx&chunkMask)*stride])), linkLines)
 			}
 		}
 		for _, nb := range batch {
