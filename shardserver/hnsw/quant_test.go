@@ -581,49 +581,57 @@ func TestRerankFloor(t *testing.T) {
 // of every candidate gives, keys and distances, for several k and candidate counts.
 // The candidates are the nodes nearest by Int8 distance, as a walk collects them.
 func TestRerankPruned(t *testing.T) {
-	n, nq := 3000, 30
+	n, nq := 5000, 100
 	if raceEnabled {
 		n, nq = 400, 5
 	}
-	data := clusteredLatent(7, n, 64, 20, 12, 0.3)
-	queries := clusteredLatent(8, nq, 64, 20, 12, 0.3)
+	// In the second set the nodes' devs vary enough that a floor's order is not the
+	// Int8 distances' order: a re-ranking that stopped at the first candidate ruled out
+	// would miss one behind it.
+	sets := [][2][][]float32{
+		{clusteredLatent(7, n, 64, 20, 12, 0.3), clusteredLatent(8, nq, 64, 20, 12, 0.3)},
+		{clustered(3, n, 48, 20), clustered(4, nq, 48, 20)},
+	}
 	for _, m := range []Metric{L2, InnerProduct, Cosine} {
-		x := build(t, int8Config(64, m, true), data)
-		s := x.getSearcher()
-		pruned := 0
-		for _, q := range queries {
-			pq, err := x.Prepare(q)
-			if err != nil {
-				t.Fatal(err)
-			}
-			x.prepare(&s.pq, x.qp.Load(), pq)
-			var all []pair
-			for id := range x.nslots.Load() {
-				all = append(all, pair{x.qdist(s, &s.pq, id), id})
-			}
-			sortPairs(all)
-			for _, k := range []int{1, 5, 10} {
-				for _, ef := range []int{10, 16, 64} {
-					s.out = append(s.out[:0], all[:ef]...)
-					if err := x.rerankExact(s, pq, 0); err != nil {
-						t.Fatal(err)
+		for _, set := range sets {
+			data, queries := set[0], set[1]
+			x := build(t, int8Config(len(data[0]), m, true), data)
+			s := x.getSearcher()
+			pruned := 0
+			for _, q := range queries {
+				pq, err := x.Prepare(q)
+				if err != nil {
+					t.Fatal(err)
+				}
+				x.prepare(&s.pq, x.qp.Load(), pq)
+				var all []pair
+				for id := range x.nslots.Load() {
+					all = append(all, pair{x.qdist(s, &s.pq, id), id})
+				}
+				sortPairs(all)
+				for _, k := range []int{1, 5, 10} {
+					for _, ef := range []int{10, 16, 64} {
+						s.out = append(s.out[:0], all[:ef]...)
+						if err := x.rerankExact(s, pq, 0); err != nil {
+							t.Fatal(err)
+						}
+						want := slices.Clone(s.out[:k])
+						s.out = append(s.out[:0], all[:ef]...)
+						if err := x.rerankExact(s, pq, k); err != nil {
+							t.Fatal(err)
+						}
+						if len(s.out) < k || !slices.Equal(s.out[:k], want) {
+							t.Fatalf("%v k=%d ef=%d: pruned %v, all %v", m, k, ef, s.out, want)
+						}
+						pruned += ef - len(s.out)
 					}
-					want := slices.Clone(s.out[:k])
-					s.out = append(s.out[:0], all[:ef]...)
-					if err := x.rerankExact(s, pq, k); err != nil {
-						t.Fatal(err)
-					}
-					if len(s.out) < k || !slices.Equal(s.out[:k], want) {
-						t.Fatalf("%v k=%d ef=%d: pruned %v, all %v", m, k, ef, s.out, want)
-					}
-					pruned += ef - len(s.out)
 				}
 			}
-		}
-		x.putSearcher(s)
-		x.Close()
-		if pruned == 0 {
-			t.Fatalf("%v: the floor never stopped a re-ranking", m)
+			x.putSearcher(s)
+			x.Close()
+			if pruned == 0 {
+				t.Fatalf("%v: the floor never stopped a re-ranking", m)
+			}
 		}
 	}
 }
