@@ -56,3 +56,12 @@ func dotU8I16AVX512(c []byte, u []int16) int64
 //
 //go:noescape
 func dotU8I8VNNI(c []byte, q []int8) int64
+
+// The preparation of an Int8 query in quant_amd64.s (AVX-512F): see scaleMax and
+// quantize.
+
+//go:noescape
+func scaleMaxAVX512(v, s []float32) float32
+
+//go:noescape
+func quantizeAVX512(v, s []float32, inv float32, u []int16)

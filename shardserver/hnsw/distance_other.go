@@ -27,3 +27,6 @@ func dotU8I16AVX2(c []byte, u []int16) int64   { return dotU8I16Scalar(c, u) }
 func dotU8I16AVX512(c []byte, u []int16) int64 { return dotU8I16Scalar(c, u) }
 
 func dotU8I8VNNI(c []byte, q []int8) int64 { panic("unreachable: no VNNI kernel here") }
+
+func scaleMaxAVX512(v, s []float32) float32                 { return scaleMaxScalar(v, s) }
+func quantizeAVX512(v, s []float32, inv float32, u []int16) { quantizeScalar(v, s, inv, u) }

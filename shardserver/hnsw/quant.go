@@ -192,8 +192,7 @@ type qquery struct {
 
 // prepare fills qq for the float vector v. qo and qq shift every distance of the
 // query alike, so they come from the float kernels (their rounding differs from a
-// plain loop's, not the ranking); the per-dimension loops have no data-dependent
-// branch, as the signs of a query's values do not follow a pattern.
+// plain loop's, not the ranking).
 func (x *Index) prepare(qq *qquery, p *quantParams, v []float32) {
 	if cap(qq.u) < x.codeLen {
 		qq.u = make([]int16, x.codeLen)
@@ -201,12 +200,7 @@ func (x *Index) prepare(qq *qquery, p *quantParams, v []float32) {
 	u := qq.u[:x.codeLen]
 	qq.u = u
 	scale := p.scale[:len(v)]
-	var mx float32
-	for d, f := range v {
-		if t := absf(f * scale[d]); t > mx {
-			mx = t
-		}
-	}
+	mx := scaleMax(v, scale)
 	qq.alpha, qq.qo, qq.qq = 1, dot(v, p.off), dot(v, v)
 	if mx == 0 {
 		clear(u)
@@ -214,15 +208,49 @@ func (x *Index) prepare(qq *qquery, p *quantParams, v []float32) {
 		return
 	}
 	qq.alpha = mx / uMax
-	inv := uMax / mx
-	for d, f := range v {
-		r := f * scale[d] * inv // |r| <= uMax: rounded half away from zero
-		u[d] = int16(r + math.Float32frombits(math.Float32bits(r)&(1<<31)|math.Float32bits(0.5)))
-	}
+	quantize(v, scale, uMax/mx, u)
 	qq.split()
 }
 
+// scaleMax returns the largest |v[i]*s[i]|.
+func scaleMax(v, s []float32) float32 {
+	if useAVX512 {
+		return scaleMaxAVX512(v, s)
+	}
+	return scaleMaxScalar(v, s)
+}
+
+func scaleMaxScalar(v, s []float32) float32 {
+	s = s[:len(v)]
+	var mx float32
+	for i, f := range v {
+		if t := absf(f * s[i]); t > mx {
+			mx = t
+		}
+	}
+	return mx
+}
+
+// quantize sets u[i] to r = v[i]*s[i]*inv rounded half away from zero, for |r| <=
+// uMax; len(u) >= len(v). Without branches: the signs of a query's values follow no
+// pattern.
+func quantize(v, s []float32, inv float32, u []int16) {
+	if useAVX512 {
+		quantizeAVX512(v, s, inv, u)
+		return
+	}
+	quantizeScalar(v, s, inv, u)
+}
+
 func absf(f float32) float32 { return math.Float32frombits(math.Float32bits(f) &^ (1 << 31)) }
+
+func quantizeScalar(v, s []float32, inv float32, u []int16) {
+	s, u = s[:len(v)], u[:len(v)]
+	for i, f := range v {
+		r := float32(float32(f*s[i]) * inv) // rounded at each step, as the SIMD kernel
+		u[i] = int16(r + math.Float32frombits(math.Float32bits(r)&(1<<31)|math.Float32bits(0.5)))
+	}
+}
 
 // split fills qq.b from qq.u where the VNNI kernel runs.
 func (qq *qquery) split() {

@@ -208,3 +208,105 @@ vnni_reduce:
 	VZEROUPPER
 	MOVQ          AX, ret+48(FP)
 	RET
+
+// The preparation of a query (see Index.prepare), 16 dimensions at a time, the last
+// ones under a mask; equal to the portable loops: a maximum is exact, and each float32
+// operation rounds as the Go one does.
+
+// func scaleMaxAVX512(v, s []float32) float32: the largest |v[i]*s[i]|.
+TEXT ·scaleMaxAVX512(SB), NOSPLIT, $0-52
+	MOVQ         v_base+0(FP), SI
+	MOVQ         v_len+8(FP), CX
+	MOVQ         s_base+24(FP), DI
+	VPXORD       Z0, Z0, Z0
+	MOVL         $0x7fffffff, AX
+	VPBROADCASTD AX, Z7
+
+smax_16:
+	CMPQ    CX, $16
+	JL      smax_tail
+	VMOVUPS (SI), Z1
+	VMULPS  (DI), Z1, Z1
+	VPANDD  Z7, Z1, Z1
+	VMAXPS  Z1, Z0, Z0
+	ADDQ    $64, SI
+	ADDQ    $64, DI
+	SUBQ    $16, CX
+	JMP     smax_16
+
+smax_tail:
+	TESTQ   CX, CX
+	JZ      smax_reduce
+	MOVL    $1, AX
+	SHLL    CX, AX
+	DECL    AX
+	KMOVW   AX, K1
+	VMOVUPS.Z (SI), K1, Z1
+	VMOVUPS.Z (DI), K1, Z2
+	VMULPS  Z2, Z1, Z1
+	VPANDD  Z7, Z1, Z1
+	VMAXPS  Z1, Z0, Z0
+
+smax_reduce:
+	VEXTRACTF64X4 $1, Z0, Y1
+	VMAXPS        Y1, Y0, Y0
+	VEXTRACTF128  $1, Y0, X1
+	VMAXPS        X1, X0, X0
+	VPERMILPS     $0x4e, X0, X1
+	VMAXPS        X1, X0, X0
+	VPERMILPS     $0xb1, X0, X1
+	VMAXPS        X1, X0, X0
+	VZEROUPPER
+	MOVSS         X0, ret+48(FP)
+	RET
+
+// func quantizeAVX512(v, s []float32, inv float32, u []int16): u[i] = the int16 of
+// r + copysign(0.5, r), truncated, with r = v[i]*s[i]*inv; len(u) >= len(v).
+TEXT ·quantizeAVX512(SB), NOSPLIT, $0-80
+	MOVQ         v_base+0(FP), SI
+	MOVQ         v_len+8(FP), CX
+	MOVQ         s_base+24(FP), DI
+	VBROADCASTSS inv+48(FP), Z6
+	MOVQ         u_base+56(FP), DX
+	MOVL         $0x80000000, AX
+	VPBROADCASTD AX, Z7
+	MOVL         $0x3f000000, AX
+	VPBROADCASTD AX, Z8
+
+quant_16:
+	CMPQ       CX, $16
+	JL         quant_tail
+	VMOVUPS    (SI), Z1
+	VMULPS     (DI), Z1, Z1
+	VMULPS     Z6, Z1, Z1
+	VPANDD     Z7, Z1, Z2
+	VPORD      Z8, Z2, Z2
+	VADDPS     Z2, Z1, Z1
+	VCVTTPS2DQ Z1, Z1
+	VPMOVDW    Z1, (DX)
+	ADDQ       $64, SI
+	ADDQ       $64, DI
+	ADDQ       $32, DX
+	SUBQ       $16, CX
+	JMP        quant_16
+
+quant_tail:
+	TESTQ      CX, CX
+	JZ         quant_done
+	MOVL       $1, AX
+	SHLL       CX, AX
+	DECL       AX
+	KMOVW      AX, K1
+	VMOVUPS.Z  (SI), K1, Z1
+	VMOVUPS.Z  (DI), K1, Z2
+	VMULPS     Z2, Z1, Z1
+	VMULPS     Z6, Z1, Z1
+	VPANDD     Z7, Z1, Z2
+	VPORD      Z8, Z2, Z2
+	VADDPS     Z2, Z1, Z1
+	VCVTTPS2DQ Z1, Z1
+	VPMOVDW    Z1, K1, (DX)
+
+quant_done:
+	VZEROUPPER
+	RET

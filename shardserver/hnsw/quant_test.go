@@ -86,6 +86,47 @@ func TestDotU8I16Kernels(t *testing.T) {
 	}
 }
 
+// TestPrepareKernels: the AVX-512 preparation of a query (the largest scaled value,
+// then the rounding to int16) equals the portable loops exactly, at every length (the
+// tail under a mask, nothing written past it), on both signs and on exact halves.
+func TestPrepareKernels(t *testing.T) {
+	if !useAVX512 {
+		t.Skip("no AVX-512 on this CPU: only the portable preparation runs")
+	}
+	rng := rand.New(rand.NewPCG(5, 6))
+	lengths := []int{784, MaxDim}
+	for n := 1; n <= 70; n++ {
+		lengths = append(lengths, n)
+	}
+	for _, n := range lengths {
+		v, sc := make([]float32, n), make([]float32, n)
+		for i := range v {
+			v[i] = float32(rng.NormFloat64() * 100)
+			sc[i] = float32(rng.Float64())
+		}
+		if got, want := scaleMaxAVX512(v, sc), scaleMaxScalar(v, sc); got != want {
+			t.Fatalf("n=%d: scaleMax %v, want %v", n, got, want)
+		}
+		inv := uMax / scaleMaxScalar(v, sc)
+		got, want := make([]int16, n+17), make([]int16, n+17)
+		for i := n; i < len(got); i++ {
+			got[i], want[i] = 7, 7 // past v: left alone
+		}
+		quantizeAVX512(v, sc, inv, got)
+		quantizeScalar(v, sc, inv, want)
+		if !slices.Equal(got, want) {
+			t.Fatalf("n=%d: quantize %v, want %v", n, got, want)
+		}
+	}
+	v := []float32{2.5, -2.5, 0.5, -0.5, 0, 8190.5, -8190.5, 1.4999999}
+	one := []float32{1, 1, 1, 1, 1, 1, 1, 1}
+	got := make([]int16, len(v))
+	quantizeAVX512(v, one, 1, got)
+	if want := []int16{3, -3, 1, -1, 0, 8191, -8191, 1}; !slices.Equal(got, want) {
+		t.Fatalf("halves: %v, want %v", got, want)
+	}
+}
+
 // TestSplitQuery checks the byte form of a prepared query: u = 128*h + l for every
 // value the preparation can produce, with the padding zero.
 func TestSplitQuery(t *testing.T) {
