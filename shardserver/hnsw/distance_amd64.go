@@ -65,3 +65,6 @@ func scaleMaxAVX512(v, s []float32) float32
 
 //go:noescape
 func quantizeAVX512(v, s []float32, inv float32, u []int16)
+
+//go:noescape
+func splitAVX512(u []int16, b []int8)

@@ -30,3 +30,5 @@ func dotU8I8VNNI(c []byte, q []int8) int64 { panic("unreachable: no VNNI kernel 
 
 func scaleMaxAVX512(v, s []float32) float32                 { return scaleMaxScalar(v, s) }
 func quantizeAVX512(v, s []float32, inv float32, u []int16) { quantizeScalar(v, s, inv, u) }
+
+func splitAVX512(u []int16, b []int8) { panic("unreachable: no AVX-512 here") }

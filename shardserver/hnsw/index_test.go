@@ -67,6 +67,31 @@ func TestConfigAndErrors(t *testing.T) {
 	}
 }
 
+// TestCheckVectorWide: the finite check finds a bad element anywhere in a vector wider
+// than a SIMD register, and does not take a sum of squares that overflows for one.
+func TestCheckVectorWide(t *testing.T) {
+	x, err := New(Config{Dim: 40})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, bad := range []float32{float32(math.NaN()), float32(math.Inf(1)), float32(math.Inf(-1))} {
+		for _, at := range []int{0, 17, 37, 39} {
+			v := make([]float32, 40)
+			v[at] = bad
+			if _, err := x.checkVector(v, nil); !errors.Is(err, ErrInvalidVector) {
+				t.Errorf("%v at %d: err = %v, want ErrInvalidVector", bad, at, err)
+			}
+		}
+	}
+	huge := make([]float32, 40)
+	for i := range huge {
+		huge[i] = 1e30 // finite, its square is not
+	}
+	if _, err := x.checkVector(huge, nil); err != nil {
+		t.Errorf("finite elements whose squares overflow: err = %v", err)
+	}
+}
+
 func TestParseMetric(t *testing.T) {
 	for _, tc := range []struct {
 		in   string

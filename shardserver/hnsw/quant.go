@@ -268,6 +268,10 @@ func splitQuery(u []int16, b []int8) []int8 {
 		b = make([]int8, 2*n)
 	}
 	b = b[:2*n]
+	if useVNNI && len(u)%32 == 0 {
+		splitAVX512(u, b)
+		return b
+	}
 	h, l := b[:len(u):len(u)], b[n:n+len(u):n+len(u)]
 	for i, v := range u {
 		h[i] = int8(v >> 7)

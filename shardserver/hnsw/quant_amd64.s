@@ -310,3 +310,33 @@ quant_tail:
 quant_done:
 	VZEROUPPER
 	RET
+
+// func splitAVX512(u []int16, b []int8): splitQuery's loop, 32 values at a time;
+// len(u) a multiple of 32, the l half at len(b)/2.
+TEXT ·splitAVX512(SB), NOSPLIT, $0-48
+	MOVQ         u_base+0(FP), SI
+	MOVQ         u_len+8(FP), CX
+	MOVQ         b_base+24(FP), DI
+	MOVQ         b_len+32(FP), R8
+	SHRQ         $1, R8
+	LEAQ         (DI)(R8*1), R9
+	MOVL         $127, AX
+	VPBROADCASTW AX, Z7
+
+split_32:
+	CMPQ     CX, $32
+	JL       split_done
+	VMOVDQU64 (SI), Z1
+	VPSRAW   $7, Z1, Z2
+	VPANDD   Z7, Z1, Z3
+	VPMOVWB  Z2, (DI)
+	VPMOVWB  Z3, (R9)
+	ADDQ     $64, SI
+	ADDQ     $32, DI
+	ADDQ     $32, R9
+	SUBQ     $32, CX
+	JMP      split_32
+
+split_done:
+	VZEROUPPER
+	RET

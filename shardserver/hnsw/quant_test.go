@@ -128,26 +128,30 @@ func TestPrepareKernels(t *testing.T) {
 }
 
 // TestSplitQuery checks the byte form of a prepared query: u = 128*h + l for every
-// value the preparation can produce, with the padding zero.
+// value the preparation can produce, with the padding zero; at a length the AVX-512
+// loop takes (a multiple of 32) and at one only the portable loop does.
 func TestSplitQuery(t *testing.T) {
-	u := make([]int16, 0, 2*uMax+1)
-	for v := -uMax; v <= uMax; v++ {
-		u = append(u, int16(v))
-	}
-	b := splitQuery(u, []int8{1, 2, 3})
-	n := len(b) / 2
-	if n%64 != 0 || n < len(u) {
-		t.Fatalf("split of %d values: halves of %d bytes", len(u), n)
-	}
-	for i, v := range u {
-		h, l := b[i], b[n+i]
-		if h < -64 || h > 63 || l < 0 || 128*int(h)+int(l) != int(v) {
-			t.Fatalf("u=%d: h=%d l=%d", v, h, l)
+	for _, extra := range []int{1, 0} { // 2*uMax+2 values: a multiple of 32
+		u := make([]int16, 0, 2*uMax+2)
+		for v := -uMax; v <= uMax; v++ {
+			u = append(u, int16(v))
 		}
-	}
-	for i := len(u); i < n; i++ {
-		if b[i] != 0 || b[n+i] != 0 {
-			t.Fatalf("padding byte %d: h=%d l=%d, want 0", i, b[i], b[n+i])
+		u = append(u, make([]int16, extra)...)
+		b := splitQuery(u, []int8{1, 2, 3})
+		n := len(b) / 2
+		if n%64 != 0 || n < len(u) {
+			t.Fatalf("split of %d values: halves of %d bytes", len(u), n)
+		}
+		for i, v := range u {
+			h, l := b[i], b[n+i]
+			if h < -64 || h > 63 || l < 0 || 128*int(h)+int(l) != int(v) {
+				t.Fatalf("%d values, u=%d: h=%d l=%d", len(u), v, h, l)
+			}
+		}
+		for i := len(u); i < n; i++ {
+			if b[i] != 0 || b[n+i] != 0 {
+				t.Fatalf("%d values, padding byte %d: h=%d l=%d, want 0", len(u), i, b[i], b[n+i])
+			}
 		}
 	}
 }
