@@ -24,8 +24,8 @@
 // of float32s, with a per-dimension offset and scale learned from the data (relearned
 // at 32, 128, 512, 2048 and 8192 vectors if the data drifted, and at every snapshot
 // after that: an index loaded from the snapshot uses the new ones). The graph is built
-// and walked on the codes with integer SIMD kernels (AVX2, and AVX-512BW where CPUID
-// has it; a portable kernel elsewhere, all exactly equal). A query stays float32: its
+// and walked on the codes with integer SIMD kernels (AVX2, AVX-512BW, and AVX-512 VNNI
+// where CPUID has them; a portable kernel elsewhere, all exactly equal). A query stays float32: its
 // distance to a node is an integer dot product of the codes with the query scaled to
 // int16 plus per-node sums, so only the stored side is rounded to 8 bits. The float32
 // vectors are kept in an unlinked file (Config.VectorDir; mapped on Linux, pread

@@ -52,8 +52,9 @@ func ParseQuantization(s string) (Quantization, error) {
 //	dot(q, x) = sum q[d]*(offset[d] + scale[d]*c[d]) ~ qo + alpha * sum u[d]*c[d]
 //
 // with qo = sum q[d]*offset[d]. The sum of u[d]*c[d] is integer arithmetic on the
-// codes (VPMADDWD on AVX2: 16 dimensions per instruction), exact and the same on every
-// kernel. InnerProduct and Cosine are 1 - dot; L2 is |q|^2 + |x|^2 - 2 dot, with |x|^2
+// codes (VPMADDWD on AVX2: 16 dimensions per instruction; with VNNI, VPDPBUSD on u
+// split into two bytes, see splitQuery: 64 dimensions per instruction and byte), exact
+// and the same on every kernel. InnerProduct and Cosine are 1 - dot; L2 is |q|^2 + |x|^2 - 2 dot, with |x|^2
 // of the decoded vector kept beside the codes. Only the query side is rounded finely
 // (1 part in 8191); the stored side carries the 8-bit code error.
 //
