@@ -493,6 +493,11 @@ func (x *Index) rerankExact(s *searcher, q []float32, k int) error {
 		f = x.floorOf(s)
 		s.kth = s.kth[:0]
 	}
+	// The first line of the candidates likely measured, so that their page walks
+	// overlap, then each vector in full while the one before it is measured.
+	for _, p := range s.out[:min(len(s.out), max(2*k, 16))] {
+		x.vf.prefetchFirst(p.id)
+	}
 	if len(s.out) > 0 {
 		x.vf.prefetch(s.out[0].id)
 	}

@@ -62,13 +62,19 @@ func (vf *vecFile) vector(id uint32, _ []float32) ([]float32, error) {
 
 // prefetch asks the CPU to fetch slot id's vector into its caches, ahead of a
 // vector call that reads it; a slot not mapped yet is left alone.
-func (vf *vecFile) prefetch(id uint32) {
+func (vf *vecFile) prefetch(id uint32) { vf.prefetchLines(id, (vf.dim*4+63)/64) }
+
+// prefetchFirst fetches the first line of slot id's vector: the page walk of its
+// address, which the CPU can do for several vectors at once, and the start of it.
+func (vf *vecFile) prefetchFirst(id uint32) { vf.prefetchLines(id, 1) }
+
+func (vf *vecFile) prefetchLines(id uint32, n int) {
 	t := vf.segs.tbl.Load()
 	if t == nil || int(id>>chunkBits) >= len(*t) {
 		return
 	}
 	b := int(id&chunkMask) * vf.dim
-	prefetchLines(&(*t)[id>>chunkBits][b], (vf.dim*4+63)/64)
+	prefetchLines(&(*t)[id>>chunkBits][b], n)
 }
 
 func (vf *vecFile) write(id uint32, v []float32) error {

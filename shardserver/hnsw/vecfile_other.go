@@ -28,7 +28,8 @@ func (vf *vecFile) vector(id uint32, buf []float32) ([]float32, error) {
 }
 
 // prefetch does nothing: vector copies the vector from the file.
-func (vf *vecFile) prefetch(uint32) {}
+func (vf *vecFile) prefetch(uint32)      {}
+func (vf *vecFile) prefetchFirst(uint32) {}
 
 func (vf *vecFile) write(id uint32, v []float32) error {
 	b := floatBytes(v)
