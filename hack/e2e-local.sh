@@ -13,7 +13,10 @@ case $slot in [0-7]) ;; *) echo "E2E_SLOT must be 0-7, got $slot" >&2; exit 2 ;;
 state=$root/.local/e2e
 [ "$slot" = 0 ] || state=$root/.local/e2e-$slot
 flags=(--state-dir "$state")
-up_flags=(--etcd-port $((33790 + 100 * slot)) --apiserver-port $((26443 + 100 * slot))
+# Every port sits below 32768, outside Linux's ephemeral range (ip_local_port_range
+# 32768-60999): a port there can be held by any outgoing connection as its local end at
+# the moment the cluster binds it (a CI run failed so: "port 33790 is taken").
+up_flags=(--etcd-port $((24790 + 100 * slot)) --apiserver-port $((26443 + 100 * slot))
 	--controller-manager-port $((20357 + 100 * slot)) --scheduler-port $((20359 + 100 * slot))
 	--pod-cidr "127.0.$((32 + 16 * slot)).0/20" --node-name e2e)
 

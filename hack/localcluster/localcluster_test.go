@@ -410,11 +410,14 @@ func runLC(t *testing.T, lc string, args ...string) string {
 }
 
 // freePortBase finds P such that P, P+1, P+2, P+3 (apiserver, controller manager,
-// scheduler) and P+10, P+20 (etcd peer, metrics) are all free on 127.0.0.1.
+// scheduler) and P+10, P+20 (etcd peer, metrics) are all free on 127.0.0.1. P is below
+// Linux's ephemeral range (32768-60999), where an outgoing connection could take one of
+// them between this check and the cluster's bind, and above the fixed ports of `make
+// run` and of the e2e slots (hack/e2e-local.sh).
 func freePortBase(t *testing.T, rng *rand.Rand) int {
 	t.Helper()
 	for range 50 {
-		base := 30000 + rng.IntN(20000)
+		base := 28000 + rng.IntN(4700)
 		ok := true
 		for _, p := range []int{base, base + 1, base + 2, base + 3, base + 10, base + 20} {
 			l, err := net.Listen("tcp", net.JoinHostPort("127.0.0.1", strconv.Itoa(p)))
