@@ -40,6 +40,7 @@ type importOptions struct {
 	retries      int
 	timeout      time.Duration
 	progressTick time.Duration
+	saveEvery    time.Duration // how often the checkpoint is saved after the first ack; 0 means every second
 	noProgress   bool
 	output       string
 	vecOpts      vecfile.Options
@@ -581,6 +582,8 @@ func (imp *importer) run(ctx context.Context, index string, errOut io.Writer) im
 		}
 		return err
 	})
+	firstAck := make(chan struct{})
+	var firstOnce sync.Once
 	for range o.concurrency {
 		eg.Go(func() error {
 			for b := range batches {
@@ -588,26 +591,36 @@ func (imp *importer) run(ctx context.Context, index string, errOut io.Writer) im
 					return err
 				}
 				imp.cp.ack(b.file, b.number)
+				firstOnce.Do(func() { close(firstAck) })
 				imp.sent.Add(int64(len(b.vectors)))
 				prog.add(int64(len(b.vectors)))
 			}
 			return nil
 		})
 	}
-	// The checkpoint is saved every second while batches are acknowledged.
+	// The checkpoint is saved at the first acknowledged batch, then every second while
+	// batches are acknowledged: an import killed (not interrupted) in its first second
+	// can be resumed too.
 	saveDone := make(chan struct{})
 	go func() {
 		defer close(saveDone)
-		t := time.NewTicker(time.Second)
+		every := o.saveEvery
+		if every <= 0 {
+			every = time.Second
+		}
+		t := time.NewTicker(every)
 		defer t.Stop()
+		first := firstAck
 		for {
 			select {
 			case <-gctx.Done():
 				return
+			case <-first:
+				first = nil
 			case <-t.C:
-				if err := imp.cp.saveIfDirty(); err != nil {
-					imp.log(0, "%v", err)
-				}
+			}
+			if err := imp.cp.saveIfDirty(); err != nil {
+				imp.log(0, "%v", err)
 			}
 		}
 	}()

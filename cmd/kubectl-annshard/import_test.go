@@ -14,6 +14,7 @@ import (
 	"sync"
 	"sync/atomic"
 	"testing"
+	"time"
 
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
@@ -32,6 +33,8 @@ type fakeRouter struct {
 	requests  atomic.Int64
 	failAfter int64
 	token     string
+	// hold, when set, keeps every upsert after the first waiting until it is closed.
+	hold chan struct{}
 }
 
 func newFakeRouter(t *testing.T) (*fakeRouter, *routerPool) {
@@ -52,7 +55,11 @@ func (f *fakeRouter) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		_ = json.NewEncoder(w).Encode(client.ErrorBody{Error: client.APIError{Code: client.CodeUnauthorized, Message: "no"}})
 		return
 	}
-	if n := f.requests.Add(1); f.failAfter > 0 && n > f.failAfter {
+	n := f.requests.Add(1)
+	if f.hold != nil && n > 1 {
+		<-f.hold
+	}
+	if f.failAfter > 0 && n > f.failAfter {
 		w.WriteHeader(http.StatusServiceUnavailable)
 		_ = json.NewEncoder(w).Encode(client.ErrorBody{Error: client.APIError{Code: client.CodeUnavailable, Message: "down"}})
 		return
@@ -297,6 +304,43 @@ func TestImportResumeSendsOnlyUnacknowledgedBatches(t *testing.T) {
 	}
 	if !strings.Contains(out, "Imported 130 vectors") || !strings.Contains(out, "Skipped 7 batches") {
 		t.Fatalf("summary:\n%s", out)
+	}
+}
+
+// TestImportSavesTheCheckpointAtTheFirstAck: the first acknowledged batch (batch 0) is in the
+// checkpoint at once, not only at the periodic save, so an import killed early (or a
+// small import interrupted quickly) can resume.
+func TestImportSavesTheCheckpointAtTheFirstAck(t *testing.T) {
+	dir := t.TempDir()
+	f := fvecsFile(t, dir, "a.fvecs", seqVecs(50, 3, 0))
+	router, pool := newFakeRouter(t)
+	router.hold = make(chan struct{})
+	o := testImportOptions(dir)
+	o.concurrency = 1
+	o.saveEvery = time.Hour // only the first-ack save can write it while the router holds
+	done := make(chan error, 1)
+	go func() {
+		_, err := doImport(t, o, pool, testIndex(3, annv1alpha1.MetricL2), f)
+		done <- err
+	}()
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		raw, _ := os.ReadFile(o.checkpoint)
+		if strings.Contains(string(raw), `"acked": "0"`) {
+			break
+		}
+		if time.Now().After(deadline) {
+			close(router.hold)
+			t.Fatalf("no checkpoint with the first batch while the second waits: %q", raw)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	close(router.hold)
+	if err := <-done; err != nil {
+		t.Fatal(err)
+	}
+	if _, err := os.Stat(o.checkpoint); !os.IsNotExist(err) {
+		t.Fatalf("checkpoint left after a complete import: %v", err)
 	}
 }
 
