@@ -15,9 +15,10 @@
 // load (open loop: requests leave on schedule whatever the latency, and latency counts
 // from the scheduled time, so a stall is not hidden) and the benchmark prints throughput
 // and p50/p99/p99.9, and slow%: the share of the replica searches (one per shard per
-// query) that went to a replica while it was slow. Runs are interleaved in -rounds shuffled rounds and every figure is
-// the median over rounds: on a shared machine a stall caused by other work lands in one
-// round of one cell and would otherwise decide that cell's tail.
+// query) that went to a replica while it was slow. Runs are interleaved in -rounds
+// shuffled rounds and every figure is the median over rounds: on a shared machine a
+// stall caused by other work lands in one round of one cell and would otherwise decide
+// that cell's tail.
 // It also compares closed-loop throughput with the router's micro-batching off and on,
 // and measures the router's own overhead: the same single-shard query sent straight to a
 // replica and through a router, alternately.
@@ -257,20 +258,18 @@ func run(ctx context.Context, o options) error {
 			}
 		}
 	}
-	if o.overheadN <= 0 {
-		if !o.json {
-			b.goals(results)
+	if o.overheadN > 0 {
+		oh, err := b.routerOverhead(ctx)
+		if err != nil {
+			return err
 		}
-		return nil
+		if o.json {
+			b.emit(map[string]any{"routerOverheadP99ms": round(oh.p99), "routerOverheadP50ms": round(oh.p50), "directP99ms": round(oh.directP99), "routedP99ms": round(oh.routedP99)})
+		} else {
+			fmt.Fprintf(b.out, "router overhead: p50 %.3fms, p99 %.3fms (direct p99 %.3fms, through router %.3fms)\n", oh.p50, oh.p99, oh.directP99, oh.routedP99)
+		}
 	}
-	oh, err := b.routerOverhead(ctx)
-	if err != nil {
-		return err
-	}
-	if o.json {
-		b.emit(map[string]any{"routerOverheadP99ms": round(oh.p99), "routerOverheadP50ms": round(oh.p50), "directP99ms": round(oh.directP99), "routedP99ms": round(oh.routedP99)})
-	} else {
-		fmt.Fprintf(b.out, "router overhead: p50 %.3fms, p99 %.3fms (direct p99 %.3fms, through router %.3fms)\n", oh.p50, oh.p99, oh.directP99, oh.routedP99)
+	if !o.json {
 		b.goals(results)
 	}
 	return nil
