@@ -515,14 +515,8 @@ func (c *LoadCollector) podSamples(index types.NamespacedName, now time.Time) ma
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	out := map[string]podLoadSample{}
-	for name, pl := range c.pods {
-		if pl.index != index || len(pl.samples) == 0 {
-			continue
-		}
+	for name, pl := range c.freshLocked(index, now) {
 		last := pl.samples[len(pl.samples)-1]
-		if now.Sub(last.at) > staleIntervals*c.interval() {
-			continue
-		}
 		ps := podLoadSample{QPS: finite(last.report.QPS10s), P99Millis: finite(last.report.LatencyP99Ms)}
 		for _, first := range pl.samples {
 			if last.at.Sub(first.at) > cpuRateSpan {

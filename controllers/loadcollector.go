@@ -18,6 +18,7 @@ package controllers
 
 import (
 	"context"
+	"iter"
 	"maps"
 	"math"
 	"net/http"
@@ -278,17 +279,25 @@ func (c *LoadCollector) ShardLoad(index types.NamespacedName) map[int32]ShardLoa
 
 func (c *LoadCollector) shardLoadLocked(index types.NamespacedName, now time.Time) map[int32]ShardLoad {
 	var latest []podLatest
-	for _, pl := range c.pods {
-		if pl.index != index || len(pl.samples) == 0 {
-			continue
-		}
-		s := pl.samples[len(pl.samples)-1]
-		if now.Sub(s.at) > staleIntervals*c.interval() {
-			continue
-		}
-		latest = append(latest, podLatest{shard: pl.shard, ordinal: pl.ordinal, report: s.report})
+	for _, pl := range c.freshLocked(index, now) {
+		latest = append(latest, podLatest{shard: pl.shard, ordinal: pl.ordinal, report: pl.samples[len(pl.samples)-1].report})
 	}
 	return aggregateLoad(latest)
+}
+
+// freshLocked yields the pods of index whose newest sample is fresh at now (not older
+// than staleIntervals scrapes), by name; their samples are not empty. Called with c.mu held.
+func (c *LoadCollector) freshLocked(index types.NamespacedName, now time.Time) iter.Seq2[types.NamespacedName, *podLoad] {
+	return func(yield func(types.NamespacedName, *podLoad) bool) {
+		for name, pl := range c.pods {
+			if pl.index != index || len(pl.samples) == 0 || now.Sub(pl.samples[len(pl.samples)-1].at) > staleIntervals*c.interval() {
+				continue
+			}
+			if !yield(name, pl) {
+				return
+			}
+		}
+	}
 }
 
 // podLatest is the newest fresh report of one pod.
