@@ -412,16 +412,12 @@ func (c *LoadCollector) ReplicaLag(index types.NamespacedName, k int32, now time
 	}
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	for _, pl := range c.pods {
-		if pl.index != index || pl.shard != k || pl.ordinal == 0 || len(pl.samples) == 0 {
-			continue
-		}
-		s := pl.samples[len(pl.samples)-1]
-		if now.Sub(s.at) > staleIntervals*c.interval() {
+	for _, pl := range c.freshLocked(index, now) {
+		if pl.shard != k || pl.ordinal == 0 {
 			continue
 		}
 		replicas++
-		lag = max(lag, s.report.ReplicationLagRecords)
+		lag = max(lag, pl.samples[len(pl.samples)-1].report.ReplicationLagRecords)
 	}
 	return lag, replicas
 }
