@@ -29,6 +29,7 @@ import (
 	annv1alpha1 "github.com/annshard/annshard/api/v1alpha1"
 	shardclient "github.com/annshard/annshard/shardserver/client"
 	"github.com/annshard/annshard/shardserver/kube"
+	"github.com/annshard/annshard/shardserver/slots"
 )
 
 // shardCallTimeout bounds one request of the executor to a shard primary.
@@ -84,4 +85,15 @@ func (r *AnnIndexReconciler) dialShardPrimary(ctx context.Context, idx *annv1alp
 	}
 	return shardclient.New(podURL(p),
 		shardclient.WithToken(token), shardclient.WithHTTPClient(hc)), nil
+}
+
+// ownsNoSlot says whether a shard's slot state shows it owns no slot. A state that does
+// not parse is not empty (err says why): the shard and its data are removed only on a
+// clear "nothing".
+func ownsNoSlot(st *shardclient.SlotsState) (bool, error) {
+	owned, err := slots.ParseSet(st.Owned)
+	if err != nil {
+		return false, err
+	}
+	return owned.IsEmpty(), nil
 }

@@ -454,3 +454,26 @@ func TestMigrationRecordsTheWritePause(t *testing.T) {
 		t.Fatalf("no event names the pause: %v", w.events)
 	}
 }
+
+// TestOwnsNoSlot: an emptied shard is removed, with its data, only when its slot state
+// clearly says it owns nothing; a state that does not parse keeps it.
+func TestOwnsNoSlot(t *testing.T) {
+	for _, tc := range []struct {
+		owned   string
+		empty   bool
+		wantErr bool
+	}{
+		{"", true, false},
+		{"  ", true, false},
+		{"0-4095", false, false},
+		{"7", false, false},
+		{"12-3", false, true},
+		{"x", false, true},
+		{"0-99999", false, true},
+	} {
+		empty, err := ownsNoSlot(&shardclient.SlotsState{Owned: tc.owned})
+		if empty != tc.empty || (err != nil) != tc.wantErr {
+			t.Errorf("ownsNoSlot(%q) = %v, %v; want %v, error %v", tc.owned, empty, err, tc.empty, tc.wantErr)
+		}
+	}
+}

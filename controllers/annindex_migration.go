@@ -285,8 +285,8 @@ func (r *AnnIndexReconciler) removeEmptiedShards(ctx context.Context, s *scope, 
 			if err != nil {
 				return ctrl.Result{RequeueAfter: removedShardPoll}, nil
 			}
-			if owned := mustSet(st.Owned); owned.Len() > 0 {
-				logger.Info("Shard past spec.shards still owns slots", "shard", k, "slots", st.Owned, "epoch", st.Epoch)
+			if empty, err := ownsNoSlot(st); !empty {
+				logger.Info("Shard past spec.shards still owns slots", "shard", k, "slots", st.Owned, "epoch", st.Epoch, "error", err)
 				return ctrl.Result{RequeueAfter: removedShardPoll}, nil
 			}
 		}
