@@ -335,7 +335,14 @@ func (e *migrationEnv) copyOrHandoff(ctx context.Context, m *annv1alpha1.Migrati
 			m.Message = "reading the source's slots: " + err.Error()
 			return copyPoll, nil
 		}
-		if frozen, _ := slots.ParseSet(state.Frozen); intersects(frozen, set) {
+		frozen, err := slots.ParseSet(state.Frozen)
+		if err != nil {
+			// Not knowing whether the source froze these slots, the move cannot tell a
+			// copy from a handoff to finish: it waits for a state it can read.
+			m.Message = "reading the source's frozen slots: " + err.Error()
+			return copyPoll, nil
+		}
+		if both := frozen.Intersect(set); !both.IsEmpty() {
 			m.Phase = annv1alpha1.MigrationHandoff
 			if m.FrozenAt == nil {
 				m.FrozenAt = ptrTime(e.now())
@@ -587,11 +594,6 @@ func (e *migrationEnv) afterHandoff(ctx context.Context, m *annv1alpha1.Migratio
 	m.Message = fmt.Sprintf("moved %d records%s; the source dropped %d", m.Copied, took, dropped.Dropped)
 	e.event(false, eventMigrationDone, fmt.Sprintf("%s: slots %s moved from shard %d to shard %d%s", m.ID, m.Slots, m.FromShard, m.ToShard, took))
 	return 0, nil
-}
-
-func intersects(a, b slots.Set) bool {
-	both := a.Minus(a.Minus(b))
-	return both.Len() > 0
 }
 
 func mustSet(text string) slots.Set {
