@@ -97,9 +97,9 @@ type Config struct {
 	Quantization Quantization
 	// Rerank, under Int8, re-ranks the ef candidates of every search by their exact
 	// float32 distances, read from the vector file: results and distances are then
-	// those of the float32 vectors, at the cost of one read per candidate. It stops at
-	// the first candidate (by Int8 distance) that a bound on the quantization error
-	// proves cannot be among the k nearest, so it reads about k of them on most data.
+	// those of the float32 vectors, at the cost of one read per candidate. It skips,
+	// unread, every candidate that a bound on the quantization error proves cannot be
+	// among the k nearest read so far, so it reads about k of them on most data.
 	Rerank bool
 	// VectorDir is where an Int8 index keeps its float32 vectors, in an unlinked
 	// temporary file; "" means os.TempDir().

@@ -622,8 +622,9 @@ func TestRerankFloor(t *testing.T) {
 	}
 }
 
-// TestRerankPruned: a re-ranking that stops at the floor gives the k first that one
-// of every candidate gives, keys and distances, for several k and candidate counts.
+// TestRerankPruned: a re-ranking that skips candidates by their floor gives the k
+// first that one of every candidate gives, keys and distances, for several k and
+// candidate counts.
 // The candidates are the nodes nearest by Int8 distance, as a walk collects them.
 func TestRerankPruned(t *testing.T) {
 	n, nq := 5000, 100
