@@ -1,6 +1,7 @@
 package main
 
 import (
+	"cmp"
 	"context"
 	"encoding/json"
 	"errors"
@@ -20,10 +21,12 @@ import (
 
 	"github.com/prometheus/common/expfmt"
 	"github.com/prometheus/common/model"
+	"golang.org/x/sync/errgroup"
 
 	"github.com/annshard/annshard/shardserver/client"
 	"github.com/annshard/annshard/shardserver/hnsw"
 	"github.com/annshard/annshard/shardserver/proctest"
+	"github.com/annshard/annshard/shardserver/slots"
 	"github.com/annshard/annshard/test/bench/internal/benchkit"
 )
 
@@ -88,18 +91,23 @@ func run(ctx context.Context, o options, log io.Writer) ([]record, error) {
 	if err != nil {
 		return nil, err
 	}
+	split, err := b.buildSplit()
+	if err != nil {
+		return nil, err
+	}
 	recs = append(recs,
 		record{Kind: kindUpsert, Path: pathRouter, VectorsPerSecond: acked, ReplicatedVectorsPerSecond: replicated},
 		record{Kind: kindUpsert, Path: pathInproc, VectorsPerSecond: buildRate},
 	)
 
-	rr, ir, err := b.recall(ctx, idx)
+	rr, ir, sr, err := b.recall(ctx, idx, split)
 	if err != nil {
 		return nil, err
 	}
-	recs = append(recs, record{Kind: kindRecall, Path: pathRouter, Recall: rr}, record{Kind: kindRecall, Path: pathInproc, Recall: ir})
+	recs = append(recs, record{Kind: kindRecall, Path: pathRouter, Recall: rr}, record{Kind: kindRecall, Path: pathInproc, Recall: ir},
+		record{Kind: kindRecall, Path: pathSplit, Recall: sr})
 
-	search, err := b.searchAll(ctx, idx)
+	search, err := b.searchAll(ctx, idx, split)
 	if err != nil {
 		return nil, err
 	}
@@ -268,26 +276,9 @@ func (b *bench) replicationState(ctx context.Context) (int, bool, error) {
 
 // buildInProcess builds one index of all the data with GOMAXPROCS goroutines.
 func (b *bench) buildInProcess() (*hnsw.Index, float64, error) {
-	idx, err := hnsw.New(hnsw.Config{Dim: b.o.dim, Metric: hnsw.L2, M: b.o.m, EfConstruction: b.o.efc, EfSearch: b.o.ef, Seed: 1, Capacity: len(b.data)})
-	if err != nil {
-		return nil, 0, err
-	}
-	var next atomic.Int64
-	var wg sync.WaitGroup
-	var failed atomic.Value
 	start := time.Now()
-	for range runtime.GOMAXPROCS(0) {
-		wg.Go(func() {
-			for i := int(next.Add(1)) - 1; i < len(b.data); i = int(next.Add(1)) - 1 {
-				if err := idx.Add(uint64(i), b.data[i]); err != nil {
-					failed.Store(err)
-					return
-				}
-			}
-		})
-	}
-	wg.Wait()
-	if err, _ := failed.Load().(error); err != nil {
+	idx, err := b.build(b.data, nil)
+	if err != nil {
 		return nil, 0, fmt.Errorf("in-process build: %w", err)
 	}
 	rate := float64(len(b.data)) / time.Since(start).Seconds()
@@ -295,29 +286,95 @@ func (b *bench) buildInProcess() (*hnsw.Index, float64, error) {
 	return idx, rate, nil
 }
 
-// recall is the mean recall@k through the router and in-process over the first
-// -recall-queries queries, against exact neighbours.
-func (b *bench) recall(ctx context.Context, idx *hnsw.Index) (router, inproc float64, err error) {
+// buildSplit builds numShards in-process indexes holding the vectors the router's slot
+// table (slots.Even, as the router has without a table source) gives each shard, keyed
+// by their number in the data.
+func (b *bench) buildSplit() ([]*hnsw.Index, error) {
+	table := slots.Even(numShards)
+	parts := make([][]int, numShards)
+	for i := range b.data {
+		k := table.ShardOfKey(slots.KeyOf(strconv.Itoa(i), ""))
+		parts[k] = append(parts[k], i)
+	}
+	out := make([]*hnsw.Index, numShards)
+	for k, keys := range parts {
+		var err error
+		if out[k], err = b.build(b.data, keys); err != nil {
+			return nil, fmt.Errorf("in-process build of part %d: %w", k, err)
+		}
+	}
+	b.logf("built %d in-process indexes split as the router splits the data: %d and %d vectors", numShards, len(parts[0]), len(parts[1]))
+	return out, nil
+}
+
+// build adds data[i] under key i for every i of keys (all of data when keys is nil) with
+// GOMAXPROCS goroutines.
+func (b *bench) build(data [][]float32, keys []int) (*hnsw.Index, error) {
+	n := len(data)
+	if keys != nil {
+		n = len(keys)
+	}
+	idx, err := hnsw.New(hnsw.Config{Dim: b.o.dim, Metric: hnsw.L2, M: b.o.m, EfConstruction: b.o.efc, EfSearch: b.o.ef, Seed: 1, Capacity: n})
+	if err != nil {
+		return nil, err
+	}
+	var next atomic.Int64
+	var g errgroup.Group
+	for range runtime.GOMAXPROCS(0) {
+		g.Go(func() error {
+			for j := int(next.Add(1)) - 1; j < n; j = int(next.Add(1)) - 1 {
+				i := j
+				if keys != nil {
+					i = keys[j]
+				}
+				if err := idx.Add(uint64(i), data[i]); err != nil {
+					return err
+				}
+			}
+			return nil
+		})
+	}
+	return idx, g.Wait()
+}
+
+// searchSplit searches every index of split for q and merges the top k into buf.
+func searchSplit(split []*hnsw.Index, buf, part []hnsw.Result, q []float32, o options) ([]hnsw.Result, []hnsw.Result, error) {
+	buf = buf[:0]
+	for _, idx := range split {
+		var err error
+		if part, err = idx.SearchInto(part[:0], q, o.k, hnsw.SearchOptions{Ef: o.ef}); err != nil {
+			return buf, part, err
+		}
+		buf = append(buf, part...)
+	}
+	slices.SortFunc(buf, func(a, b hnsw.Result) int { return cmp.Compare(a.Distance, b.Distance) })
+	return buf[:min(len(buf), o.k)], part, nil
+}
+
+// recall is the mean recall@k through the router, in-process and over the split
+// in-process indexes, over the first -recall-queries queries, against exact neighbours.
+func (b *bench) recall(ctx context.Context, idx *hnsw.Index, split []*hnsw.Index) (router, inproc, splitRecall float64, err error) {
 	nq := min(b.o.recallQueries, len(b.queries))
 	if nq == 0 {
-		return 0, 0, nil
+		return 0, 0, 0, nil
 	}
 	c := client.New(b.router.URL())
-	var hitR, hitI, total int
+	var hitR, hitI, hitS, total int
+	var buf, part []hnsw.Result
 	for _, q := range b.queries[:nq] {
 		truth := exact(b.data, q, b.o.k)
 		total += len(truth)
 		resp, err := c.Search(ctx, &client.SearchRequest{VectorB64: client.EncodeB64(q), K: b.o.k, Ef: b.o.ef})
 		if err != nil {
-			return 0, 0, fmt.Errorf("recall search through the router: %w", err)
+			return 0, 0, 0, fmt.Errorf("recall search through the router: %w", err)
 		}
 		if resp.Partial {
-			return 0, 0, fmt.Errorf("partial answer from the router: missing shards %v", resp.MissingShards)
+			return 0, 0, 0, fmt.Errorf("partial answer from the router: missing shards %v", resp.MissingShards)
 		}
 		for _, h := range resp.Results {
 			i, err := strconv.Atoi(h.ID)
 			if err != nil {
-				return 0, 0, fmt.Errorf("router answered an id %q that was never written", h.ID)
+				return 0, 0, 0, fmt.Errorf("router answered an id %q that was never written", h.ID)
 			}
 			if _, ok := truth[i]; ok {
 				hitR++
@@ -325,17 +382,28 @@ func (b *bench) recall(ctx context.Context, idx *hnsw.Index) (router, inproc flo
 		}
 		res, err := idx.Search(q, b.o.k, hnsw.SearchOptions{Ef: b.o.ef})
 		if err != nil {
-			return 0, 0, err
+			return 0, 0, 0, err
 		}
-		for _, h := range res {
-			if _, ok := truth[int(h.Key)]; ok {
-				hitI++
-			}
+		hitI += hits(truth, res)
+		if buf, part, err = searchSplit(split, buf, part, q, b.o); err != nil {
+			return 0, 0, 0, err
+		}
+		hitS += hits(truth, buf)
+	}
+	router, inproc, splitRecall = float64(hitR)/float64(total), float64(hitI)/float64(total), float64(hitS)/float64(total)
+	b.logf("recall@%d over %d queries: router %.4f, in-process %.4f, split in-process %.4f", b.o.k, nq, router, inproc, splitRecall)
+	return router, inproc, splitRecall, nil
+}
+
+// hits counts the results that are among the true neighbours.
+func hits(truth map[int]struct{}, res []hnsw.Result) int {
+	n := 0
+	for _, h := range res {
+		if _, ok := truth[int(h.Key)]; ok {
+			n++
 		}
 	}
-	router, inproc = float64(hitR)/float64(total), float64(hitI)/float64(total)
-	b.logf("recall@%d over %d queries: router %.4f, in-process %.4f", b.o.k, nq, router, inproc)
-	return router, inproc, nil
+	return n
 }
 
 // exact returns the indexes of the k nearest vectors to q by L2.
@@ -386,13 +454,13 @@ type tally struct {
 
 func (t *tally) qps() float64 { return float64(len(t.lats)) / t.elapsed.Seconds() }
 
-// searchAll measures the three paths at each concurrency, taking turns in short slices.
-func (b *bench) searchAll(ctx context.Context, idx *hnsw.Index) ([]record, error) {
+// searchAll measures the four paths at each concurrency, taking turns in short slices.
+func (b *bench) searchAll(ctx context.Context, idx *hnsw.Index, split []*hnsw.Index) ([]record, error) {
 	bodies := make([][]byte, len(b.queries))
 	for i, q := range b.queries {
 		bodies[i], _ = json.Marshal(client.SearchRequest{VectorB64: client.EncodeB64(q), K: b.o.k, Ef: b.o.ef})
 	}
-	paths := []string{pathRouter, pathShard, pathInproc}
+	paths := []string{pathRouter, pathShard, pathInproc, pathSplit}
 	slice := b.o.duration / time.Duration(b.o.rounds)
 	tallies := map[string]map[int]*tally{}
 	for _, p := range paths {
@@ -410,7 +478,7 @@ func (b *bench) searchAll(ctx context.Context, idx *hnsw.Index) ([]record, error
 				if round == 0 {
 					warm = b.o.warmup
 				}
-				if err := b.measure(ctx, p, c, bodies, idx, warm, slice, tallies[p][c]); err != nil {
+				if err := b.measure(ctx, p, c, bodies, idx, split, warm, slice, tallies[p][c]); err != nil {
 					return nil, fmt.Errorf("%s, %d clients: %w", p, c, err)
 				}
 			}
@@ -431,7 +499,7 @@ func (b *bench) searchAll(ctx context.Context, idx *hnsw.Index) ([]record, error
 				r.SearchesPerShardRequest = t.shardSearches / t.shardRequests
 			}
 		}
-		router, shard, inproc := recs[len(recs)-3], recs[len(recs)-2], recs[len(recs)-1]
+		router, shard, inproc, splitRec := recs[len(recs)-4], recs[len(recs)-3], recs[len(recs)-2], recs[len(recs)-1]
 		goal := ""
 		if c == slices.Max(b.o.concurrency) {
 			goal = ">= 0.5"
@@ -441,6 +509,11 @@ func (b *bench) searchAll(ctx context.Context, idx *hnsw.Index) ([]record, error
 			record{Kind: kindRatio, Of: pathRouter + "/" + pathInproc, Metric: "queriesPerCPUSecond", Concurrency: c, Ratio: router.QueriesPerCPUSecond / inproc.QueriesPerCPUSecond},
 			record{Kind: kindRatio, Of: pathRouter + "/" + pathShard, Metric: "qps", Concurrency: c, Ratio: router.QPS / shard.QPS},
 			record{Kind: kindRatio, Of: pathRouter + "/" + pathShard, Metric: "p50Ms", Concurrency: c, Ratio: router.P50Ms / shard.P50Ms},
+			// Sharding's own cost (split/inproc) and the protocol's (router/split): their
+			// product is router/inproc.
+			record{Kind: kindRatio, Of: pathSplit + "/" + pathInproc, Metric: "qps", Concurrency: c, Ratio: splitRec.QPS / inproc.QPS},
+			record{Kind: kindRatio, Of: pathRouter + "/" + pathSplit, Metric: "qps", Concurrency: c, Ratio: router.QPS / splitRec.QPS},
+			record{Kind: kindRatio, Of: pathRouter + "/" + pathSplit, Metric: "queriesPerCPUSecond", Concurrency: c, Ratio: router.QueriesPerCPUSecond / splitRec.QueriesPerCPUSecond},
 		)
 	}
 	return append(recs, ratios...), nil
@@ -448,10 +521,10 @@ func (b *bench) searchAll(ctx context.Context, idx *hnsw.Index) ([]record, error
 
 // measure runs one slice of path p with c clients (after an unmeasured warm-up) and adds
 // it, with the CPU time of whoever served it, to t.
-func (b *bench) measure(ctx context.Context, p string, c int, bodies [][]byte, idx *hnsw.Index, warm, d time.Duration, t *tally) error {
+func (b *bench) measure(ctx context.Context, p string, c int, bodies [][]byte, idx *hnsw.Index, split []*hnsw.Index, warm, d time.Duration, t *tally) error {
 	var f func(d time.Duration) ([]time.Duration, error)
 	var cpu func() (float64, error)
-	var split func() (router, shards float64, err error)
+	var cpuSplit func() (router, shards float64, err error)
 	switch p {
 	case pathRouter, pathShard:
 		url := b.router.URL()
@@ -461,7 +534,7 @@ func (b *bench) measure(ctx context.Context, p string, c int, bodies [][]byte, i
 		f = func(d time.Duration) ([]time.Duration, error) {
 			return benchkit.SearchHTTP(ctx, url+"/v1/search", bodies, c, d)
 		}
-		split = func() (float64, float64, error) {
+		cpuSplit = func() (float64, float64, error) {
 			r, err := processesCPU(b.servers()[:1])
 			if err != nil {
 				return 0, 0, err
@@ -469,9 +542,14 @@ func (b *bench) measure(ctx context.Context, p string, c int, bodies [][]byte, i
 			s, err := processesCPU(b.servers()[1:])
 			return r, s, err
 		}
-		cpu = func() (float64, error) { r, s, err := split(); return r + s, err }
+		cpu = func() (float64, error) { r, s, err := cpuSplit(); return r + s, err }
 	case pathInproc:
 		f = func(d time.Duration) ([]time.Duration, error) { return searchInProcess(idx, b.queries, b.o, c, d) }
+		cpu = func() (float64, error) { return benchkit.SelfCPU(), nil }
+	case pathSplit:
+		f = func(d time.Duration) ([]time.Duration, error) {
+			return searchSplitInProcess(split, b.queries, b.o, c, d)
+		}
 		cpu = func() (float64, error) { return benchkit.SelfCPU(), nil }
 	}
 	if warm > 0 {
@@ -487,9 +565,9 @@ func (b *bench) measure(ctx context.Context, p string, c int, bodies [][]byte, i
 		}
 	}
 	var r0, s0 float64
-	if split != nil {
+	if cpuSplit != nil {
 		var err error
-		if r0, s0, err = split(); err != nil {
+		if r0, s0, err = cpuSplit(); err != nil {
 			return err
 		}
 	}
@@ -508,8 +586,8 @@ func (b *bench) measure(ctx context.Context, p string, c int, bodies [][]byte, i
 		return err
 	}
 	t.cpu += cpu1 - cpu0
-	if split != nil {
-		r1, s1, err := split()
+	if cpuSplit != nil {
+		r1, s1, err := cpuSplit()
 		if err != nil {
 			return err
 		}
@@ -563,6 +641,19 @@ func searchInProcess(idx *hnsw.Index, queries [][]float32, o options, c int, d t
 		return func(i int) error {
 			var err error
 			buf, err = idx.SearchInto(buf[:0], queries[i%len(queries)], o.k, hnsw.SearchOptions{Ef: o.ef})
+			return err
+		}
+	})
+}
+
+// searchSplitInProcess runs the queries over the split indexes on c goroutines back to
+// back for d.
+func searchSplitInProcess(split []*hnsw.Index, queries [][]float32, o options, c int, d time.Duration) ([]time.Duration, error) {
+	return benchkit.ClosedLoop(c, d, func() func(int) error {
+		buf, part := make([]hnsw.Result, 0, len(split)*o.k), make([]hnsw.Result, 0, o.k)
+		return func(i int) error {
+			var err error
+			buf, part, err = searchSplit(split, buf, part, queries[i%len(queries)], o)
 			return err
 		}
 	})

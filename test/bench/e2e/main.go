@@ -12,10 +12,15 @@
 //     shard    the same queries straight to one shard's primary (half of the data),
 //     inproc   the whole data in one in-process index, searched by as many goroutines
 //     as there are clients;
+//     split    the data split over 2 in-process indexes as the router's slot table
+//     splits it, each query searching both and merging the top k: sharding without
+//     any protocol;
 //   - the ratios router/inproc and router/shard of QPS, and of queries per CPU-second
 //     (the CPU of every server process, or of this process for inproc), which does not
 //     depend on what else the machine runs. The goal is router/inproc QPS >= 0.5 at the
-//     highest concurrency.
+//     highest concurrency. router/inproc is the product of split/inproc (what more,
+//     smaller walks cost: at equal ef they also find more) and router/split (what the
+//     processes, hops and protocol cost).
 //
 // The machine is shared and its load drifts, so the paths take turns in short slices
 // over -rounds rounds and each adds up its slices. The load average is printed at the

@@ -86,12 +86,12 @@ func TestTinyRun(t *testing.T) {
 		t.Errorf("replicated faster than acknowledged: %v", r)
 	}
 	for _, r := range byKind[kindRecall] {
-		// 600 vectors of dimension 8: both paths find nearly every true neighbour.
+		// 600 vectors of dimension 8: every path finds nearly every true neighbour.
 		if v := num(r, "recall"); v < 0.9 || v > 1 {
 			t.Errorf("recall %v", r)
 		}
 	}
-	if len(byKind[kindRecall]) != 2 {
+	if len(byKind[kindRecall]) != 3 {
 		t.Errorf("recall lines %v", byKind[kindRecall])
 	}
 
@@ -117,7 +117,7 @@ func TestTinyRun(t *testing.T) {
 			}
 		}
 	}
-	for _, p := range []string{pathRouter, pathShard, pathInproc} {
+	for _, p := range []string{pathRouter, pathShard, pathInproc, pathSplit} {
 		for _, c := range []string{"1", "3"} {
 			if search[p+"/"+c] == nil {
 				t.Errorf("no search line for %s at %s clients; have %v", p, c, byKind[kindSearch])
@@ -147,7 +147,7 @@ func TestTinyRun(t *testing.T) {
 			t.Errorf("ratio %v, want %g", r, want)
 		}
 	}
-	if len(byKind[kindRatio]) != 1+4*2 || goals != 1 {
+	if len(byKind[kindRatio]) != 1+7*2 || goals != 1 {
 		t.Errorf("%d ratio lines, %d with a goal: %v", len(byKind[kindRatio]), goals, byKind[kindRatio])
 	}
 
@@ -156,7 +156,7 @@ func TestTinyRun(t *testing.T) {
 	if err := writeTable(&table, recs); err != nil {
 		t.Fatal(err)
 	}
-	for _, want := range []string{"bulk upsert", "recall@k", "search", "ratio", "router/inproc", "load average at the start"} {
+	for _, want := range []string{"bulk upsert", "recall@k", "search", "ratio", "router/inproc", "router/split", "split/inproc", "load average at the start"} {
 		if !strings.Contains(table.String(), want) {
 			t.Errorf("table lacks %q:\n%s", want, table.String())
 		}

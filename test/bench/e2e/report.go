@@ -23,6 +23,10 @@ const (
 	pathRouter = "router" // through the router, 2 shards x 2 replicas
 	pathShard  = "shard"  // straight to shard 0's primary
 	pathInproc = "inproc" // one in-process index of all the data
+	// The data split over numShards in-process indexes as the router's slot table splits
+	// it, each query searching them all and merging the top k: what sharding costs (more,
+	// smaller walks) without any protocol, so router/split is the protocol's share.
+	pathSplit = "split"
 )
 
 // record is one line of output; which fields are set depends on Kind.
@@ -128,7 +132,7 @@ func writeTable(w io.Writer, recs []record) error {
 		case kindSearch:
 			head(r.Kind, "\nsearch\tpath\tclients\tQPS\tp50 ms\tp99 ms\tqueries/CPU-s\tCPU us/query: router\tshards\tshard requests/query\t")
 			cpuUs := func(v float64) string {
-				if r.Path == pathInproc {
+				if r.Path == pathInproc || r.Path == pathSplit {
 					return "-"
 				}
 				return f(v, 0)
