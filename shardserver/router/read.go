@@ -3,13 +3,13 @@ package router
 import (
 	"context"
 	"errors"
+	"sync"
 	"time"
 
 	"github.com/annshard/annshard/shardserver/client"
 )
 
 type attempt[T any] struct {
-	i   int
 	val T
 	err error
 }
@@ -19,108 +19,150 @@ type attempt[T any] struct {
 // with hedge set and a known latency percentile, a second replica is asked once the
 // first is slower than that percentile. The first success wins and the other attempt
 // is cancelled. At most two replicas are asked in all.
+//
+// The first attempt, and a retry, run on the caller's goroutine: a read that needs no
+// hedge (nearly all of them) starts no goroutine, whose stack would grow again through
+// the HTTP client on every request. Only a hedge runs on its own, from a timer.
 func readShard[T any](ctx context.Context, r *Router, s *shardSet, hedge bool, op string,
 	call func(ctx context.Context, rep *replica) (T, error)) (T, error) {
 	var zero T
 	if s == nil || len(s.replicas) == 0 {
 		return zero, apiErr(client.CodeUnavailable, "no ready replica")
 	}
-	results := make(chan attempt[T], 2)
-	var cancels [2]context.CancelFunc
-	defer func() {
-		for _, c := range cancels {
-			if c != nil {
-				c()
-			}
-		}
-	}()
-	launched := 0
-	launch := func(i int, budget time.Duration) {
-		var actx context.Context
-		var cancel context.CancelFunc
-		if budget > 0 {
-			actx, cancel = context.WithTimeout(ctx, budget)
-		} else {
-			actx, cancel = context.WithCancel(ctx)
-		}
-		cancels[launched] = cancel
-		launched++
-		rep := s.replicas[i]
-		tk := s.bal.Start(i)
-		rep.obs.selections.Inc()
-		go func() {
-			start := time.Now()
-			val, err := call(actx, rep)
-			lat := time.Since(start)
-			fault := err
-			switch {
-			case err == nil:
-				s.lat.record(lat)
-				rep.obs.latency.Observe(lat.Seconds())
-			case callerFault(err):
-				fault = nil
-			case ctx.Err() == nil && errors.Is(actx.Err(), context.Canceled):
-				// We cancelled it: the other attempt won. Not the replica's fault,
-				// but it was at least this slow.
-				fault = nil
-			}
-			s.bal.Done(tk, fault)
-			results <- attempt[T]{i, val, err}
-		}()
-	}
-
 	first := s.pick(-1)
 	if first < 0 {
 		return zero, apiErr(client.CodeUnavailable, "no ready replica")
 	}
 	// With another replica to fall back on, the first attempt gets half the time left, so
 	// a timeout still leaves room for the retry.
-	var budget time.Duration
+	var actx context.Context
+	var cancel context.CancelFunc
 	if dl, ok := ctx.Deadline(); ok && len(s.replicas) > 1 {
-		budget = time.Until(dl) / 2
+		actx, cancel = context.WithTimeout(ctx, time.Until(dl)/2)
+	} else {
+		actx, cancel = context.WithCancel(ctx)
 	}
-	launch(first, budget)
-	pending := 1
-
-	var hedgeC <-chan time.Time
+	defer cancel()
+	var h *hedger[T]
 	if hedge && len(s.replicas) > 1 {
 		if d := s.lat.hedgeAfter(); d > 0 {
-			t := time.NewTimer(d)
-			defer t.Stop()
-			hedgeC = t.C
+			h = startHedge(ctx, r, s, first, d, cancel, call)
+			defer h.stop()
 		}
 	}
-	var lastErr error
-	for pending > 0 {
+
+	val, err := tryReplica(ctx, actx, s, first, call)
+	switch {
+	case err == nil:
+		return val, nil
+	case callerFault(err):
+		return zero, err
+	}
+	if h != nil && h.launched() {
+		// The hedge is the second attempt: its answer decides.
 		select {
-		case res := <-results:
-			pending--
-			if res.err == nil {
-				return res.val, nil
-			}
-			if callerFault(res.err) {
-				return zero, res.err
-			}
-			lastErr = res.err
-			if launched < 2 && ctx.Err() == nil {
-				if j := s.pick(res.i); j >= 0 && j != res.i {
-					r.m.retries.WithLabelValues(op).Inc()
-					launch(j, 0)
-					pending++
-				}
-			}
-		case <-hedgeC:
-			hedgeC = nil
-			if launched < 2 {
-				if j := s.pick(first); j >= 0 && j != first {
-					r.m.hedges.Inc()
-					launch(j, 0)
-					pending++
-				}
-			}
+		case res := <-h.result:
+			return res.val, res.err
 		case <-ctx.Done():
-			return zero, apiErr(client.CodeUnavailable, "no answer within the deadline: %v", ctx.Err())
+			return zero, deadlineErr(ctx)
 		}
 	}
-	return zero, lastErr
+	if ctx.Err() != nil {
+		return zero, deadlineErr(ctx)
+	}
+	j := s.pick(first)
+	if j < 0 || j == first {
+		return zero, err
+	}
+	r.m.retries.WithLabelValues(op).Inc()
+	rctx, rcancel := context.WithCancel(ctx)
+	defer rcancel()
+	if val, err = tryReplica(ctx, rctx, s, j, call); err != nil && !callerFault(err) && ctx.Err() != nil {
+		return zero, deadlineErr(ctx)
+	}
+	return val, err
+}
+
+func deadlineErr(ctx context.Context) error {
+	return apiErr(client.CodeUnavailable, "no answer within the deadline: %v", ctx.Err())
+}
+
+// tryReplica asks replica i of s under actx (ctx or a context derived from it) and
+// tells the balancer how it went.
+func tryReplica[T any](ctx, actx context.Context, s *shardSet, i int, call func(ctx context.Context, rep *replica) (T, error)) (T, error) {
+	rep := s.replicas[i]
+	tk := s.bal.Start(i)
+	rep.obs.selections.Inc()
+	start := time.Now()
+	val, err := call(actx, rep)
+	lat := time.Since(start)
+	fault := err
+	switch {
+	case err == nil:
+		s.lat.record(lat)
+		rep.obs.latency.Observe(lat.Seconds())
+	case callerFault(err):
+		fault = nil
+	case ctx.Err() == nil && errors.Is(actx.Err(), context.Canceled):
+		// We cancelled it: the other attempt won. Not the replica's fault, but it was at
+		// least this slow.
+		fault = nil
+	}
+	s.bal.Done(tk, fault)
+	return val, err
+}
+
+// hedger asks a second replica from a timer while the first attempt runs on the
+// caller's goroutine. A winning hedge cancels the first attempt, so the caller returns
+// from it and takes the hedge's answer.
+type hedger[T any] struct {
+	timer  *time.Timer
+	result chan attempt[T] // the hedge's answer, once launched
+	cancel context.CancelFunc
+
+	mu         sync.Mutex
+	closed     bool // no hedge may start any more
+	isLaunched bool
+}
+
+func startHedge[T any](ctx context.Context, r *Router, s *shardSet, first int, after time.Duration,
+	cancelFirst context.CancelFunc, call func(ctx context.Context, rep *replica) (T, error)) *hedger[T] {
+	h := &hedger[T]{result: make(chan attempt[T], 1)}
+	hctx, cancel := context.WithCancel(ctx)
+	h.cancel = cancel
+	h.timer = time.AfterFunc(after, func() {
+		h.mu.Lock()
+		j := -1
+		if !h.closed {
+			j = s.pick(first)
+		}
+		if j < 0 || j == first {
+			h.mu.Unlock()
+			return
+		}
+		h.isLaunched = true
+		h.mu.Unlock()
+		r.m.hedges.Inc()
+		val, err := tryReplica(ctx, hctx, s, j, call)
+		h.result <- attempt[T]{val, err}
+		if err == nil {
+			cancelFirst()
+		}
+	})
+	return h
+}
+
+// launched reports whether the hedge started, and keeps it from starting later.
+func (h *hedger[T]) launched() bool {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	h.closed = true
+	return h.isLaunched
+}
+
+// stop keeps the hedge from starting and cancels it if it did.
+func (h *hedger[T]) stop() {
+	h.timer.Stop()
+	h.launched()
+	h.cancel()
 }
