@@ -23,8 +23,16 @@ type batcher struct {
 
 	mu          sync.Mutex
 	cur         *pendingBatch
+	forming     atomic.Bool  // cur is set and has room: a search may join it (read without mu)
 	outstanding atomic.Int64 // batches sent and not answered
 }
+
+// joinable reports whether a search sent here now would join a batch already forming.
+func (b *batcher) joinable() bool { return b.forming.Load() }
+
+// wouldWait reports whether a search sent here now would lead a new batch and wait for
+// company, rather than go at once or join one.
+func (b *batcher) wouldWait() bool { return b.outstanding.Load() > 0 && !b.forming.Load() }
 
 type pendingBatch struct {
 	epoch uint64 // the routing epoch of every search in it (client.EpochFrom)
@@ -60,6 +68,7 @@ func (b *batcher) search(ctx context.Context, req *client.SearchRequest) (*clien
 		b.cur = nil
 		close(pb.full)
 	}
+	b.forming.Store(b.cur != nil)
 	b.mu.Unlock()
 
 	if leader {
@@ -74,6 +83,7 @@ func (b *batcher) search(ctx context.Context, req *client.SearchRequest) (*clien
 		b.mu.Lock()
 		if b.cur == pb {
 			b.cur = nil
+			b.forming.Store(false)
 		}
 		alone := len(pb.reqs) == 1 // no one joins a batch once it is off b.cur
 		b.mu.Unlock()

@@ -29,7 +29,7 @@ func (r *Router) Get(ctx context.Context, id, partition string) (*client.Vector,
 	}
 	if partition != "" {
 		k := v.table.ShardOfKey(partition)
-		vec, err := readShard(ctx, r, v.shard(k), false, "get", getFrom(k))
+		vec, err := readShard(ctx, r, v.shard(k), readGet, "get", getFrom(k))
 		if err != nil && !callerFault(err) {
 			return nil, fmt.Errorf("shard %d: %w", k, err)
 		}
@@ -41,7 +41,7 @@ func (r *Router) Get(ctx context.Context, id, partition string) (*client.Vector,
 	var wg sync.WaitGroup
 	for k := range n {
 		wg.Go(func() {
-			vec, err := readShard(ctx, r, v.shard(k), false, "get", getFrom(k))
+			vec, err := readShard(ctx, r, v.shard(k), readGet, "get", getFrom(k))
 			if err == nil && v.table.ShardOfKey(slots.KeyOf(vec.ID, vec.Partition)) != k {
 				// A shard still holding a slot the table gave away (or importing one it
 				// has not been given): the owner answers for it.

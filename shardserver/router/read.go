@@ -14,22 +14,37 @@ type attempt[T any] struct {
 	err error
 }
 
+// readKind says how readShard treats a read.
+type readKind int
+
+const (
+	// readGet: a read of one vector, never hedged.
+	readGet readKind = iota
+	// readSearch: a search, through the replicas' micro-batchers (shardSet.pickSearch),
+	// hedged once the latency percentile is known.
+	readSearch
+)
+
 // readShard runs one read on a replica of shard s chosen by the balancer. A replica
 // that fails (not the caller's fault) or times out is retried once on another replica;
-// with hedge set and a known latency percentile, a second replica is asked once the
-// first is slower than that percentile. The first success wins and the other attempt
-// is cancelled. At most two replicas are asked in all.
+// a search, once a latency percentile is known, asks a second replica when the first is
+// slower than that percentile. The first success wins and the other attempt is
+// cancelled. At most two replicas are asked in all.
 //
 // The first attempt, and a retry, run on the caller's goroutine: a read that needs no
 // hedge (nearly all of them) starts no goroutine, whose stack would grow again through
 // the HTTP client on every request. Only a hedge runs on its own, from a timer.
-func readShard[T any](ctx context.Context, r *Router, s *shardSet, hedge bool, op string,
+func readShard[T any](ctx context.Context, r *Router, s *shardSet, kind readKind, op string,
 	call func(ctx context.Context, rep *replica) (T, error)) (T, error) {
 	var zero T
 	if s == nil || len(s.replicas) == 0 {
 		return zero, apiErr(client.CodeUnavailable, "no ready replica")
 	}
-	first := s.pick(-1)
+	pick := s.pick
+	if kind == readSearch {
+		pick = s.pickSearch
+	}
+	first := pick(-1)
 	if first < 0 {
 		return zero, apiErr(client.CodeUnavailable, "no ready replica")
 	}
@@ -44,9 +59,9 @@ func readShard[T any](ctx context.Context, r *Router, s *shardSet, hedge bool, o
 	}
 	defer cancel()
 	var h *hedger[T]
-	if hedge && len(s.replicas) > 1 {
+	if kind == readSearch && len(s.replicas) > 1 {
 		if d := s.lat.hedgeAfter(); d > 0 {
-			h = startHedge(ctx, r, s, first, d, cancel, call)
+			h = startHedge(ctx, r, s, pick, first, d, cancel, call)
 			defer h.stop()
 		}
 	}
@@ -70,7 +85,7 @@ func readShard[T any](ctx context.Context, r *Router, s *shardSet, hedge bool, o
 	if ctx.Err() != nil {
 		return zero, deadlineErr(ctx)
 	}
-	j := s.pick(first)
+	j := pick(first)
 	if j < 0 || j == first {
 		return zero, err
 	}
@@ -125,7 +140,7 @@ type hedger[T any] struct {
 	isLaunched bool
 }
 
-func startHedge[T any](ctx context.Context, r *Router, s *shardSet, first int, after time.Duration,
+func startHedge[T any](ctx context.Context, r *Router, s *shardSet, pick func(exclude int) int, first int, after time.Duration,
 	cancelFirst context.CancelFunc, call func(ctx context.Context, rep *replica) (T, error)) *hedger[T] {
 	h := &hedger[T]{result: make(chan attempt[T], 1)}
 	hctx, cancel := context.WithCancel(ctx)
@@ -134,7 +149,7 @@ func startHedge[T any](ctx context.Context, r *Router, s *shardSet, first int, a
 		h.mu.Lock()
 		j := -1
 		if !h.closed {
-			j = s.pick(first)
+			j = pick(first)
 		}
 		if j < 0 || j == first {
 			h.mu.Unlock()

@@ -68,7 +68,7 @@ func (r *Router) search(ctx context.Context, v *view, vec []float32, req *client
 	errs := make([]error, len(targets))
 	one := func(i int) {
 		s := v.shard(targets[i])
-		answers[i], errs[i] = readShard(ctx, r, s, true, "search",
+		answers[i], errs[i] = readShard(ctx, r, s, readSearch, "search",
 			func(ctx context.Context, rep *replica) (*client.SearchResponse, error) {
 				return r.callSearch(ctx, rep, sreq)
 			})
