@@ -16,6 +16,7 @@ import (
 	"github.com/go-logr/logr"
 
 	"github.com/annshard/annshard/shardserver/balance"
+	"github.com/annshard/annshard/shardserver/debug"
 	"github.com/annshard/annshard/shardserver/slots"
 )
 
@@ -23,6 +24,7 @@ import (
 type Options struct {
 	Config
 	Listen      string
+	DebugListen string // Go's profiling endpoints (shardserver/debug); empty: off
 	RoutingFile string
 	Index       string
 	Namespace   string
@@ -39,6 +41,7 @@ func ParseFlags(args []string, env func(string) string, out io.Writer) (Options,
 	var o Options
 	var policy, tokenFile string
 	fs.StringVar(&o.Listen, "listen", ":8080", "address to serve the API, /metrics, /healthz and /readyz on")
+	fs.StringVar(&o.DebugListen, "debug-listen", "", "address to serve Go's profiling endpoints (/debug/pprof/) on, e.g. 127.0.0.1:6060; empty: off")
 	fs.StringVar(&o.RoutingFile, "routing-file", "", "routing table file (slots.ConfigMapKey format); re-read when it changes")
 	fs.StringVar(&o.Index, "index", "", "AnnIndex name: watch the ConfigMap <index>-routing and the shard Pods (Kubernetes mode)")
 	fs.StringVar(&o.Namespace, "namespace", "", "namespace of the index (default: $POD_NAMESPACE, else the service account's)")
@@ -109,6 +112,11 @@ func Main(ctx context.Context, args []string) error {
 	}
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
+	if o.DebugListen != "" {
+		if _, err := debug.Serve(ctx, o.DebugListen); err != nil {
+			return err
+		}
+	}
 	srcDone := make(chan error, 2)
 	sources := 0
 	if o.Shards != "" {

@@ -19,6 +19,7 @@ import (
 // ANNSHARD_* environment variables.
 type Config struct {
 	Listen         string
+	DebugListen    string // Go's profiling endpoints (shardserver/debug); empty: off
 	DataDir        string
 	Dimension      int
 	Metric         hnsw.Metric
@@ -93,6 +94,7 @@ func parseFlags(args []string, env func(string) string, out io.Writer) (Config, 
 		podName, service, primary  string
 	)
 	fs.StringVar(&c.Listen, "listen", ":8080", "address to serve the HTTP API on")
+	fs.StringVar(&c.DebugListen, "debug-listen", "", "address to serve Go's profiling endpoints (/debug/pprof/) on, e.g. 127.0.0.1:6060; empty: off")
 	fs.StringVar(&c.DataDir, "data-dir", "/data", "directory of the WAL and snapshots (a persistent volume)")
 	fs.IntVar(&c.Dimension, "dimension", 0, "vector dimension (required; fixed for the life of the data)")
 	fs.StringVar(&metric, "metric", "L2", "distance: L2, Cosine or InnerProduct")

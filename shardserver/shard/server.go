@@ -16,6 +16,7 @@ import (
 
 	"k8s.io/client-go/kubernetes"
 
+	"github.com/annshard/annshard/shardserver/debug"
 	"github.com/annshard/annshard/shardserver/hnsw"
 	"github.com/annshard/annshard/shardserver/kube"
 	"github.com/annshard/annshard/shardserver/wal"
@@ -235,6 +236,11 @@ func Main(ctx context.Context, args []string) error {
 		return err
 	}
 	slog.SetDefault(slog.New(slog.NewJSONHandler(os.Stderr, nil)))
+	if cfg.DebugListen != "" {
+		if _, err := debug.Serve(ctx, cfg.DebugListen); err != nil {
+			return err
+		}
+	}
 	s, err := New(cfg)
 	if err != nil {
 		return err
