@@ -37,14 +37,15 @@ const (
 )
 
 type bench struct {
-	o       options
-	log     io.Writer
-	dir     string
-	bin     string
-	shards  [numShards][numReplicas]*proctest.Process
-	router  *proctest.Process
-	data    [][]float32
-	queries [][]float32
+	o          options
+	debugAddrs map[string]string // process name -> its --debug-listen address, with -profile
+	log        io.Writer
+	dir        string
+	bin        string
+	shards     [numShards][numReplicas]*proctest.Process
+	router     *proctest.Process
+	data       [][]float32
+	queries    [][]float32
 }
 
 // run starts the processes, measures, stops them and returns the records; progress goes
@@ -61,6 +62,11 @@ func run(ctx context.Context, o options, log io.Writer) ([]record, error) {
 		fmt.Fprintf(log, "# work directory (kept): %s\n", dir)
 	} else {
 		defer os.RemoveAll(dir)
+	}
+	if o.profile != "" {
+		if err := os.MkdirAll(o.profile, 0o755); err != nil {
+			return nil, err
+		}
 	}
 	b := &bench{o: o, log: log, dir: dir, bin: o.bin}
 	defer b.stopAll()
@@ -136,6 +142,10 @@ func (b *bench) start(ctx context.Context) error {
 			if r > 0 {
 				args = append(args, "--primary", b.shards[k][0].URL())
 			}
+			args, err := b.debugArgs(fmt.Sprintf("shard%d-%d", k, r), args)
+			if err != nil {
+				return err
+			}
 			p, err := proctest.Start(ctx, proctest.Spec{Bin: b.bin, Role: "serve", Args: args, Env: b.env(),
 				LogPath: filepath.Join(b.dir, fmt.Sprintf("s%d-%d.log", k, r)), StartTimeout: 30 * time.Second})
 			if err != nil {
@@ -148,8 +158,12 @@ func (b *bench) start(ctx context.Context) error {
 	}
 	// The queries repeat, so the result cache would answer most of them: off. Everything
 	// else is the router's default.
+	args, err := b.debugArgs("router", []string{"--shards", strings.Join(spec, ";"), "--cache-entries", "0"})
+	if err != nil {
+		return err
+	}
 	p, err := proctest.Start(ctx, proctest.Spec{Bin: b.bin, Role: "route", Env: append(b.env(), "ANNSHARD_TOKEN="+token),
-		Args:    []string{"--shards", strings.Join(spec, ";"), "--cache-entries", "0"},
+		Args:    args,
 		LogPath: filepath.Join(b.dir, "router.log"), StartTimeout: 30 * time.Second})
 	if err != nil {
 		return err
@@ -166,6 +180,23 @@ func (b *bench) start(ctx context.Context) error {
 		time.Sleep(50 * time.Millisecond)
 	}
 	return nil
+}
+
+// debugArgs adds --debug-listen on a free loopback address to a server's args when
+// profiling, and remembers the address under name.
+func (b *bench) debugArgs(name string, args []string) ([]string, error) {
+	if b.o.profile == "" {
+		return args, nil
+	}
+	addr, err := proctest.FreeAddr()
+	if err != nil {
+		return nil, err
+	}
+	if b.debugAddrs == nil {
+		b.debugAddrs = map[string]string{}
+	}
+	b.debugAddrs[name] = addr
+	return append(args, "--debug-listen", addr), nil
 }
 
 // env is the environment added to every server process.
@@ -478,7 +509,8 @@ func (b *bench) searchAll(ctx context.Context, idx *hnsw.Index, split []*hnsw.In
 				if round == 0 {
 					warm = b.o.warmup
 				}
-				if err := b.measure(ctx, p, c, bodies, idx, split, warm, slice, tallies[p][c]); err != nil {
+				profile := b.o.profile != "" && round == 0 && p == pathRouter && c == slices.Max(b.o.concurrency)
+				if err := b.measure(ctx, p, c, bodies, idx, split, warm, slice, profile, tallies[p][c]); err != nil {
 					return nil, fmt.Errorf("%s, %d clients: %w", p, c, err)
 				}
 			}
@@ -521,7 +553,7 @@ func (b *bench) searchAll(ctx context.Context, idx *hnsw.Index, split []*hnsw.In
 
 // measure runs one slice of path p with c clients (after an unmeasured warm-up) and adds
 // it, with the CPU time of whoever served it, to t.
-func (b *bench) measure(ctx context.Context, p string, c int, bodies [][]byte, idx *hnsw.Index, split []*hnsw.Index, warm, d time.Duration, t *tally) error {
+func (b *bench) measure(ctx context.Context, p string, c int, bodies [][]byte, idx *hnsw.Index, split []*hnsw.Index, warm, d time.Duration, profile bool, t *tally) error {
 	var f func(d time.Duration) ([]time.Duration, error)
 	var cpu func() (float64, error)
 	var cpuSplit func() (router, shards float64, err error)
@@ -575,12 +607,17 @@ func (b *bench) measure(ctx context.Context, p string, c int, bodies [][]byte, i
 	if err != nil {
 		return err
 	}
+	var profiles errgroup.Group
+	if profile {
+		b.profileServers(ctx, &profiles, d)
+	}
 	start := time.Now()
 	lats, err := f(d)
-	if err != nil {
+	elapsed := time.Since(start)
+	if err := errors.Join(err, profiles.Wait()); err != nil {
 		return err
 	}
-	t.elapsed += time.Since(start)
+	t.elapsed += elapsed
 	cpu1, err := cpu()
 	if err != nil {
 		return err
@@ -604,6 +641,39 @@ func (b *bench) measure(ctx context.Context, p string, c int, bodies [][]byte, i
 	}
 	t.lats = append(t.lats, lats...)
 	return nil
+}
+
+// profileServers fetches a CPU profile of d (whole seconds, at least 1) from the router
+// and from every shard process into -profile, each on its own goroutine of g.
+func (b *bench) profileServers(ctx context.Context, g *errgroup.Group, d time.Duration) {
+	secs := max(1, int(d/time.Second))
+	fetch := func(name, addr string) error {
+		req, err := http.NewRequestWithContext(ctx, http.MethodGet, fmt.Sprintf("http://%s/debug/pprof/profile?seconds=%d", addr, secs), nil)
+		if err != nil {
+			return err
+		}
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			return fmt.Errorf("profile of %s: %w", name, err)
+		}
+		defer resp.Body.Close()
+		if resp.StatusCode != http.StatusOK {
+			return fmt.Errorf("profile of %s: %s", name, resp.Status)
+		}
+		f, err := os.Create(filepath.Join(b.o.profile, name+".pprof"))
+		if err != nil {
+			return err
+		}
+		if _, err := io.Copy(f, resp.Body); err != nil {
+			f.Close()
+			return fmt.Errorf("profile of %s: %w", name, err)
+		}
+		return f.Close()
+	}
+	for name, addr := range b.debugAddrs {
+		g.Go(func() error { return fetch(name, addr) })
+	}
+	b.logf("profiling the router and the shards for %ds into %s (go tool pprof %s <file>)", secs, b.o.profile, b.bin)
 }
 
 // histogram is the count and sum of a Prometheus histogram.

@@ -28,6 +28,8 @@
 // micro-batching on) except the result cache, which is off: the queries repeat.
 //
 // Usage: go run ./test/bench/e2e [-n 20000 -dim 128 -concurrency 1,4,16 -duration 6s -json]
+// [-profile DIR: CPU profiles of the router and the shards during the router's first
+// slice at the highest concurrency, through their --debug-listen endpoints]
 //
 // With -json it prints one object per line, each with a "kind": config, upsert, recall,
 // search, ratio, load (see record).
@@ -58,7 +60,8 @@ type options struct {
 	bin                            string
 	json                           bool
 	seed                           uint64
-	keep                           bool // keep the work directory (logs) after the run
+	keep                           bool   // keep the work directory (logs) after the run
+	profile                        string // directory for CPU profiles of the servers, or ""
 }
 
 func main() {
@@ -84,6 +87,7 @@ func main() {
 	flag.BoolVar(&o.json, "json", false, "print one JSON object per line")
 	flag.Uint64Var(&o.seed, "seed", 1, "data seed")
 	flag.BoolVar(&o.keep, "keep", false, "keep the work directory with the processes' logs")
+	flag.StringVar(&o.profile, "profile", "", "write CPU profiles of the router and of every shard process, taken during the router's first slice at the highest concurrency, into this directory (router.pprof, shard<k>-<r>.pprof)")
 	flag.Parse()
 	var err error
 	if o.concurrency, err = parseInts(conc); err != nil {

@@ -6,6 +6,7 @@ import (
 	"context"
 	"encoding/json"
 	"os"
+	"path/filepath"
 	"strconv"
 	"strings"
 	"testing"
@@ -28,7 +29,7 @@ func TestTinyRun(t *testing.T) {
 	bin := shardserver.Need(t)
 	o := options{n: 600, dim: 8, queries: 50, k: 5, ef: 32, m: 8, efc: 40, batch: 100, writers: 3,
 		recallQueries: 30, concurrency: []int{1, 3}, duration: 400 * time.Millisecond, rounds: 2,
-		warmup: 50 * time.Millisecond, walSync: "Interval", bin: bin, seed: 3}
+		warmup: 50 * time.Millisecond, walSync: "Interval", bin: bin, seed: 3, profile: filepath.Join(t.TempDir(), "profiles")}
 	var log bytes.Buffer
 	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
 	defer cancel()
@@ -149,6 +150,14 @@ func TestTinyRun(t *testing.T) {
 	}
 	if len(byKind[kindRatio]) != 1+7*2 || goals != 1 {
 		t.Errorf("%d ratio lines, %d with a goal: %v", len(byKind[kindRatio]), goals, byKind[kindRatio])
+	}
+
+	// -profile: a CPU profile (gzipped protobuf) of the router and of every shard process.
+	for _, name := range []string{"router", "shard0-0", "shard0-1", "shard1-0", "shard1-1"} {
+		b, err := os.ReadFile(filepath.Join(o.profile, name+".pprof"))
+		if err != nil || len(b) < 2 || b[0] != 0x1f || b[1] != 0x8b {
+			t.Errorf("profile of %s: %d bytes, %v", name, len(b), err)
+		}
 	}
 
 	// The table for people names every section.
