@@ -2,6 +2,7 @@ package router
 
 import (
 	"context"
+	"math"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -25,7 +26,31 @@ type batcher struct {
 	cur         *pendingBatch
 	forming     atomic.Bool  // cur is set and has room: a search may join it (read without mu)
 	outstanding atomic.Int64 // batches sent and not answered
+	// rtt is the EWMA of the time a request to the replica took, in nanoseconds (float64
+	// bits; 0 until the first answer): what joining a batch here costs.
+	rtt atomic.Uint64
 }
+
+// rttAlpha is the weight of the newest round trip in batcher.rtt.
+const rttAlpha = 0.2
+
+// observe folds the round trip of one request into rtt.
+func (b *batcher) observe(d time.Duration) {
+	for {
+		old := b.rtt.Load()
+		prev := math.Float64frombits(old)
+		next := float64(d)
+		if prev > 0 {
+			next = prev + rttAlpha*(next-prev)
+		}
+		if b.rtt.CompareAndSwap(old, math.Float64bits(next)) {
+			return
+		}
+	}
+}
+
+// roundTrip returns the smoothed round trip, 0 when none was seen.
+func (b *batcher) roundTrip() float64 { return math.Float64frombits(b.rtt.Load()) }
 
 // joinable reports whether a search sent here now would join a batch already forming.
 func (b *batcher) joinable() bool { return b.forming.Load() }
@@ -110,7 +135,12 @@ func (b *batcher) sendAlone(ctx context.Context, req *client.SearchRequest) (*cl
 	ctx, cancel := context.WithTimeout(ctx, b.timeout)
 	defer cancel()
 	b.m.batchSize.Observe(1)
-	return b.c.Search(ctx, req)
+	start := time.Now()
+	resp, err := b.c.Search(ctx, req)
+	if err == nil {
+		b.observe(time.Since(start))
+	}
+	return resp, err
 }
 
 func (b *batcher) send(ctx context.Context, pb *pendingBatch) {
@@ -126,7 +156,11 @@ func (b *batcher) send(ctx context.Context, pb *pendingBatch) {
 		pb.resps[0], pb.errs[0] = b.c.Search(ctx, &pb.reqs[0])
 		return
 	}
+	start := time.Now()
 	resp, err := b.c.BatchSearch(ctx, &client.BatchSearchRequest{Queries: pb.reqs})
+	if err == nil {
+		b.observe(time.Since(start))
+	}
 	if err == nil && len(resp.Results) != n {
 		err = apiErr(client.CodeInternal, "batch of %d searches got %d answers", n, len(resp.Results))
 	}

@@ -94,7 +94,8 @@ func TestReadShardAttempts(t *testing.T) {
 // TestPickSearchJoinsAFormingBatch: a search the balancer sends to a replica where it
 // would lead a new batch and wait joins a batch forming on another replica instead; the
 // balancer's choice stands when that replica would send at once, when nothing forms
-// elsewhere, for the excluded replica and for a replica that is down.
+// elsewhere, for the excluded replica, for a replica that is down and for one that
+// answers much slower or was never timed.
 func TestPickSearchJoinsAFormingBatch(t *testing.T) {
 	cl := newCluster(t, 1, 2, Config{Policy: balance.RoundRobin, BatchMax: 8, BatchWait: time.Millisecond})
 	s := cl.r.view.Load().shard(0)
@@ -110,13 +111,26 @@ func TestPickSearchJoinsAFormingBatch(t *testing.T) {
 	if got := picks(-1); got[0] == 0 || got[1] == 0 {
 		t.Fatalf("idle replicas: picks %v, want both", got)
 	}
-	// Replica 1 busy (a search there would wait for company), a batch forming on 0:
-	// every search goes to 0.
+	// Replica 1 busy (a search there would wait for company), a batch forming on 0,
+	// which answers as fast: every search goes to 0.
 	b.outstanding.Store(1)
 	a.forming.Store(true)
+	a.observe(time.Millisecond)
+	b.observe(time.Millisecond)
 	if got := picks(-1); got[0] != 8 {
 		t.Fatalf("batch forming on 0, 1 busy: picks %v, want all on 0", got)
 	}
+	// Unless 0 answers much slower than 1 (a slow link the balancer only probes).
+	a.rtt.Store(0)
+	a.observe(2 * time.Millisecond)
+	if got := picks(-1); got[0] == 0 || got[1] == 0 {
+		t.Fatalf("batch forming on slow 0: picks %v, want the balancer's choice", got)
+	}
+	a.rtt.Store(0)
+	if got := picks(-1); got[0] == 0 || got[1] == 0 {
+		t.Fatalf("batch forming on 0 of unknown speed: picks %v, want the balancer's choice", got)
+	}
+	a.observe(time.Millisecond)
 	// Excluding 0 (a retry or hedge after it): 1 it is.
 	if got := picks(0); got[1] != 8 {
 		t.Fatalf("excluding 0: picks %v, want all on 1", got)

@@ -87,18 +87,24 @@ func (s *shardSet) pick(exclude int) int {
 
 // pickSearch is pick for a search that goes through the replicas' micro-batchers. When
 // the chosen replica would make it lead a new batch and wait for company, while a batch
-// is forming on another replica, it joins that one: it leaves no later, and one request
-// carries both. The balancer still places every batch's leader, so it decides where the
-// load goes batch by batch. Without this, replicas split each burst of searches (the
-// answers of one batch release their clients together) into batches of half the size,
-// and every request costs both the router and the shard a round of HTTP.
+// is forming on another replica that answers about as fast (its requests' smoothed
+// round trip at most a quarter longer), it joins that one: it leaves no later, and one
+// request carries both. The balancer still places every batch's leader, so it decides
+// where the load goes batch by batch, and a replica it keeps probing because it is slow
+// (a slow link, say) attracts no company. Without this, replicas split each burst of
+// searches (the answers of one batch release their clients together) into batches of
+// half the size, and every request costs both the router and the shard a round of HTTP.
 func (s *shardSet) pickSearch(exclude int) int {
 	i := s.pick(exclude)
 	if i < 0 || s.replicas[i].batch == nil || !s.replicas[i].batch.wouldWait() {
 		return i
 	}
+	limit := s.replicas[i].batch.roundTrip() * 1.25
 	for j, rep := range s.replicas {
-		if j != i && j != exclude && !rep.down.Load() && rep.batch.joinable() {
+		if j == i || j == exclude || rep.down.Load() || !rep.batch.joinable() {
+			continue
+		}
+		if rtt := rep.batch.roundTrip(); rtt > 0 && rtt <= limit {
 			return j
 		}
 	}
