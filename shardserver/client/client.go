@@ -244,8 +244,23 @@ func (c *Client) do(ctx context.Context, method, path string, in, out any) (http
 	return resp.Header, nil
 }
 
-// bodies recycles the buffers answers are read into.
+// bodies recycles the buffers answers and search requests are read into.
 var bodies = sync.Pool{New: func() any { return new(bytes.Buffer) }}
+
+// getBuffer returns an empty buffer from bodies.
+func getBuffer() *bytes.Buffer {
+	buf := bodies.Get().(*bytes.Buffer)
+	buf.Reset()
+	return buf
+}
+
+// putBuffer returns buf to bodies, unless it grew past 1 MiB: the pool would keep the
+// memory of one outsized body alive.
+func putBuffer(buf *bytes.Buffer) {
+	if buf.Cap() <= 1<<20 {
+		bodies.Put(buf)
+	}
+}
 
 // decodeBody decodes a JSON answer into out: search answers through decodeFast,
 // anything else (or a search answer of another shape) with encoding/json.
@@ -255,9 +270,8 @@ func decodeBody(r io.Reader, out any) error {
 	default:
 		return json.NewDecoder(r).Decode(out)
 	}
-	buf := bodies.Get().(*bytes.Buffer)
-	defer bodies.Put(buf)
-	buf.Reset()
+	buf := getBuffer()
+	defer putBuffer(buf)
 	if _, err := buf.ReadFrom(r); err != nil {
 		return err
 	}

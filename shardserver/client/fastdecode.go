@@ -10,9 +10,10 @@ import (
 // Fast decoding of search answers. A router decodes one answer per shard and query,
 // and encoding/json, which reflects over the types and allocates as it scans, was a
 // fifth of a router's CPU (make bench-e2e -profile). decodeFast reads the exact shape
-// the shard server writes (shard/fastjson.go: keys in that order, no spaces, strings
-// without escapes) in one pass; anything else, however valid, makes it give up, and
-// the caller decodes with encoding/json, so it never decodes differently, only faster.
+// the shard server writes (AppendSearchResponse in fastjson.go: keys in that order, no
+// spaces, strings without escapes) in one pass; anything else, however valid, makes it
+// give up, and the caller decodes with encoding/json, so it never decodes differently,
+// only faster.
 
 // decodeFast decodes b into out when out is a *SearchResponse or *BatchSearchResponse
 // written in the shard's shape, and reports whether it did (out is then complete).

@@ -8,7 +8,7 @@ import (
 	"testing"
 )
 
-// shardShape writes hits the way the shard server does (shard/fastjson.go).
+// shardShape writes hits the way the shard server does (AppendSearchResponse, client/fastjson.go).
 func shardShape(hits []Hit, seq uint64, batch int) []byte {
 	var b bytes.Buffer
 	list := func() {

@@ -292,7 +292,9 @@ func (s *Server) handleSearch(w http.ResponseWriter, r *http.Request) {
 		writeError(w, err)
 		return
 	}
-	writeRaw(w, func(b []byte) []byte { return appendSearchResponse(b, hits, seq) })
+	writeRaw(w, func(b []byte) []byte {
+		return client.AppendSearchResponse(b, &client.SearchResponse{Results: hits, Seq: seq})
+	})
 }
 
 func (s *Server) handleBatchSearch(w http.ResponseWriter, r *http.Request) {
@@ -322,7 +324,9 @@ func (s *Server) handleBatchSearch(w http.ResponseWriter, r *http.Request) {
 		writeError(w, err)
 		return
 	}
-	writeRaw(w, func(b []byte) []byte { return appendBatchResponse(b, results, seq) })
+	writeRaw(w, func(b []byte) []byte {
+		return client.AppendBatchSearchResponse(b, &client.BatchSearchResponse{Results: results, Seq: seq})
+	})
 }
 
 // writeRaw sends the JSON document fill appends, from a pooled buffer, with a length.

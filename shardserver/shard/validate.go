@@ -114,19 +114,16 @@ func readBody(body io.Reader) (b []byte, release func(), err error) {
 }
 
 // decodeSearch reads and validates one search: the hand-written parser when it can,
-// else the strict decoder (see fastjson.go).
+// else the strict decoder (client.DecodeSearch).
 func (sc *schema) decodeSearch(body io.Reader) (query, error) {
 	b, release, err := readBody(body)
 	if err != nil {
 		return query{}, err
 	}
 	defer release()
-	req, ok := fastSearch(b)
-	if !ok {
-		req = client.SearchRequest{}
-		if err := decodeJSON(bytes.NewReader(b), &req); err != nil {
-			return query{}, err
-		}
+	var req client.SearchRequest
+	if err := client.DecodeSearch(b, &req); err != nil {
+		return query{}, err
 	}
 	vec, err := sc.CheckSearch("", &req)
 	if err != nil {
@@ -143,12 +140,8 @@ func (sc *schema) decodeBatchSearch(body io.Reader) ([]query, error) {
 	}
 	defer release()
 	var req client.BatchSearchRequest
-	var ok bool
-	if req.Queries, ok = fastBatch(b); !ok {
-		req = client.BatchSearchRequest{}
-		if err := decodeJSON(bytes.NewReader(b), &req); err != nil {
-			return nil, err
-		}
+	if err := client.DecodeBatchSearch(b, &req); err != nil {
+		return nil, err
 	}
 	vecs, err := sc.CheckBatchSearch(&req)
 	if err != nil {

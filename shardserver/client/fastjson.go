@@ -1,30 +1,71 @@
-package shard
+package client
 
 import (
 	"bytes"
+	"io"
 	"math"
 	"strconv"
 	"unicode/utf8"
-
-	"github.com/annshard/annshard/shardserver/client"
 )
 
-// Fast paths for the hottest request and answer: a search. encoding/json spends more
-// time on a search body than the graph walk takes on a small shard, so the common
-// shape is parsed by hand. Anything the fast parser does not fully understand (escapes,
-// repeated or unknown keys, odd numbers, invalid UTF-8) makes it give up, and the strict
-// decoder (client.DecodeJSON) decides — it alone produces errors. FuzzDecodeSearch checks
-// that both agree.
+// Fast paths for the hottest request and answer: a search, which shards and routers
+// both decode and answer. encoding/json spends more time on a search body than the graph
+// walk takes on a small shard, so the common shape is parsed by hand. Anything the fast
+// parser does not fully understand (escapes, repeated or unknown keys, odd numbers,
+// invalid UTF-8) makes it give up, and the strict decoder (DecodeJSON) decides — it
+// alone produces errors. FuzzDecodeSearch checks that both agree.
+
+// DecodeSearch decodes the body of a search request into req exactly as DecodeJSON
+// does, with the same errors, but parses the common flat shape by hand.
+func DecodeSearch(b []byte, req *SearchRequest) error {
+	if fast, ok := fastSearch(b); ok {
+		*req = fast
+		return nil
+	}
+	*req = SearchRequest{}
+	return DecodeJSON(bytes.NewReader(b), req)
+}
+
+// DecodeBatchSearch is DecodeSearch for the body of a batch search.
+func DecodeBatchSearch(b []byte, req *BatchSearchRequest) error {
+	if qs, ok := fastBatch(b); ok {
+		*req = BatchSearchRequest{Queries: qs}
+		return nil
+	}
+	*req = BatchSearchRequest{}
+	return DecodeJSON(bytes.NewReader(b), req)
+}
+
+// ReadSearch reads a search request body whole (into a pooled buffer) and decodes it
+// with DecodeSearch. Reading errors are worded as DecodeJSON words them: a body over an
+// http.MaxBytesReader's limit is CodePayloadTooLarge.
+func ReadSearch(body io.Reader, req *SearchRequest) error {
+	return readWith(body, func(b []byte) error { return DecodeSearch(b, req) })
+}
+
+// ReadBatchSearch is ReadSearch for a batch search.
+func ReadBatchSearch(body io.Reader, req *BatchSearchRequest) error {
+	return readWith(body, func(b []byte) error { return DecodeBatchSearch(b, req) })
+}
+
+func readWith(body io.Reader, decode func([]byte) error) error {
+	buf := getBuffer()
+	defer putBuffer(buf)
+	if _, err := buf.ReadFrom(body); err != nil {
+		return jsonError(err)
+	}
+	return decode(buf.Bytes())
+}
 
 // fastSearch parses a flat search object; ok is false when it cannot be sure.
-func fastSearch(b []byte) (client.SearchRequest, bool) {
+func fastSearch(b []byte) (SearchRequest, bool) {
 	p := fastParser{b: b}
 	req, ok := p.search()
 	return req, ok && p.end()
 }
 
 // fastBatch parses {"queries":[...]} of flat search objects.
-func fastBatch(b []byte) ([]client.SearchRequest, bool) {
+func fastBatch(b []byte) ([]SearchRequest, bool) {
 	p := fastParser{b: b}
 	if !p.skipByte('{') {
 		return nil, false
@@ -32,7 +73,7 @@ func fastBatch(b []byte) ([]client.SearchRequest, bool) {
 	if key, ok := p.str(); !ok || string(key) != "queries" || !p.skipByte(':') || !p.skipByte('[') {
 		return nil, false
 	}
-	out := make([]client.SearchRequest, 0, 16)
+	out := make([]SearchRequest, 0, 16)
 	if !p.skipByte(']') {
 		for {
 			req, ok := p.search()
@@ -53,7 +94,7 @@ func fastBatch(b []byte) ([]client.SearchRequest, bool) {
 }
 
 // search parses one flat search object.
-func (p *fastParser) search() (req client.SearchRequest, ok bool) {
+func (p *fastParser) search() (req SearchRequest, ok bool) {
 	if !p.skipByte('{') {
 		return req, false
 	}
@@ -274,37 +315,57 @@ func (p *fastParser) floats() ([]float32, bool) {
 	}
 }
 
-// appendBatchResponse writes the JSON of a batch search answer.
-func appendBatchResponse(b []byte, results [][]client.Hit, seq uint64) []byte {
+// AppendSearchResponse appends the JSON of a search answer and a newline: the document
+// encoding/json writes, but for float formatting, HTML characters left unescaped (both
+// valid JSON) and a nil Results, written as [] (an answer always holds a list). A
+// non-finite distance, which encoding/json refuses, is clamped (see appendHits).
+func AppendSearchResponse(b []byte, r *SearchResponse) []byte {
+	b = append(b, `{"results":`...)
+	b = appendHits(b, r.Results)
+	if r.Partial {
+		b = append(b, `,"partial":true`...)
+	} else {
+		b = append(b, `,"partial":false`...)
+	}
+	if len(r.MissingShards) > 0 {
+		b = append(b, `,"missingShards":[`...)
+		for i, k := range r.MissingShards {
+			if i > 0 {
+				b = append(b, ',')
+			}
+			b = strconv.AppendInt(b, int64(k), 10)
+		}
+		b = append(b, ']')
+	}
+	if r.Seq != 0 {
+		b = append(b, `,"seq":`...)
+		b = strconv.AppendUint(b, r.Seq, 10)
+	}
+	return append(b, "}\n"...)
+}
+
+// AppendBatchSearchResponse appends the JSON of a batch search answer and a newline, as
+// AppendSearchResponse does (nil lists are written as []).
+func AppendBatchSearchResponse(b []byte, r *BatchSearchResponse) []byte {
 	b = append(b, `{"results":[`...)
-	for i, hits := range results {
+	for i, hits := range r.Results {
 		if i > 0 {
 			b = append(b, ',')
 		}
 		b = appendHits(b, hits)
 	}
 	b = append(b, ']')
-	if seq != 0 {
+	if r.Seq != 0 {
 		b = append(b, `,"seq":`...)
-		b = strconv.AppendUint(b, seq, 10)
+		b = strconv.AppendUint(b, r.Seq, 10)
 	}
 	return append(b, "}\n"...)
 }
 
-// appendSearchResponse writes the JSON of a search answer, the same document
-// encoding/json would write (but for float formatting and HTML escaping, both valid).
-func appendSearchResponse(b []byte, hits []client.Hit, seq uint64) []byte {
-	b = append(b, `{"results":`...)
-	b = appendHits(b, hits)
-	b = append(b, `,"partial":false`...)
-	if seq != 0 {
-		b = append(b, `,"seq":`...)
-		b = strconv.AppendUint(b, seq, 10)
-	}
-	return append(b, "}\n"...)
-}
-
-func appendHits(b []byte, hits []client.Hit) []byte {
+// appendHits appends a JSON list of hits (nil as []). A NaN distance is written as 0 and
+// an infinite one as ±math.MaxFloat32: the index does not return them, and a JSON
+// answer cannot carry them.
+func appendHits(b []byte, hits []Hit) []byte {
 	b = append(b, '[')
 	for i, h := range hits {
 		if i > 0 {
@@ -334,33 +395,43 @@ func appendHits(b []byte, hits []client.Hit) []byte {
 
 const hexDigits = "0123456789abcdef"
 
-// appendJSONString quotes s for JSON; invalid UTF-8 becomes U+FFFD as in encoding/json.
+// appendJSONString quotes s for JSON; invalid UTF-8 becomes U+FFFD as in encoding/json,
+// which also escapes <, > and & (for HTML): decoded, both are the same string.
 func appendJSONString(b []byte, s string) []byte {
 	b = append(b, '"')
+	start := 0 // s[start:i] is yet to append, as it is
 	for i := 0; i < len(s); {
 		c := s[i]
 		if c < utf8.RuneSelf {
-			switch {
-			case c == '"' || c == '\\':
-				b = append(b, '\\', c)
-			case c < 0x20:
+			if c >= 0x20 && c != '"' && c != '\\' {
+				i++
+				continue
+			}
+			b = append(b, s[start:i]...)
+			if c < 0x20 {
 				b = append(b, '\\', 'u', '0', '0', hexDigits[c>>4], hexDigits[c&0xf])
-			default:
-				b = append(b, c)
+			} else {
+				b = append(b, '\\', c)
 			}
 			i++
+			start = i
 			continue
 		}
 		r, size := utf8.DecodeRuneInString(s[i:])
 		switch {
 		case r == utf8.RuneError && size == 1:
+			b = append(b, s[start:i]...)
 			b = append(b, `\ufffd`...)
 		case r == '\u2028' || r == '\u2029':
+			b = append(b, s[start:i]...)
 			b = append(b, '\\', 'u', '2', '0', '2', hexDigits[r&0xf])
 		default:
-			b = append(b, s[i:i+size]...)
+			i += size
+			continue
 		}
 		i += size
+		start = i
 	}
+	b = append(b, s[start:]...)
 	return append(b, '"')
 }

@@ -1,0 +1,242 @@
+package client
+
+import (
+	"bytes"
+	"encoding/json"
+	"fmt"
+	"math"
+	"reflect"
+	"testing"
+	"unicode/utf8"
+)
+
+// FuzzDecodeSearch: where the fast parser answers, the strict decoder must agree with it
+// exactly; DecodeSearch and DecodeBatchSearch give what DecodeJSON gives, errors
+// included.
+func FuzzDecodeSearch(f *testing.F) {
+	for _, seed := range []string{
+		`{"vector":[1,2,3,4],"k":3}`,
+		`{"vector":[1,2,3,4],"k":3,"ef":32,"partition":"p","allowPartial":true}`,
+		`{"vector_b64":"` + EncodeB64([]float32{1, 2, 3, 4}) + `","k":1}`,
+		`{"vector":[1,2,3,4],"k":0}`, `{"vector":[1,2,3,4],"k":17}`, `{"k":1}`, `{`, ``,
+		` { "vector" : [ -0.5 , 1e-3 , 2E+2 , 0 ] , "k" : 2 , "allowPartial" : false } `,
+		`{"K":1,"vector":[1,2,3,4]}`, `{"k":1,"k":2,"vector":[1,2,3,4]}`, `{"k":1.0,"vector":[1,2,3,4]}`,
+		`{"vector":[01,2,3,4],"k":1}`, `{"vector":[1,2,3,4],"k":1,"partition":"a\"b"}`, `{"vector":[1,2,3,4],"k":1}x`,
+		`{"vector":null,"k":1}`, `{"vector":[],"k":1}`, `{"vector":[1e39],"k":1}`, `{"vector":[1,2,3,4],"k":1,"partition":"ÿ"}`,
+		`{"vector":[1e-7,-2.5e21,0.1],"k":-3,"ef":-1,"partition":"<&>\u2028"}`,
+	} {
+		f.Add([]byte(seed))
+	}
+	f.Fuzz(func(t *testing.T, data []byte) {
+		var slow SearchRequest
+		slowErr := DecodeJSON(bytes.NewReader(data), &slow)
+		if fast, ok := fastSearch(data); ok {
+			if slowErr != nil {
+				t.Fatalf("fast parser accepted what the strict decoder refuses (%v): %q", slowErr, data)
+			}
+			if !reflect.DeepEqual(fast, slow) {
+				t.Fatalf("fast %+v != strict %+v for %q", fast, slow, data)
+			}
+		}
+		var got SearchRequest
+		err := DecodeSearch(data, &got)
+		if !reflect.DeepEqual(err, slowErr) || err == nil && !reflect.DeepEqual(got, slow) {
+			t.Fatalf("DecodeSearch gave %+v, %v; DecodeJSON %+v, %v for %q", got, err, slow, slowErr, data)
+		}
+		// The batch parser must agree too, on the same object wrapped in a batch.
+		wrapped := append(append([]byte(`{"queries":[`), data...), "]}"...)
+		var slowBatch BatchSearchRequest
+		slowBatchErr := DecodeJSON(bytes.NewReader(wrapped), &slowBatch)
+		if fast, ok := fastBatch(wrapped); ok {
+			if slowBatchErr != nil {
+				t.Fatalf("fast batch parser accepted what the strict decoder refuses (%v): %q", slowBatchErr, wrapped)
+			}
+			if !reflect.DeepEqual(fast, slowBatch.Queries) {
+				t.Fatalf("fast batch %+v != strict %+v for %q", fast, slowBatch.Queries, wrapped)
+			}
+		}
+		var gotBatch BatchSearchRequest
+		err = DecodeBatchSearch(wrapped, &gotBatch)
+		if !reflect.DeepEqual(err, slowBatchErr) || err == nil && !reflect.DeepEqual(gotBatch, slowBatch) {
+			t.Fatalf("DecodeBatchSearch gave %+v, %v; DecodeJSON %+v, %v for %q", gotBatch, err, slowBatch, slowBatchErr, wrapped)
+		}
+	})
+}
+
+// FuzzSearchResponse: the hand-written answers decode with encoding/json to what
+// encoding/json's own encoding decodes to, and a router's decodeFast reads the shard's.
+func FuzzSearchResponse(f *testing.F) {
+	f.Add("a1", "acme", float32(0.25), uint64(3), false, 0)
+	f.Add("quote\"back\\slash\n", "", float32(-1e-30), uint64(0), true, 2)
+	f.Add("\xff\u2028<&>", "p\x00", float32(3.4e38), uint64(1<<63), true, 0)
+	f.Fuzz(func(t *testing.T, id, part string, dist float32, seq uint64, partial bool, missing int) {
+		if dist != dist || dist > math.MaxFloat32 || dist < -math.MaxFloat32 {
+			dist = 0 // the index never returns NaN; Inf is clamped, checked below
+		}
+		hits := []Hit{{ID: id, Distance: dist, Partition: part}, {ID: part, Distance: 1}}
+		var fastBatch, slowBatch BatchSearchResponse
+		batch := BatchSearchResponse{Results: [][]Hit{hits, {}, hits[:1]}, Seq: seq}
+		bb := AppendBatchSearchResponse(nil, &batch)
+		wantBatch, _ := json.Marshal(batch)
+		if err := json.Unmarshal(bb, &fastBatch); err != nil {
+			t.Fatalf("invalid JSON %q: %v", bb, err)
+		}
+		_ = json.Unmarshal(wantBatch, &slowBatch)
+		if !reflect.DeepEqual(fastBatch, slowBatch) {
+			t.Fatalf("fast batch encoding decodes to %+v, encoding/json's to %+v", fastBatch, slowBatch)
+		}
+		resp := SearchResponse{Results: hits, Partial: partial, Seq: seq}
+		for i := range missing % 5 {
+			resp.MissingShards = append(resp.MissingShards, i*(missing+1))
+		}
+		b := AppendSearchResponse(nil, &resp)
+		var fast, slow SearchResponse
+		if err := json.Unmarshal(b, &fast); err != nil {
+			t.Fatalf("invalid JSON %q: %v", b, err)
+		}
+		want, _ := json.Marshal(resp)
+		if err := json.Unmarshal(want, &slow); err != nil {
+			t.Fatal(err)
+		}
+		if !reflect.DeepEqual(fast, slow) {
+			t.Fatalf("fast encoding decodes to %+v, encoding/json's to %+v", fast, slow)
+		}
+		var read SearchResponse
+		if decodeFast(b, &read) && !reflect.DeepEqual(read, fast) {
+			t.Fatalf("decodeFast reads %q as %+v, encoding/json as %+v", b, read, fast)
+		}
+	})
+}
+
+func TestSearchResponseClampsInfinity(t *testing.T) {
+	b := AppendSearchResponse(nil, &SearchResponse{Results: []Hit{{ID: "x", Distance: float32(math.Inf(1))}}})
+	var r SearchResponse
+	if err := json.Unmarshal(b, &r); err != nil || r.Results[0].Distance != math.MaxFloat32 {
+		t.Fatalf("%s: %+v, %v", b, r, err)
+	}
+}
+
+// TestSearchResponseShape: the fields a router sets are written as encoding/json writes
+// them (the floats aside), and a shard's answer in the shape decodeFast reads.
+func TestSearchResponseShape(t *testing.T) {
+	for _, tt := range []struct {
+		resp SearchResponse
+		want string
+	}{
+		{SearchResponse{Results: []Hit{{ID: "a", Distance: 0.5, Partition: "p"}}, Seq: 7}, `{"results":[{"id":"a","distance":0.5,"partition":"p"}],"partial":false,"seq":7}`},
+		{SearchResponse{Results: []Hit{}, Partial: true, MissingShards: []int{1, 3}}, `{"results":[],"partial":true,"missingShards":[1,3]}`},
+		{SearchResponse{Results: []Hit{}, MissingShards: []int{}}, `{"results":[],"partial":false}`},
+	} {
+		got := AppendSearchResponse(nil, &tt.resp)
+		want, _ := json.Marshal(tt.resp)
+		if string(got) != tt.want+"\n" || string(want) != tt.want {
+			t.Errorf("%+v: wrote %s, want %s (encoding/json: %s)", tt.resp, got, tt.want, want)
+		}
+	}
+	var r SearchResponse
+	if b := AppendSearchResponse(nil, &SearchResponse{Results: []Hit{{ID: "a", Distance: 2}}, Seq: 9}); !decodeFast(b, &r) || r.Seq != 9 {
+		t.Fatalf("decodeFast declines %s", b)
+	}
+}
+
+func benchRequest() SearchRequest {
+	vec := make([]float32, 128)
+	for i := range vec {
+		vec[i] = float32(i) / 129
+	}
+	return SearchRequest{VectorB64: EncodeB64(vec), K: 10, Ef: 64}
+}
+
+// BenchmarkDecodeSearchRequest: a client's search body of dimension 128, as JSON numbers.
+func BenchmarkDecodeSearchRequest(b *testing.B) {
+	req := benchRequest()
+	req.Vector, _ = DecodeB64(req.VectorB64, 0)
+	req.VectorB64 = ""
+	body, _ := json.Marshal(&req)
+	b.Run("DecodeJSON", func(b *testing.B) {
+		b.ReportAllocs()
+		for b.Loop() {
+			var r SearchRequest
+			if err := DecodeJSON(bytes.NewReader(body), &r); err != nil {
+				b.Fatal(err)
+			}
+		}
+	})
+	b.Run("ReadSearch", func(b *testing.B) {
+		b.ReportAllocs()
+		for b.Loop() {
+			var r SearchRequest
+			if err := ReadSearch(bytes.NewReader(body), &r); err != nil {
+				b.Fatal(err)
+			}
+		}
+	})
+}
+
+// BenchmarkWriteSearchResponse: a router's answer of k=10.
+func BenchmarkWriteSearchResponse(b *testing.B) {
+	resp := SearchResponse{Results: make([]Hit, 10)}
+	for i := range resp.Results {
+		resp.Results[i] = Hit{ID: fmt.Sprintf("vec-%d", 1000+i), Distance: 1.5 + float32(i)*0.137}
+	}
+	var buf bytes.Buffer
+	b.Run("encoding/json", func(b *testing.B) {
+		b.ReportAllocs()
+		for b.Loop() {
+			buf.Reset()
+			if err := json.NewEncoder(&buf).Encode(&resp); err != nil {
+				b.Fatal(err)
+			}
+		}
+	})
+	b.Run("AppendSearchResponse", func(b *testing.B) {
+		b.ReportAllocs()
+		for b.Loop() {
+			buf.Reset()
+			buf.Write(AppendSearchResponse(buf.AvailableBuffer(), &resp))
+		}
+	})
+}
+
+// FuzzJSONString: appendJSONString writes what the shard's byte-at-a-time original
+// (appendJSONStringOrig) wrote, byte for byte.
+func FuzzJSONString(f *testing.F) {
+	for _, s := range []string{"", "abc", "a\"b\\c\n\x00\x1f\x7f", "é€\u2028\u2029\xff\xe2\x80", "\ufffd<&>"} {
+		f.Add(s)
+	}
+	f.Fuzz(func(t *testing.T, s string) {
+		if got, want := appendJSONString([]byte("x"), s), appendJSONStringOrig([]byte("x"), s); !bytes.Equal(got, want) {
+			t.Fatalf("%q: wrote %q, want %q", s, got, want)
+		}
+	})
+}
+
+func appendJSONStringOrig(b []byte, s string) []byte {
+	b = append(b, '"')
+	for i := 0; i < len(s); {
+		c := s[i]
+		if c < utf8.RuneSelf {
+			switch {
+			case c == '"' || c == '\\':
+				b = append(b, '\\', c)
+			case c < 0x20:
+				b = append(b, '\\', 'u', '0', '0', hexDigits[c>>4], hexDigits[c&0xf])
+			default:
+				b = append(b, c)
+			}
+			i++
+			continue
+		}
+		r, size := utf8.DecodeRuneInString(s[i:])
+		switch {
+		case r == utf8.RuneError && size == 1:
+			b = append(b, `\ufffd`...)
+		case r == '\u2028' || r == '\u2029':
+			b = append(b, '\\', 'u', '2', '0', '2', hexDigits[r&0xf])
+		default:
+			b = append(b, s[i:i+size]...)
+		}
+		i += size
+	}
+	return append(b, '"')
+}
