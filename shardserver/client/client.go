@@ -213,7 +213,7 @@ func (c *Client) Do(ctx context.Context, method, path string, in, out any) error
 func (c *Client) do(ctx context.Context, method, path string, in, out any) (http.Header, error) {
 	var body io.Reader
 	if in != nil {
-		buf, err := json.Marshal(in)
+		buf, err := encodeBody(in)
 		if err != nil {
 			return nil, fmt.Errorf("encoding %s %s: %w", method, path, err)
 		}

@@ -2,6 +2,7 @@ package client
 
 import (
 	"bytes"
+	"encoding/json"
 	"io"
 	"math"
 	"strconv"
@@ -434,4 +435,112 @@ func appendJSONString(b []byte, s string) []byte {
 	}
 	b = append(b, s[start:]...)
 	return append(b, '"')
+}
+
+// encodeBody is json.Marshal(in), with search requests (a router sends one per shard
+// and query) written by hand.
+func encodeBody(in any) ([]byte, error) {
+	switch v := in.(type) {
+	case *SearchRequest:
+		if v != nil {
+			if b, ok := appendSearchRequest(make([]byte, 0, searchRequestSize(v)), v); ok {
+				return b, nil
+			}
+		}
+	case *BatchSearchRequest:
+		if v != nil {
+			n := 16
+			for i := range v.Queries {
+				n += searchRequestSize(&v.Queries[i])
+			}
+			if b, ok := appendBatchSearchRequest(make([]byte, 0, n), v); ok {
+				return b, nil
+			}
+		}
+	}
+	return json.Marshal(in)
+}
+
+// searchRequestSize is the length of req's JSON unless its strings need escapes.
+func searchRequestSize(req *SearchRequest) int {
+	return 80 + len(req.VectorB64) + len(req.Partition) + 16*len(req.Vector)
+}
+
+// appendBatchSearchRequest appends what json.Marshal writes for req (see
+// appendSearchRequest); ok is false if a vector has a non-finite component.
+func appendBatchSearchRequest(b []byte, req *BatchSearchRequest) (_ []byte, ok bool) {
+	if req.Queries == nil {
+		return append(b, `{"queries":null}`...), true
+	}
+	b = append(b, `{"queries":[`...)
+	for i := range req.Queries {
+		if i > 0 {
+			b = append(b, ',')
+		}
+		if b, ok = appendSearchRequest(b, &req.Queries[i]); !ok {
+			return nil, false
+		}
+	}
+	return append(b, "]}"...), true
+}
+
+// appendSearchRequest appends what json.Marshal writes for req, the fields its tags
+// omit when empty left out, but for <, > and & in strings, which are left unescaped
+// (decoded, the same string). ok is false if the vector has a non-finite component,
+// which json.Marshal refuses.
+func appendSearchRequest(b []byte, req *SearchRequest) (_ []byte, ok bool) {
+	b = append(b, '{')
+	if len(req.Vector) > 0 {
+		b = append(b, `"vector":[`...)
+		for i, f := range req.Vector {
+			if i > 0 {
+				b = append(b, ',')
+			}
+			if b, ok = appendFloat32(b, f); !ok {
+				return nil, false
+			}
+		}
+		b = append(b, "],"...)
+	}
+	if req.VectorB64 != "" {
+		b = append(b, `"vector_b64":`...)
+		b = appendJSONString(b, req.VectorB64)
+		b = append(b, ',')
+	}
+	b = append(b, `"k":`...)
+	b = strconv.AppendInt(b, int64(req.K), 10)
+	if req.Ef != 0 {
+		b = append(b, `,"ef":`...)
+		b = strconv.AppendInt(b, int64(req.Ef), 10)
+	}
+	if req.Partition != "" {
+		b = append(b, `,"partition":`...)
+		b = appendJSONString(b, req.Partition)
+	}
+	if req.AllowPartial {
+		b = append(b, `,"allowPartial":true`...)
+	}
+	return append(b, '}'), true
+}
+
+// appendFloat32 formats f as encoding/json does: the shortest decimal that reads back
+// as f, in exponent form below 1e-6 and from 1e21 on.
+func appendFloat32(b []byte, f float32) ([]byte, bool) {
+	if f != f || math.IsInf(float64(f), 0) {
+		return nil, false
+	}
+	abs := math.Abs(float64(f))
+	format := byte('f')
+	if abs != 0 && (float32(abs) < 1e-6 || float32(abs) >= 1e21) {
+		format = 'e'
+	}
+	b = strconv.AppendFloat(b, float64(f), format, -1, 32)
+	if format == 'e' {
+		// e-09 is e-9, as encoding/json writes it.
+		if n := len(b); n >= 4 && b[n-4] == 'e' && b[n-3] == '-' && b[n-2] == '0' {
+			b[n-2] = b[n-1]
+			b = b[:n-1]
+		}
+	}
+	return b, true
 }

@@ -5,14 +5,17 @@ import (
 	"encoding/json"
 	"fmt"
 	"math"
+	"math/rand/v2"
 	"reflect"
+	"strings"
 	"testing"
 	"unicode/utf8"
 )
 
 // FuzzDecodeSearch: where the fast parser answers, the strict decoder must agree with it
 // exactly; DecodeSearch and DecodeBatchSearch give what DecodeJSON gives, errors
-// included.
+// included; and an accepted request, encoded as the client sends it, decodes back to
+// itself, through the fast parser when its strings need no escapes.
 func FuzzDecodeSearch(f *testing.F) {
 	for _, seed := range []string{
 		`{"vector":[1,2,3,4],"k":3}`,
@@ -60,7 +63,32 @@ func FuzzDecodeSearch(f *testing.F) {
 		if !reflect.DeepEqual(err, slowBatchErr) || err == nil && !reflect.DeepEqual(gotBatch, slowBatch) {
 			t.Fatalf("DecodeBatchSearch gave %+v, %v; DecodeJSON %+v, %v for %q", gotBatch, err, slowBatch, slowBatchErr, wrapped)
 		}
+		if slowErr != nil {
+			return
+		}
+		// What the client sends of an accepted request reads back the same.
+		if len(slow.Vector) == 0 {
+			slow.Vector = nil // omitempty: [] is not sent
+		}
+		enc, err := encodeBody(&slow)
+		if err != nil {
+			t.Fatalf("encoding %+v: %v", slow, err)
+		}
+		var back SearchRequest
+		if err := DecodeJSON(bytes.NewReader(enc), &back); err != nil || !reflect.DeepEqual(back, slow) {
+			t.Fatalf("%+v encodes to %q, which decodes to %+v, %v", slow, enc, back, err)
+		}
+		if fast, ok := fastSearch(enc); ok && !reflect.DeepEqual(fast, slow) {
+			t.Fatalf("%+v encodes to %q, which the fast parser reads as %+v", slow, enc, fast)
+		} else if !ok && plain(slow.VectorB64) && plain(slow.Partition) {
+			t.Fatalf("the fast parser declines %q, the encoding of %+v", enc, slow)
+		}
 	})
+}
+
+// plain reports whether s is written in JSON without escapes.
+func plain(s string) bool {
+	return !strings.ContainsAny(s, "\"\\\u2028\u2029") && !strings.ContainsFunc(s, func(r rune) bool { return r < 0x20 })
 }
 
 // FuzzSearchResponse: the hand-written answers decode with encoding/json to what
@@ -139,12 +167,152 @@ func TestSearchResponseShape(t *testing.T) {
 	}
 }
 
+// randomRequest is a search request with what a client may set, strings that need
+// escapes and floats of every magnitude included.
+func randomRequest(rng *rand.Rand) SearchRequest {
+	str := func() string {
+		const pieces = "ab0_-/=+<>&\"\\\n\x00\x1fé€\u2028\xff"
+		var b strings.Builder
+		runes := []rune(pieces)
+		for range rng.IntN(6) {
+			if rng.IntN(8) == 0 {
+				b.WriteByte(0xff) // invalid UTF-8
+				continue
+			}
+			b.WriteRune(runes[rng.IntN(len(runes))])
+		}
+		return b.String()
+	}
+	var req SearchRequest
+	if rng.IntN(2) == 0 {
+		req.Vector = make([]float32, rng.IntN(5))
+		for i := range req.Vector {
+			switch rng.IntN(4) {
+			case 0:
+				req.Vector[i] = float32(rng.NormFloat64())
+			case 1:
+				req.Vector[i] = math.Float32frombits(rng.Uint32() &^ (0xff << 23)) // subnormal or 0
+			case 2:
+				req.Vector[i] = float32(math.Pow(10, float64(rng.IntN(80)-40))) * float32(rng.NormFloat64())
+			default:
+				req.Vector[i] = math.Float32frombits(rng.Uint32())
+			}
+			if f := float64(req.Vector[i]); math.IsNaN(f) || math.IsInf(f, 0) {
+				req.Vector[i] = float32(math.Copysign(0, f))
+			}
+		}
+	}
+	if rng.IntN(2) == 0 {
+		req.VectorB64 = EncodeB64([]float32{rng.Float32(), 1, 2})
+		if rng.IntN(4) == 0 {
+			req.VectorB64 = str()
+		}
+	}
+	req.K = rng.IntN(200) - 10
+	if rng.IntN(2) == 0 {
+		req.Ef = int(rng.Int64()) >> rng.IntN(64)
+	}
+	if rng.IntN(2) == 0 {
+		req.Partition = str()
+	}
+	req.AllowPartial = rng.IntN(2) == 0
+	return req
+}
+
+// TestEncodeSearchRequest: for random requests the hand encoding decodes with
+// encoding/json to what json.Marshal's does, and is the same bytes but for escapes.
+func TestEncodeSearchRequest(t *testing.T) {
+	rng := rand.New(rand.NewPCG(1, 2))
+	// encoding/json escapes <, > and & for HTML, and has short escapes for some control
+	// characters; appendJSONString writes neither.
+	html := strings.NewReplacer(`\\`, `\\`, `\u003c`, "<", `\u003e`, ">", `\u0026`, "&",
+		`\n`, `\u000a`, `\r`, `\u000d`, `\t`, `\u0009`, `\b`, `\u0008`, `\f`, `\u000c`)
+	for i := range 20000 {
+		reqs := []SearchRequest{randomRequest(rng)}
+		for range rng.IntN(4) {
+			reqs = append(reqs, randomRequest(rng))
+		}
+		for _, in := range []any{&reqs[0], &BatchSearchRequest{Queries: reqs}} {
+			got, err := encodeBody(in)
+			if err != nil {
+				t.Fatal(err)
+			}
+			want, err := json.Marshal(in)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if string(got) != html.Replace(string(want)) {
+				t.Fatalf("request %d: wrote %s, json.Marshal %s", i, got, want)
+			}
+			gotV := reflect.New(reflect.TypeOf(in).Elem())
+			wantV := reflect.New(reflect.TypeOf(in).Elem())
+			if err := json.Unmarshal(got, gotV.Interface()); err != nil {
+				t.Fatalf("request %d: %q: %v", i, got, err)
+			}
+			_ = json.Unmarshal(want, wantV.Interface())
+			if !reflect.DeepEqual(gotV.Interface(), wantV.Interface()) {
+				t.Fatalf("request %d: %q decodes to %+v, json.Marshal's to %+v", i, got, gotV, wantV)
+			}
+		}
+	}
+	for _, in := range []any{&BatchSearchRequest{}, &BatchSearchRequest{Queries: []SearchRequest{}}, (*SearchRequest)(nil)} {
+		got, err := encodeBody(in)
+		want, _ := json.Marshal(in)
+		if err != nil || string(got) != string(want) {
+			t.Errorf("%#v: wrote %s, %v, json.Marshal %s", in, got, err, want)
+		}
+	}
+}
+
+// TestEncodeSearchRequestEscapes: strings that need escapes are escaped.
+func TestEncodeSearchRequestEscapes(t *testing.T) {
+	got, err := encodeBody(&SearchRequest{VectorB64: "a\"b\\c", K: 1, Partition: "x\n\x00\xff\u2028é"})
+	want := `{"vector_b64":"a\"b\\c","k":1,"partition":"x\n\u0000\ufffd\u2028é"}`
+	if err != nil || string(got) != strings.ReplaceAll(want, `\n`, `\u000a`) {
+		t.Fatalf("wrote %s, %v, want %s", got, err, want)
+	}
+}
+
+// TestEncodeNonFinite: a vector json.Marshal cannot encode fails the same way.
+func TestEncodeNonFinite(t *testing.T) {
+	for _, f := range []float32{float32(math.NaN()), float32(math.Inf(-1))} {
+		for _, in := range []any{&SearchRequest{Vector: []float32{1, f}, K: 1}, &BatchSearchRequest{Queries: []SearchRequest{{K: 1}, {Vector: []float32{f}}}}} {
+			_, err := encodeBody(in)
+			_, want := json.Marshal(in)
+			if err == nil || err.Error() != want.Error() {
+				t.Errorf("%v: error %v, want %v", f, err, want)
+			}
+		}
+	}
+}
+
 func benchRequest() SearchRequest {
 	vec := make([]float32, 128)
 	for i := range vec {
 		vec[i] = float32(i) / 129
 	}
 	return SearchRequest{VectorB64: EncodeB64(vec), K: 10, Ef: 64}
+}
+
+// BenchmarkEncodeSearchRequest: what a router sends each shard per query.
+func BenchmarkEncodeSearchRequest(b *testing.B) {
+	req := benchRequest()
+	b.Run("encoding/json", func(b *testing.B) {
+		b.ReportAllocs()
+		for b.Loop() {
+			if _, err := json.Marshal(&req); err != nil {
+				b.Fatal(err)
+			}
+		}
+	})
+	b.Run("encodeBody", func(b *testing.B) {
+		b.ReportAllocs()
+		for b.Loop() {
+			if _, err := encodeBody(&req); err != nil {
+				b.Fatal(err)
+			}
+		}
+	})
 }
 
 // BenchmarkDecodeSearchRequest: a client's search body of dimension 128, as JSON numbers.
