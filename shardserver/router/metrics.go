@@ -75,6 +75,12 @@ func newMetrics(policy balance.Policy) *metrics {
 	return m
 }
 
+// observe counts a request answered with code and its duration in seconds.
+func (m *metrics) observe(op, code string, seconds float64) {
+	m.requests.WithLabelValues(op, code).Inc()
+	m.duration.WithLabelValues(op).Observe(seconds)
+}
+
 func (m *metrics) forReplica(shard, name string) *replicaMetrics {
 	return &replicaMetrics{
 		latency:    m.replicaLat.WithLabelValues(shard, name),

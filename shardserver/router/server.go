@@ -7,6 +7,7 @@ import (
 	"io"
 	"net/http"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus/promhttp"
@@ -71,7 +72,8 @@ func (r *Router) Handler() http.Handler {
 func (r *Router) serveSearch(w http.ResponseWriter, req *http.Request) {
 	start := time.Now()
 	var in client.SearchRequest
-	if !r.decode(w, req, "search", &in) {
+	if err := client.ReadSearch(r.limitBody(w, req), &in); err != nil {
+		r.answer(w, "search", time.Now(), nil, err)
 		return
 	}
 	out, err := r.Search(req.Context(), &in)
@@ -81,7 +83,8 @@ func (r *Router) serveSearch(w http.ResponseWriter, req *http.Request) {
 func (r *Router) serveBatchSearch(w http.ResponseWriter, req *http.Request) {
 	start := time.Now()
 	var in client.BatchSearchRequest
-	if !r.decode(w, req, "search_batch", &in) {
+	if err := client.ReadBatchSearch(r.limitBody(w, req), &in); err != nil {
+		r.answer(w, "search_batch", time.Now(), nil, err)
 		return
 	}
 	out, err := r.BatchSearch(req.Context(), &in)
@@ -151,14 +154,20 @@ func (r *Router) authorized(w http.ResponseWriter, req *http.Request, op string,
 }
 
 // decode reads a JSON body under the shards' rules (client.DecodeJSON: strict, so a typo
-// is not silently ignored) and answers the error itself when it fails.
+// is not silently ignored) and answers the error itself when it fails. Searches are
+// read with client.ReadSearch instead: the same rules and errors, a hand-written parser.
 func (r *Router) decode(w http.ResponseWriter, req *http.Request, op string, into any) bool {
-	err := client.DecodeJSON(http.MaxBytesReader(w, req.Body, r.requestSchema(req.Context()).MaxBodyBytes), into)
+	err := client.DecodeJSON(r.limitBody(w, req), into)
 	if err == nil {
 		return true
 	}
 	r.answer(w, op, time.Now(), nil, err)
 	return false
+}
+
+// limitBody is the request's body, limited to the shards' MaxBodyBytes.
+func (r *Router) limitBody(w http.ResponseWriter, req *http.Request) io.Reader {
+	return http.MaxBytesReader(w, req.Body, r.requestSchema(req.Context()).MaxBodyBytes)
 }
 
 // answer writes out as JSON, or err as the API's error body, and counts the request.
@@ -183,9 +192,41 @@ func (r *Router) answer(w http.ResponseWriter, op string, start time.Time, out a
 		code = e.Code
 		body = client.ErrorBody{Error: e}
 	}
-	r.m.requests.WithLabelValues(op, code).Inc()
-	r.m.duration.WithLabelValues(op).Observe(time.Since(start).Seconds())
+	r.m.observe(op, code, time.Since(start).Seconds())
 	w.Header().Set("Content-Type", "application/json")
-	w.WriteHeader(status)
-	_ = json.NewEncoder(w).Encode(body)
+	if !writeSearchAnswer(w, status, body) {
+		w.WriteHeader(status)
+		_ = json.NewEncoder(w).Encode(body)
+	}
 }
+
+// writeSearchAnswer writes body if it is a search answer, the bulk of a router's
+// traffic, by hand (the document encoding/json writes, see client.AppendSearchResponse),
+// and reports whether it did.
+func writeSearchAnswer(w http.ResponseWriter, status int, body any) bool {
+	var fill func([]byte) []byte
+	switch out := body.(type) {
+	case *client.SearchResponse:
+		if out != nil {
+			fill = func(b []byte) []byte { return client.AppendSearchResponse(b, out) }
+		}
+	case *client.BatchSearchResponse:
+		if out != nil {
+			fill = func(b []byte) []byte { return client.AppendBatchSearchResponse(b, out) }
+		}
+	}
+	if fill == nil {
+		return false
+	}
+	buf := answers.Get().(*[]byte)
+	*buf = fill((*buf)[:0])
+	w.WriteHeader(status)
+	_, _ = w.Write(*buf)
+	if cap(*buf) <= 1<<20 {
+		answers.Put(buf)
+	}
+	return true
+}
+
+// answers recycles the buffers search answers are written into.
+var answers = sync.Pool{New: func() any { return new([]byte) }}
