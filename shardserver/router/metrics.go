@@ -1,6 +1,8 @@
 package router
 
 import (
+	"sync"
+
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
 
@@ -21,6 +23,15 @@ type metrics struct {
 	cacheHits   prometheus.Counter
 	cacheMisses prometheus.Counter
 	batchSize   prometheus.Histogram
+	// The series of successful searches, most of the requests, looked up once (at the
+	// first, so that a series still appears with its first request).
+	searchOK, batchOK func() opSeries
+}
+
+// opSeries are the request count and the latency of one operation and answer code.
+type opSeries struct {
+	requests prometheus.Counter
+	duration prometheus.Observer
 }
 
 // replicaMetrics are one replica's series, resolved once when its shard set is built so
@@ -69,6 +80,12 @@ func newMetrics(policy balance.Policy) *metrics {
 	for _, op := range []string{"search", "get", "upsert", "delete", "search_on_primary", "get_on_primary"} {
 		m.retries.WithLabelValues(op)
 	}
+	series := func(op, code string) func() opSeries {
+		return sync.OnceValue(func() opSeries {
+			return opSeries{m.requests.WithLabelValues(op, code), m.duration.WithLabelValues(op)}
+		})
+	}
+	m.searchOK, m.batchOK = series("search", "ok"), series("search_batch", "ok")
 	m.reg.MustRegister(m.requests, m.duration, m.replicaLat, m.selections, m.hedges, m.retries,
 		m.cacheHits, m.cacheMisses, m.batchSize,
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
@@ -77,8 +94,17 @@ func newMetrics(policy balance.Policy) *metrics {
 
 // observe counts a request answered with code and its duration in seconds.
 func (m *metrics) observe(op, code string, seconds float64) {
-	m.requests.WithLabelValues(op, code).Inc()
-	m.duration.WithLabelValues(op).Observe(seconds)
+	var s opSeries
+	switch {
+	case code == "ok" && op == "search":
+		s = m.searchOK()
+	case code == "ok" && op == "search_batch":
+		s = m.batchOK()
+	default:
+		s = opSeries{m.requests.WithLabelValues(op, code), m.duration.WithLabelValues(op)}
+	}
+	s.requests.Inc()
+	s.duration.Observe(seconds)
 }
 
 func (m *metrics) forReplica(shard, name string) *replicaMetrics {
