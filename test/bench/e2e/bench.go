@@ -237,6 +237,7 @@ func (b *bench) upsertThroughRouter(ctx context.Context) (acked, replicated floa
 	var next atomic.Int64
 	var wg sync.WaitGroup
 	var failed atomic.Value
+	var retries atomic.Int64
 	start := time.Now()
 	for range b.o.writers {
 		wg.Go(func() {
@@ -249,7 +250,7 @@ func (b *bench) upsertThroughRouter(ctx context.Context) (acked, replicated floa
 				for i := from; i < min(from+b.o.batch, len(b.data)); i++ {
 					req.Vectors = append(req.Vectors, client.Vector{ID: strconv.Itoa(i), VectorB64: client.EncodeB64(b.data[i])})
 				}
-				if _, err := c.Upsert(ctx, req); err != nil {
+				if err := upsertRetrying(ctx, c, req, &retries); err != nil {
 					failed.Store(err)
 					return
 				}
@@ -279,8 +280,33 @@ func (b *bench) upsertThroughRouter(ctx context.Context) (acked, replicated floa
 		time.Sleep(20 * time.Millisecond)
 	}
 	replicated = float64(len(b.data)) / time.Since(start).Seconds()
-	b.logf("loaded %d vectors through the router: %.0f/s acknowledged, %.0f/s replicated", len(b.data), acked, replicated)
+	b.logf("loaded %d vectors through the router: %.0f/s acknowledged, %.0f/s replicated (%d batches retried after an unavailable answer)",
+		len(b.data), acked, replicated, retries.Load())
 	return acked, replicated, nil
+}
+
+// upsertAttempts bounds upsertRetrying.
+const upsertAttempts = 6
+
+// upsertRetrying upserts req, retrying with backoff while the router answers
+// unavailable (an overloaded machine can take longer than the router's deadline), as a
+// client such as kubectl annshard import does. An upsert is idempotent: a retried batch
+// that had been applied replaces its vectors with themselves.
+func upsertRetrying(ctx context.Context, c *client.Client, req *client.UpsertRequest, retries *atomic.Int64) error {
+	backoff := 250 * time.Millisecond
+	for attempt := 1; ; attempt++ {
+		_, err := c.Upsert(ctx, req)
+		if err == nil || !client.IsCode(err, client.CodeUnavailable) || attempt == upsertAttempts {
+			return err
+		}
+		retries.Add(1)
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-time.After(backoff):
+		}
+		backoff *= 2
+	}
 }
 
 // replicationState sums the primaries' vectors and says whether every replica holds

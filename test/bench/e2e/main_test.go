@@ -5,13 +5,18 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"fmt"
+	"net/http"
+	"net/http/httptest"
 	"os"
 	"path/filepath"
 	"strconv"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
+	"github.com/annshard/annshard/shardserver/client"
 	"github.com/annshard/annshard/shardserver/proctest"
 )
 
@@ -192,5 +197,42 @@ func TestParseInts(t *testing.T) {
 		if _, err := parseInts(bad); err == nil {
 			t.Errorf("parseInts(%q) accepted", bad)
 		}
+	}
+}
+
+func TestUpsertRetriesUnavailable(t *testing.T) {
+	var calls atomic.Int64
+	status := func(n int64) int { // answers: 503, 503, then 200
+		if n <= 2 {
+			return http.StatusServiceUnavailable
+		}
+		return http.StatusOK
+	}
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		n := calls.Add(1)
+		w.Header().Set("Content-Type", "application/json")
+		switch code := status(n); code {
+		case http.StatusOK:
+			fmt.Fprint(w, `{"upserted":1,"seq":7}`)
+		case http.StatusServiceUnavailable:
+			w.WriteHeader(code)
+			fmt.Fprintf(w, `{"error":{"code":%q,"message":"busy"}}`, client.CodeUnavailable)
+		default:
+			w.WriteHeader(code)
+			fmt.Fprintf(w, `{"error":{"code":%q,"message":"bad"}}`, client.CodeInvalidArgument)
+		}
+	}))
+	defer srv.Close()
+	c := client.New(srv.URL)
+	req := &client.UpsertRequest{Vectors: []client.Vector{{ID: "1", Vector: []float32{1}}}}
+	var retries atomic.Int64
+	if err := upsertRetrying(context.Background(), c, req, &retries); err != nil || retries.Load() != 2 || calls.Load() != 3 {
+		t.Fatalf("err %v after %d calls, %d retries; want success after 3 calls, 2 retries", err, calls.Load(), retries.Load())
+	}
+	// A refusal is not retried.
+	status = func(int64) int { return http.StatusBadRequest }
+	calls.Store(0)
+	if err := upsertRetrying(context.Background(), c, req, &retries); err == nil || calls.Load() != 1 {
+		t.Fatalf("err %v after %d calls; want the refusal at once", err, calls.Load())
 	}
 }
