@@ -35,7 +35,7 @@ const errorFactor = 4
 // bursts spill onto the fast replicas' service queues instead of piling up on the
 // slow link.
 //
-// Three additions. C3 learns that a replica turned slow only when its first slow answer
+// Four additions. C3 learns that a replica turned slow only when its first slow answer
 // arrives; meanwhile every pick may land there. So R is at least the age of the oldest
 // request still outstanding on the replica: a replica that has not answered for longer
 // than the others take is avoided within a few milliseconds of turning slow.
@@ -47,6 +47,14 @@ const errorFactor = 4
 // weight of a sample grows with that idle time, so the probe's answer replaces the stale
 // estimate instead of nudging it: a replica that is still slow goes straight back to
 // idle, one that is fast again gets its share back at once.
+//
+// And probes back off. Every probe of a replica that is still slow costs one request
+// its full latency, and each shard's probes add up in the tail of a query that asks
+// them all. So a probe that comes back still slow (more than twice the best other
+// replica's latency, or failed) doubles that replica's half-life, up to maxBackoff
+// times the base one; a probe that comes back fast restores it. A replica that stays
+// slow is probed half as often, one that turns fast again is found at most maxBackoff
+// times later.
 type adaptive struct {
 	base
 	clients  float64
@@ -80,7 +88,7 @@ func (a *adaptive) Score(i int) float64 { return a.score(i, int64(a.now())) }
 
 func (a *adaptive) score(i int, now int64) float64 {
 	r := &a.reps[i]
-	decay := math.Exp2(-float64(max(now-r.last.Load(), 0)) / a.halfLife)
+	decay := math.Exp2(-float64(max(now-r.last.Load(), 0)) / a.replicaHalfLife(r))
 	lat := math.Float64frombits(r.ewma.Load()) * decay
 	for s := range r.starts {
 		if st := r.starts[s].Load(); st != 0 {
@@ -120,8 +128,12 @@ func (a *adaptive) Done(t Ticket, err error) time.Duration {
 	}
 	r := &a.reps[t.replica]
 	x := float64(latency)
-	idle := float64(max(now-r.last.Load(), 0))
+	last := r.last.Load()
+	idle := float64(max(now-last, 0))
 	w := max(a.alpha, 1-math.Exp2(-idle/a.halfLife))
+	if float64(t.start-last) >= a.halfLife {
+		a.probed(int(t.replica), x, err)
+	}
 	for {
 		old := r.ewma.Load()
 		prev := math.Float64frombits(old)
@@ -139,4 +151,37 @@ func (a *adaptive) Done(t Ticket, err error) time.Duration {
 	}
 	r.last.Store(now)
 	return latency
+}
+
+// probed adjusts replica i's half-life after the answer to a probe, a request sent
+// after at least a half-life without an answer from it: x is the probe's latency.
+// A probe that fails or is still slower than twice the best of the other replicas'
+// latency means the replica is still slow, so it is probed at most half as often:
+// its half-life doubles, up to maxBackoff times the base one, which bounds how much
+// later a replica that turned fast again is found. Any other answer restores the
+// base half-life.
+func (a *adaptive) probed(i int, x float64, err error) {
+	best := math.Inf(1)
+	for j := range a.reps {
+		if e := math.Float64frombits(a.reps[j].ewma.Load()); j != i && e > 0 {
+			best = min(best, e)
+		}
+	}
+	if math.IsInf(best, 1) {
+		return
+	}
+	r := &a.reps[i]
+	if err != nil || x > 2*best {
+		r.halfLife.Store(math.Float64bits(min(2*a.replicaHalfLife(r), maxBackoff*a.halfLife)))
+	} else {
+		r.halfLife.Store(0)
+	}
+}
+
+// replicaHalfLife returns the half-life of replica r's decay, in ns.
+func (a *adaptive) replicaHalfLife(r *replica) float64 {
+	if hl := math.Float64frombits(r.halfLife.Load()); hl > 0 {
+		return hl
+	}
+	return a.halfLife
 }

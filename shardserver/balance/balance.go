@@ -164,6 +164,11 @@ func New(policy Policy, n int, opts ...Option) (Balancer, error) {
 	return nil, fmt.Errorf("new balancer: %w %q", ErrUnknownPolicy, policy)
 }
 
+// maxBackoff caps how far Adaptive stretches the half-life of a replica whose probes
+// keep coming back slow: twice the base half-life, so a replica 10x slower than the
+// others is probed every 6.6s instead of 3.3s at the default 1s.
+const maxBackoff = 2
+
 // ageSlots is how many outstanding requests per replica Adaptive tracks the start of;
 // more in flight are still counted, only their age is not watched.
 const ageSlots = 8
@@ -177,7 +182,8 @@ type replica struct {
 	queue    atomic.Uint64          // float64 bits: reported queue depth
 	service  atomic.Uint64          // float64 bits: reported service time, ns
 	starts   [ageSlots]atomic.Int64 // start+1 of outstanding requests (0 = free), Adaptive only
-	_        [24]byte
+	halfLife atomic.Uint64          // float64 bits: Adaptive's decay half-life of this replica, ns (0 = the base one)
+	_        [16]byte
 }
 
 // base holds what every policy shares: the replicas, the policy name and a lock-free

@@ -3,6 +3,7 @@ package balance
 import (
 	"errors"
 	"fmt"
+	"math"
 	"sync"
 	"testing"
 	"time"
@@ -331,6 +332,121 @@ func TestAdaptiveSlowReplicaRecovers(t *testing.T) {
 			t.Logf("%s: picks %v, replica 1 share %.4f", ph.name, counts, share)
 			if share < ph.min || share > ph.max {
 				t.Errorf("replica 1 share %.4f outside [%g, %g]", share, ph.min, ph.max)
+			}
+		})
+	}
+}
+
+// TestAdaptiveBacksOffSlowProbes runs the same simulated router against a replica that
+// turns 10x slow for 30s, is fast again for 10s, then slow again. While it stays slow,
+// the time between its probes must double once, after the first probe that comes back
+// slow, and no more; the fast answers after its recovery must undo that, so that the
+// next slow phase is probed at the first pace again.
+func TestAdaptiveBacksOffSlowProbes(t *testing.T) {
+	const fast, slow, gap = 2 * time.Millisecond, 20 * time.Millisecond, 2 * time.Millisecond
+	clock := &fakeClock{}
+	b := mustNew(t, Adaptive, 3, WithClock(clock.now), WithDecay(time.Second))
+	type pending struct {
+		tk  Ticket
+		end time.Duration
+	}
+	var open []pending
+	// run simulates dur and returns the time from the start to the first probe of
+	// replica 1, then between its probes: a probe is a pick after at least 500ms
+	// without one.
+	run := func(dur time.Duration, latency [3]time.Duration) []time.Duration {
+		var gaps []time.Duration
+		lastPick, lastProbe := clock.t, clock.t
+		for end := clock.t + dur; clock.t < end; clock.t += gap {
+			kept := open[:0]
+			for _, p := range open {
+				if p.end <= clock.t {
+					b.Done(p.tk, nil)
+				} else {
+					kept = append(kept, p)
+				}
+			}
+			open = kept
+			i := b.Pick(-1)
+			open = append(open, pending{b.Start(i), clock.t + latency[i]})
+			if i == 1 {
+				if clock.t-lastPick >= 500*time.Millisecond {
+					gaps = append(gaps, clock.t-lastProbe)
+					lastProbe = clock.t
+				}
+				lastPick = clock.t
+			}
+		}
+		return gaps
+	}
+	healthy := [3]time.Duration{fast, fast, fast}
+	slowOne := [3]time.Duration{fast, slow, fast}
+	run(5*time.Second, healthy)
+	// Without back-off an idle replica 10x slower than the others is probed every
+	// log2(10) half-lives, 3.3s; a probe that comes back slow doubles that, once.
+	pace := time.Duration(math.Log2(float64(slow/fast)) * float64(time.Second))
+	check := func(name string, gaps []time.Duration) {
+		t.Logf("%s: time to the first probe, then between probes: %v", name, gaps)
+		if len(gaps) < 3 {
+			t.Fatalf("%s: %d probes", name, len(gaps))
+		}
+		for k, g := range gaps[1:] {
+			if g < pace*18/10 || g > pace*22/10 {
+				t.Errorf("%s: %v between probes %d and %d, want about %v", name, g, k, k+1, 2*pace)
+			}
+		}
+	}
+	first := run(30*time.Second, slowOne)
+	check("slow", first)
+	run(10*time.Second, healthy)
+	again := run(15*time.Second, slowOne)
+	check("slow again", again)
+	if again[0] != first[0] {
+		t.Errorf("slow again: first probe after %v, want %v as the first time", again[0], first[0])
+	}
+}
+
+// TestAdaptiveProbeHalfLife checks which answers change a replica's half-life: only
+// those to probes (requests sent after a half-life without an answer), doubling it
+// up to maxBackoff times the base when the probe failed or took more than twice the
+// best other replica's latency, restoring the base otherwise.
+func TestAdaptiveProbeHalfLife(t *testing.T) {
+	const hl = time.Second
+	boom := errors.New("boom")
+	for _, tc := range []struct {
+		name   string
+		probes []time.Duration // latencies of replica 0's answers, each after 2 half-lives idle
+		errs   bool            // the probes fail
+		busy   bool            // no idle time before the answers: not probes
+		want   time.Duration
+	}{
+		{"slow probe backs off", []time.Duration{5 * time.Millisecond}, false, false, 2 * hl},
+		{"backs off up to the cap", []time.Duration{5 * time.Millisecond, 5 * time.Millisecond, 5 * time.Millisecond}, false, false, maxBackoff * hl},
+		{"failed probe backs off", []time.Duration{time.Millisecond}, true, false, 2 * hl},
+		{"fast probe restores", []time.Duration{5 * time.Millisecond, 2 * time.Millisecond}, false, false, hl},
+		{"slow answers that are not probes do not", []time.Duration{5 * time.Millisecond, 5 * time.Millisecond}, false, true, hl},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			c := &fakeClock{t: time.Second}
+			b := mustNew(t, Adaptive, 2, WithClock(c.now), WithDecay(hl))
+			serve(b, c, 0, time.Millisecond, nil)
+			serve(b, c, 1, time.Millisecond, nil) // the best other replica: 1ms
+			for _, lat := range tc.probes {
+				if !tc.busy {
+					c.t += 2 * hl
+				}
+				var err error
+				if tc.errs {
+					err = boom
+				}
+				serve(b, c, 0, lat, err)
+			}
+			a := b.(*adaptive)
+			if got := time.Duration(a.replicaHalfLife(&a.reps[0])); got != tc.want {
+				t.Fatalf("half-life %v, want %v", got, tc.want)
+			}
+			if got := time.Duration(a.replicaHalfLife(&a.reps[1])); got != hl {
+				t.Fatalf("other replica's half-life %v, want %v", got, hl)
 			}
 		})
 	}
