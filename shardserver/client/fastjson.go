@@ -3,8 +3,10 @@ package client
 import (
 	"bytes"
 	"encoding/json"
+	"errors"
 	"io"
 	"math"
+	"net/http"
 	"strconv"
 	"unicode/utf8"
 )
@@ -38,8 +40,8 @@ func DecodeBatchSearch(b []byte, req *BatchSearchRequest) error {
 }
 
 // ReadSearch reads a search request body whole (into a pooled buffer) and decodes it
-// with DecodeSearch. Reading errors are worded as DecodeJSON words them: a body over an
-// http.MaxBytesReader's limit is CodePayloadTooLarge.
+// with DecodeSearch. A body over an http.MaxBytesReader's limit is CodePayloadTooLarge,
+// as DecodeJSON words it; any other reading error is invalid input.
 func ReadSearch(body io.Reader, req *SearchRequest) error {
 	return readWith(body, func(b []byte) error { return DecodeSearch(b, req) })
 }
@@ -53,7 +55,11 @@ func readWith(body io.Reader, decode func([]byte) error) error {
 	buf := getBuffer()
 	defer putBuffer(buf)
 	if _, err := buf.ReadFrom(body); err != nil {
-		return jsonError(err)
+		var tooBig *http.MaxBytesError
+		if errors.As(err, &tooBig) {
+			return jsonError(err)
+		}
+		return invalid("request body: reading: %v", err)
 	}
 	return decode(buf.Bytes())
 }

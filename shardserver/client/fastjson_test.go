@@ -3,12 +3,17 @@ package client
 import (
 	"bytes"
 	"encoding/json"
+	"errors"
 	"fmt"
+	"io"
 	"math"
 	"math/rand/v2"
+	"net/http"
+	"net/http/httptest"
 	"reflect"
 	"strings"
 	"testing"
+	"testing/iotest"
 	"unicode/utf8"
 )
 
@@ -407,4 +412,20 @@ func appendJSONStringOrig(b []byte, s string) []byte {
 		i += size
 	}
 	return append(b, '"')
+}
+
+// TestReadSearchErrors: a body over the reader's limit is payload_too_large, another
+// reading error invalid input naming the reading, and both decoders agree on it.
+func TestReadSearchErrors(t *testing.T) {
+	tooBig := http.MaxBytesReader(httptest.NewRecorder(), io.NopCloser(strings.NewReader(`{"k":1,"vector":[1,2,3]}`)), 4)
+	var req SearchRequest
+	if err := ReadSearch(tooBig, &req); !IsCode(err, CodePayloadTooLarge) {
+		t.Fatalf("over the limit: %v", err)
+	}
+	broken := io.MultiReader(strings.NewReader(`{"k":`), iotest.ErrReader(errors.New("connection reset")))
+	var batch BatchSearchRequest
+	err := ReadBatchSearch(broken, &batch)
+	if !IsCode(err, CodeInvalidArgument) || !strings.Contains(err.Error(), "request body: reading: connection reset") {
+		t.Fatalf("reading error: %v", err)
+	}
 }

@@ -2,10 +2,8 @@ package shard
 
 import (
 	"bytes"
-	"errors"
 	"fmt"
 	"io"
-	"net/http"
 	"sync"
 
 	"github.com/annshard/annshard/shardserver/client"
@@ -97,32 +95,11 @@ func putBody(buf *bytes.Buffer) {
 	}
 }
 
-// readBody reads a whole body into a pooled buffer; release returns it.
-func readBody(body io.Reader) (b []byte, release func(), err error) {
-	buf := getBody()
-	release = func() { putBody(buf) }
-	if _, err := buf.ReadFrom(body); err != nil {
-		release()
-		var tooBig *http.MaxBytesError
-		if errors.As(err, &tooBig) {
-			return nil, nil, &client.APIError{Code: client.CodePayloadTooLarge,
-				Message: fmt.Sprintf("request body over %d bytes", tooBig.Limit)}
-		}
-		return nil, nil, invalid("request body: reading: %v", err)
-	}
-	return buf.Bytes(), release, nil
-}
-
 // decodeSearch reads and validates one search: the hand-written parser when it can,
 // else the strict decoder (client.DecodeSearch).
 func (sc *schema) decodeSearch(body io.Reader) (query, error) {
-	b, release, err := readBody(body)
-	if err != nil {
-		return query{}, err
-	}
-	defer release()
 	var req client.SearchRequest
-	if err := client.DecodeSearch(b, &req); err != nil {
+	if err := client.ReadSearch(body, &req); err != nil {
 		return query{}, err
 	}
 	vec, err := sc.CheckSearch("", &req)
@@ -134,13 +111,8 @@ func (sc *schema) decodeSearch(body io.Reader) (query, error) {
 
 // decodeBatchSearch reads and validates a batch of searches.
 func (sc *schema) decodeBatchSearch(body io.Reader) ([]query, error) {
-	b, release, err := readBody(body)
-	if err != nil {
-		return nil, err
-	}
-	defer release()
 	var req client.BatchSearchRequest
-	if err := client.DecodeBatchSearch(b, &req); err != nil {
+	if err := client.ReadBatchSearch(body, &req); err != nil {
 		return nil, err
 	}
 	vecs, err := sc.CheckBatchSearch(&req)
