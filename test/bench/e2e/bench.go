@@ -39,13 +39,15 @@ const (
 type bench struct {
 	o          options
 	debugAddrs map[string]string // process name -> its --debug-listen address, with -profile
-	log        io.Writer
-	dir        string
-	bin        string
-	shards     [numShards][numReplicas]*proctest.Process
-	router     *proctest.Process
-	data       [][]float32
-	queries    [][]float32
+	// The in-process paths: the whole data in one index, and split as the router splits it.
+	whole, split []*hnsw.Index
+	log          io.Writer
+	dir          string
+	bin          string
+	shards       [numShards][numReplicas]*proctest.Process
+	router       *proctest.Process
+	data         [][]float32
+	queries      [][]float32
 }
 
 // run starts the processes, measures, stops them and returns the records; progress goes
@@ -97,8 +99,8 @@ func run(ctx context.Context, o options, log io.Writer) ([]record, error) {
 	if err != nil {
 		return nil, err
 	}
-	split, err := b.buildSplit()
-	if err != nil {
+	b.whole = []*hnsw.Index{idx}
+	if b.split, err = b.buildSplit(); err != nil {
 		return nil, err
 	}
 	recs = append(recs,
@@ -106,14 +108,14 @@ func run(ctx context.Context, o options, log io.Writer) ([]record, error) {
 		record{Kind: kindUpsert, Path: pathInproc, VectorsPerSecond: buildRate},
 	)
 
-	rr, ir, sr, err := b.recall(ctx, idx, split)
+	rr, ir, sr, err := b.recall(ctx)
 	if err != nil {
 		return nil, err
 	}
 	recs = append(recs, record{Kind: kindRecall, Path: pathRouter, Recall: rr}, record{Kind: kindRecall, Path: pathInproc, Recall: ir},
 		record{Kind: kindRecall, Path: pathSplit, Recall: sr})
 
-	search, err := b.searchAll(ctx, idx, split)
+	search, err := b.searchAll(ctx)
 	if err != nil {
 		return nil, err
 	}
@@ -394,10 +396,15 @@ func (b *bench) build(data [][]float32, keys []int) (*hnsw.Index, error) {
 	return idx, g.Wait()
 }
 
-// searchSplit searches every index of split for q and merges the top k into buf.
-func searchSplit(split []*hnsw.Index, buf, part []hnsw.Result, q []float32, o options) ([]hnsw.Result, []hnsw.Result, error) {
+// searchIndexes searches every index of idxs for q and merges the top k into buf (a
+// single index's results are its own, already in order).
+func searchIndexes(idxs []*hnsw.Index, buf, part []hnsw.Result, q []float32, o options) ([]hnsw.Result, []hnsw.Result, error) {
+	if len(idxs) == 1 {
+		buf, err := idxs[0].SearchInto(buf[:0], q, o.k, hnsw.SearchOptions{Ef: o.ef})
+		return buf, part, err
+	}
 	buf = buf[:0]
-	for _, idx := range split {
+	for _, idx := range idxs {
 		var err error
 		if part, err = idx.SearchInto(part[:0], q, o.k, hnsw.SearchOptions{Ef: o.ef}); err != nil {
 			return buf, part, err
@@ -410,7 +417,7 @@ func searchSplit(split []*hnsw.Index, buf, part []hnsw.Result, q []float32, o op
 
 // recall is the mean recall@k through the router, in-process and over the split
 // in-process indexes, over the first -recall-queries queries, against exact neighbours.
-func (b *bench) recall(ctx context.Context, idx *hnsw.Index, split []*hnsw.Index) (router, inproc, splitRecall float64, err error) {
+func (b *bench) recall(ctx context.Context) (router, inproc, splitRecall float64, err error) {
 	nq := min(b.o.recallQueries, len(b.queries))
 	if nq == 0 {
 		return 0, 0, 0, nil
@@ -437,12 +444,11 @@ func (b *bench) recall(ctx context.Context, idx *hnsw.Index, split []*hnsw.Index
 				hitR++
 			}
 		}
-		res, err := idx.Search(q, b.o.k, hnsw.SearchOptions{Ef: b.o.ef})
-		if err != nil {
+		if buf, part, err = searchIndexes(b.whole, buf, part, q, b.o); err != nil {
 			return 0, 0, 0, err
 		}
-		hitI += hits(truth, res)
-		if buf, part, err = searchSplit(split, buf, part, q, b.o); err != nil {
+		hitI += hits(truth, buf)
+		if buf, part, err = searchIndexes(b.split, buf, part, q, b.o); err != nil {
 			return 0, 0, 0, err
 		}
 		hitS += hits(truth, buf)
@@ -512,7 +518,7 @@ type tally struct {
 func (t *tally) qps() float64 { return float64(len(t.lats)) / t.elapsed.Seconds() }
 
 // searchAll measures the four paths at each concurrency, taking turns in short slices.
-func (b *bench) searchAll(ctx context.Context, idx *hnsw.Index, split []*hnsw.Index) ([]record, error) {
+func (b *bench) searchAll(ctx context.Context) ([]record, error) {
 	bodies := make([][]byte, len(b.queries))
 	for i, q := range b.queries {
 		bodies[i], _ = json.Marshal(client.SearchRequest{VectorB64: client.EncodeB64(q), K: b.o.k, Ef: b.o.ef})
@@ -536,7 +542,7 @@ func (b *bench) searchAll(ctx context.Context, idx *hnsw.Index, split []*hnsw.In
 					warm = b.o.warmup
 				}
 				profile := b.o.profile != "" && round == 0 && p == pathRouter && c == slices.Max(b.o.concurrency)
-				if err := b.measure(ctx, p, c, bodies, idx, split, warm, slice, profile, tallies[p][c]); err != nil {
+				if err := b.measure(ctx, p, c, bodies, warm, slice, profile, tallies[p][c]); err != nil {
 					return nil, fmt.Errorf("%s, %d clients: %w", p, c, err)
 				}
 			}
@@ -579,7 +585,7 @@ func (b *bench) searchAll(ctx context.Context, idx *hnsw.Index, split []*hnsw.In
 
 // measure runs one slice of path p with c clients (after an unmeasured warm-up) and adds
 // it, with the CPU time of whoever served it, to t.
-func (b *bench) measure(ctx context.Context, p string, c int, bodies [][]byte, idx *hnsw.Index, split []*hnsw.Index, warm, d time.Duration, profile bool, t *tally) error {
+func (b *bench) measure(ctx context.Context, p string, c int, bodies [][]byte, warm, d time.Duration, profile bool, t *tally) error {
 	var f func(d time.Duration) ([]time.Duration, error)
 	var cpu func() (float64, error)
 	var cpuSplit func() (router, shards float64, err error)
@@ -601,13 +607,12 @@ func (b *bench) measure(ctx context.Context, p string, c int, bodies [][]byte, i
 			return r, s, err
 		}
 		cpu = func() (float64, error) { r, s, err := cpuSplit(); return r + s, err }
-	case pathInproc:
-		f = func(d time.Duration) ([]time.Duration, error) { return searchInProcess(idx, b.queries, b.o, c, d) }
-		cpu = func() (float64, error) { return benchkit.SelfCPU(), nil }
-	case pathSplit:
-		f = func(d time.Duration) ([]time.Duration, error) {
-			return searchSplitInProcess(split, b.queries, b.o, c, d)
+	case pathInproc, pathSplit:
+		idxs := b.whole
+		if p == pathSplit {
+			idxs = b.split
 		}
+		f = func(d time.Duration) ([]time.Duration, error) { return searchInProcess(idxs, b.queries, b.o, c, d) }
 		cpu = func() (float64, error) { return benchkit.SelfCPU(), nil }
 	}
 	if warm > 0 {
@@ -730,26 +735,14 @@ func (b *bench) batchSizes(ctx context.Context) (histogram, error) {
 	return histogram{count: float64(h.GetSampleCount()), sum: h.GetSampleSum()}, nil
 }
 
-// searchInProcess runs the queries on c goroutines back to back for d.
-func searchInProcess(idx *hnsw.Index, queries [][]float32, o options, c int, d time.Duration) ([]time.Duration, error) {
-	return benchkit.ClosedLoop(c, d, func() func(int) error {
-		buf := make([]hnsw.Result, 0, o.k)
-		return func(i int) error {
-			var err error
-			buf, err = idx.SearchInto(buf[:0], queries[i%len(queries)], o.k, hnsw.SearchOptions{Ef: o.ef})
-			return err
-		}
-	})
-}
-
-// searchSplitInProcess runs the queries over the split indexes on c goroutines back to
+// searchInProcess runs the queries over idxs (searchIndexes) on c goroutines back to
 // back for d.
-func searchSplitInProcess(split []*hnsw.Index, queries [][]float32, o options, c int, d time.Duration) ([]time.Duration, error) {
+func searchInProcess(idxs []*hnsw.Index, queries [][]float32, o options, c int, d time.Duration) ([]time.Duration, error) {
 	return benchkit.ClosedLoop(c, d, func() func(int) error {
-		buf, part := make([]hnsw.Result, 0, len(split)*o.k), make([]hnsw.Result, 0, o.k)
+		buf, part := make([]hnsw.Result, 0, len(idxs)*o.k), make([]hnsw.Result, 0, o.k)
 		return func(i int) error {
 			var err error
-			buf, part, err = searchSplit(split, buf, part, queries[i%len(queries)], o)
+			buf, part, err = searchIndexes(idxs, buf, part, queries[i%len(queries)], o)
 			return err
 		}
 	})
