@@ -90,9 +90,7 @@ func readShard[T any](ctx context.Context, r *Router, s *shardSet, kind readKind
 		return zero, err
 	}
 	r.m.retries.WithLabelValues(op).Inc()
-	rctx, rcancel := context.WithCancel(ctx)
-	defer rcancel()
-	if val, err = tryReplica(ctx, rctx, s, j, call); err != nil && !callerFault(err) && ctx.Err() != nil {
+	if val, err = tryReplica(ctx, ctx, s, j, call); err != nil && !callerFault(err) && ctx.Err() != nil {
 		return zero, deadlineErr(ctx)
 	}
 	return val, err
