@@ -298,30 +298,14 @@ func TestAdaptiveSlowReplicaRecovers(t *testing.T) {
 		{"recovered", 10 * time.Second, [3]time.Duration{fast, fast, fast}, 5 * time.Second, 0.2, 0.5},
 	}
 	clock := &fakeClock{}
-	b := mustNew(t, Adaptive, 3, WithClock(clock.now), WithDecay(time.Second))
-	type pending struct {
-		tk  Ticket
-		end time.Duration
-	}
-	var open []pending
+	sim := &simRouter{b: mustNew(t, Adaptive, 3, WithClock(clock.now), WithDecay(time.Second)), clock: clock}
 	for _, ph := range phases {
 		t.Run(ph.name, func(t *testing.T) {
 			end := clock.t + ph.dur
 			var counts [3]int
 			total := 0
 			for clock.t < end {
-				// Complete what is due, in order of completion time.
-				kept := open[:0]
-				for _, p := range open {
-					if p.end <= clock.t {
-						b.Done(p.tk, nil)
-					} else {
-						kept = append(kept, p)
-					}
-				}
-				open = kept
-				i := b.Pick(-1)
-				open = append(open, pending{b.Start(i), clock.t + ph.latency[i]})
+				i := sim.step(ph.latency)
 				if clock.t >= end-ph.measure {
 					counts[i]++
 					total++
@@ -345,12 +329,7 @@ func TestAdaptiveSlowReplicaRecovers(t *testing.T) {
 func TestAdaptiveBacksOffSlowProbes(t *testing.T) {
 	const fast, slow, gap = 2 * time.Millisecond, 20 * time.Millisecond, 2 * time.Millisecond
 	clock := &fakeClock{}
-	b := mustNew(t, Adaptive, 3, WithClock(clock.now), WithDecay(time.Second))
-	type pending struct {
-		tk  Ticket
-		end time.Duration
-	}
-	var open []pending
+	sim := &simRouter{b: mustNew(t, Adaptive, 3, WithClock(clock.now), WithDecay(time.Second)), clock: clock}
 	// run simulates dur and returns the time from the start to the first probe of
 	// replica 1, then between its probes: a probe is a pick after at least 500ms
 	// without one.
@@ -358,18 +337,7 @@ func TestAdaptiveBacksOffSlowProbes(t *testing.T) {
 		var gaps []time.Duration
 		lastPick, lastProbe := clock.t, clock.t
 		for end := clock.t + dur; clock.t < end; clock.t += gap {
-			kept := open[:0]
-			for _, p := range open {
-				if p.end <= clock.t {
-					b.Done(p.tk, nil)
-				} else {
-					kept = append(kept, p)
-				}
-			}
-			open = kept
-			i := b.Pick(-1)
-			open = append(open, pending{b.Start(i), clock.t + latency[i]})
-			if i == 1 {
+			if i := sim.step(latency); i == 1 {
 				if clock.t-lastPick >= 500*time.Millisecond {
 					gaps = append(gaps, clock.t-lastProbe)
 					lastProbe = clock.t
@@ -450,6 +418,35 @@ func TestAdaptiveProbeHalfLife(t *testing.T) {
 			}
 		})
 	}
+}
+
+// simRouter is a router on a fake clock: each step completes the requests that are due,
+// then picks a replica and starts a request there that will take latency[i].
+type simRouter struct {
+	b     Balancer
+	clock *fakeClock
+	open  []simRequest
+}
+
+type simRequest struct {
+	tk  Ticket
+	end time.Duration
+}
+
+// step runs one pick at the clock's time and returns the replica picked.
+func (r *simRouter) step(latency [3]time.Duration) int {
+	kept := r.open[:0]
+	for _, p := range r.open {
+		if p.end <= r.clock.t {
+			r.b.Done(p.tk, nil)
+		} else {
+			kept = append(kept, p)
+		}
+	}
+	r.open = kept
+	i := r.b.Pick(-1)
+	r.open = append(r.open, simRequest{r.b.Start(i), r.clock.t + latency[i]})
+	return i
 }
 
 // serve runs one request on replica i that takes lat on the fake clock.
