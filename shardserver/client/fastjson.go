@@ -344,11 +344,7 @@ func AppendSearchResponse(b []byte, r *SearchResponse) []byte {
 		}
 		b = append(b, ']')
 	}
-	if r.Seq != 0 {
-		b = append(b, `,"seq":`...)
-		b = strconv.AppendUint(b, r.Seq, 10)
-	}
-	return append(b, "}\n"...)
+	return appendSeqEnd(b, r.Seq)
 }
 
 // AppendBatchSearchResponse appends the JSON of a batch search answer and a newline, as
@@ -362,9 +358,14 @@ func AppendBatchSearchResponse(b []byte, r *BatchSearchResponse) []byte {
 		b = appendHits(b, hits)
 	}
 	b = append(b, ']')
-	if r.Seq != 0 {
+	return appendSeqEnd(b, r.Seq)
+}
+
+// appendSeqEnd closes an answer object: its seq when set, then the brace and a newline.
+func appendSeqEnd(b []byte, seq uint64) []byte {
+	if seq != 0 {
 		b = append(b, `,"seq":`...)
-		b = strconv.AppendUint(b, r.Seq, 10)
+		b = strconv.AppendUint(b, seq, 10)
 	}
 	return append(b, "}\n"...)
 }
