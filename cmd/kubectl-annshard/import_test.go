@@ -5,6 +5,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"maps"
 	"math"
 	"net/http"
 	"net/http/httptest"
@@ -43,6 +44,21 @@ func newFakeRouter(t *testing.T) (*fakeRouter, *routerPool) {
 	t.Cleanup(srv.Close)
 	c := client.New(srv.URL, client.WithToken("tok"))
 	return f, &routerPool{desc: "fake", clients: []*client.Client{c}}
+}
+
+// fakeState is what a fakeRouter holds, copied under its lock.
+type fakeState struct {
+	stored   map[string][]float32
+	parts    map[string]string
+	received int
+}
+
+// state copies what f holds under its lock: the test reads it while the server's
+// handlers may still run (and the race detector does not see the socket between them).
+func (f *fakeRouter) state() fakeState {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return fakeState{stored: maps.Clone(f.stored), parts: maps.Clone(f.parts), received: f.received}
 }
 
 func (f *fakeRouter) ServeHTTP(w http.ResponseWriter, r *http.Request) {
@@ -152,15 +168,15 @@ func TestImportGeneratedIDsAcrossFiles(t *testing.T) {
 		t.Fatalf("%v\n%s", err, out)
 	}
 	// a.fvecs: rows 0..24 -> v100..v124; b.jsonl: lines 0 and 2 -> v125, v127.
-	if len(router.stored) != 27 || router.received != 27 {
-		t.Fatalf("stored %d, received %d:\n%s", len(router.stored), router.received, out)
+	if len(router.state().stored) != 27 || router.state().received != 27 {
+		t.Fatalf("stored %d, received %d:\n%s", len(router.state().stored), router.state().received, out)
 	}
 	for _, id := range []string{"v100", "v124", "v125", "v127"} {
-		if _, ok := router.stored[id]; !ok || router.parts[id] != "p1" {
-			t.Fatalf("id %s missing or without partition; have %v", id, keys(router.stored))
+		if _, ok := router.state().stored[id]; !ok || router.state().parts[id] != "p1" {
+			t.Fatalf("id %s missing or without partition; have %v", id, keys(router.state().stored))
 		}
 	}
-	if got := router.stored["v103"]; got[0] != 3 || got[3] != 3.3 {
+	if got := router.state().stored["v103"]; got[0] != 3 || got[3] != 3.3 {
 		t.Fatalf("v103 = %v", got)
 	}
 	if !strings.Contains(out, "Imported 27 vectors into idx from 2 file(s)") || !strings.Contains(out, "Rejected 0 rows.") {
@@ -208,8 +224,8 @@ func TestImportRefusesBadRowsBeforeWriting(t *testing.T) {
 	if err != nil {
 		t.Fatalf("%v\n%s", err, out)
 	}
-	if len(router.stored) != 2 || router.stored["a"][0] != 1 || router.stored["e"] == nil {
-		t.Fatalf("stored %v", router.stored)
+	if len(router.state().stored) != 2 || router.state().stored["a"][0] != 1 || router.state().stored["e"] == nil {
+		t.Fatalf("stored %v", router.state().stored)
 	}
 	if !strings.Contains(out, "Imported 2 vectors") || !strings.Contains(out, "Rejected 5 rows:") {
 		t.Fatalf("summary:\n%s", out)
@@ -240,12 +256,12 @@ func TestImportWithoutPrecheckNumbersIDsAfterJSONLines(t *testing.T) {
 	}
 	// a.jsonl: lines 0 and 2 -> v0, v2 (3 rows); b.fvecs: rows 0, 1 -> v3, v4.
 	for _, id := range []string{"v0", "v2", "v3", "v4"} {
-		if router.stored[id] == nil {
-			t.Fatalf("id %s missing; have %v", id, keys(router.stored))
+		if router.state().stored[id] == nil {
+			t.Fatalf("id %s missing; have %v", id, keys(router.state().stored))
 		}
 	}
-	if len(router.stored) != 4 {
-		t.Fatalf("stored %v", keys(router.stored))
+	if len(router.state().stored) != 4 {
+		t.Fatalf("stored %v", keys(router.state().stored))
 	}
 }
 
@@ -261,7 +277,7 @@ func TestImportWithoutPrecheckStopsAtTheLimit(t *testing.T) {
 	if exitCodeOf(err) != exitIncomplete || !strings.Contains(err.Error(), "row 35: component 1 is NaN") {
 		t.Fatalf("exit %d: %v", exitCodeOf(err), err)
 	}
-	if n := len(router.stored); n < 10 || n > 30 {
+	if n := len(router.state().stored); n < 10 || n > 30 {
 		t.Fatalf("stored %d vectors before the bad row's batch", n)
 	}
 }
@@ -277,8 +293,8 @@ func TestImportResumeSendsOnlyUnacknowledgedBatches(t *testing.T) {
 	if exitCodeOf(err) != exitIncomplete || !strings.Contains(err.Error(), "--resume") {
 		t.Fatalf("exit %d: %v\n%s", exitCodeOf(err), err, out)
 	}
-	if router.received != 70 {
-		t.Fatalf("received %d vectors before the failure", router.received)
+	if router.state().received != 70 {
+		t.Fatalf("received %d vectors before the failure", router.state().received)
 	}
 	raw, err := os.ReadFile(o.checkpoint)
 	if err != nil || !strings.Contains(string(raw), `"acked": "0-6"`) {
@@ -299,8 +315,8 @@ func TestImportResumeSendsOnlyUnacknowledgedBatches(t *testing.T) {
 		t.Fatalf("%v\n%s", err, out)
 	}
 	// Every vector once: 70 before, 130 now, none sent twice.
-	if len(router.stored) != 200 || router.received != 200 {
-		t.Fatalf("stored %d, received %d", len(router.stored), router.received)
+	if len(router.state().stored) != 200 || router.state().received != 200 {
+		t.Fatalf("stored %d, received %d", len(router.state().stored), router.state().received)
 	}
 	if !strings.Contains(out, "Imported 130 vectors") || !strings.Contains(out, "Skipped 7 batches") {
 		t.Fatalf("summary:\n%s", out)
